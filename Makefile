@@ -1,0 +1,28 @@
+# `make demo` and `make test` set up .venv themselves; nothing relies on a hand-made install.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/qcompiler demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/numpy_backend.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check qcompiler passes backends tests bench examples
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,75 @@
+"""The error hierarchy: every error qcompiler raises on purpose is a ``QCompilerError``.
+
+Errors name what went wrong where: the node, the tensor and the user's original layer, and say
+what was expected, so a message pasted into a bug report is enough to find the problem.
+"""
+
+from __future__ import annotations
+
+
+class QCompilerError(Exception):
+    """Base class of every error qcompiler raises on purpose."""
+
+
+class ModelLoadError(QCompilerError):
+    """A model file could not be read: missing, truncated, corrupt or not ONNX."""
+
+
+class UnsupportedModelError(QCompilerError):
+    """A model uses op types, attributes or dtypes that qcompiler does not support.
+
+    ``unsupported`` maps each offending op type (or feature) to the node names that use it, so a
+    single error lists everything that stands in the way, not only the first problem.
+    """
+
+    def __init__(self, message: str, unsupported: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.unsupported = dict(unsupported or {})
+
+
+class IRError(QCompilerError):
+    """The IR is malformed: a broken SSA edge, a wrong type, an illegal mutation."""
+
+
+class VerificationError(IRError):
+    """``Graph.verify()`` found invariants that do not hold; ``problems`` lists them all."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
+class ShapeInferenceError(IRError):
+    """Type or shape inference failed for a node (incompatible shapes, bad attributes)."""
+
+
+class ParseError(QCompilerError):
+    """The text form of a graph could not be parsed; the message gives line and column."""
+
+
+class InputError(QCompilerError):
+    """The inputs given to ``Executable.run`` do not match what the model expects."""
+
+
+class MissingInputError(InputError):
+    """A model input was not given."""
+
+
+class UnknownInputError(InputError):
+    """An input was given that the model does not have."""
+
+
+class InputShapeError(InputError):
+    """An input has the wrong shape (rank, a fixed dimension, or an inconsistent symbol)."""
+
+
+class InputDTypeError(InputError):
+    """An input has the wrong element type."""
+
+
+class ExecutionError(QCompilerError):
+    """An op failed while the model ran; names the node and the user's layer."""
+
+
+class BackendError(QCompilerError):
+    """A backend cannot compile or load a graph (unknown backend, bad saved folder)."""

@@ -1,0 +1,453 @@
+"""The IR: SSA ``Value``s, ``Node``s in topological order, and the ``Graph`` that owns them.
+
+Every edge edit goes through the mutation helpers (``Node.set_input``, ``replace_all_uses_with``,
+``erase``, ``add_node(before=...)``), which keep each value's use-list exact; passes never touch
+``_inputs`` or ``uses`` by hand. ``verify()`` checks all invariants and lists every problem.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any, Iterator, Sequence
+
+import networkx as nx
+import numpy as np
+
+from . import ops
+from .errors import IRError, ShapeInferenceError, VerificationError
+from .ops._schema import Ctx, InferError, Out
+from .types import DType, QuantParams, TensorType
+
+
+class Value:
+    """An SSA value: produced by one node, or a graph input, or a constant (``data`` set)."""
+
+    __slots__ = ("name", "type", "producer", "uses", "data", "sym", "graph")
+
+    def __init__(self, name: str, type: TensorType, data: np.ndarray | None = None):
+        self.name = name
+        self.type = type
+        self.producer: Node | None = None
+        self.uses: list[tuple[Node, int]] = []
+        self.data = data
+        self.sym: tuple | None = None
+        self.graph: Graph | None = None
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None
+
+    @property
+    def is_graph_input(self) -> bool:
+        return self.graph is not None and any(v is self for v in self.graph.inputs)
+
+    @property
+    def is_graph_output(self) -> bool:
+        return self.graph is not None and any(v is self for v in self.graph.outputs)
+
+    @property
+    def users(self) -> list[Node]:
+        """Distinct nodes that read this value, in use order."""
+        seen: dict[int, Node] = {}
+        for node, _ in self.uses:
+            seen.setdefault(id(node), node)
+        return list(seen.values())
+
+    @property
+    def shape(self) -> tuple:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    def __repr__(self) -> str:
+        return f"Value(%{self.name}: {self.type})"
+
+
+class Node:
+    """One op application. ``name`` is the stable debug handle: the user's layer name."""
+
+    __slots__ = ("op", "_inputs", "outputs", "attrs", "name", "graph")
+
+    def __init__(self, op: str, name: str, attrs: dict[str, Any] | None = None):
+        self.op = op
+        self.name = name
+        self.attrs: dict[str, Any] = dict(attrs or {})
+        self._inputs: list[Value | None] = []
+        self.outputs: list[Value] = []
+        self.graph: Graph | None = None
+
+    @property
+    def inputs(self) -> tuple[Value | None, ...]:
+        return tuple(self._inputs)
+
+    @property
+    def opdef(self) -> ops.OpDef:
+        return ops.get(self.op)
+
+    def set_input(self, index: int, value: Value | None) -> None:
+        """Point operand ``index`` at ``value``, keeping both use-lists right."""
+        old = self._inputs[index]
+        if old is value:
+            return
+        if old is not None:
+            _drop_use(old, self, index)
+        self._inputs[index] = value
+        if value is not None:
+            value.uses.append((self, index))
+
+    def replace_input(self, old: Value, new: Value | None) -> None:
+        """Replace every operand that is ``old`` by ``new``."""
+        for i, v in enumerate(self._inputs):
+            if v is old:
+                self.set_input(i, new)
+
+    def describe(self) -> str:
+        """How errors name this node: op, node name (the user's layer) and first output."""
+        out = f" -> %{self.outputs[0].name}" if self.outputs else ""
+        return f"{self.op} node {self.name!r}{out}"
+
+    def __repr__(self) -> str:
+        return f"Node({self.describe()})"
+
+
+def _drop_use(value: Value, node: Node, index: int) -> None:
+    for k, (n, i) in enumerate(value.uses):
+        if n is node and i == index:
+            del value.uses[k]
+            return
+    raise IRError(f"use-list of %{value.name} lost operand {index} of {node.describe()}")
+
+
+_NAME_SANITIZE = re.compile(r"[^A-Za-z0-9_.]")
+
+
+class Graph:
+    """Nodes in topological order, graph inputs and outputs, and named constants."""
+
+    def __init__(self, name: str = "main"):
+        self.name = name
+        self.inputs: list[Value] = []
+        self.outputs: list[Value] = []
+        self.constants: dict[str, Value] = {}
+        self.nodes: list[Node] = []
+        self._names: dict[str, Value] = {}
+        self._node_names: set[str] = set()
+        self._counter = itertools.count()
+
+    # -- naming ---------------------------------------------------------------------------------
+
+    def fresh_name(self, base: str = "v") -> str:
+        """A value name not used yet in this graph, derived from ``base``."""
+        base = base or "v"
+        if base not in self._names:
+            return base
+        while True:
+            candidate = f"{base}_{next(self._counter)}"
+            if candidate not in self._names:
+                return candidate
+
+    def fresh_node_name(self, base: str) -> str:
+        base = base or "node"
+        if base not in self._node_names:
+            return base
+        while True:
+            candidate = f"{base}_{next(self._counter)}"
+            if candidate not in self._node_names:
+                return candidate
+
+    def value(self, name: str) -> Value:
+        try:
+            return self._names[name]
+        except KeyError:
+            raise IRError(f"graph {self.name!r} has no value %{name}") from None
+
+    def has_value(self, name: str) -> bool:
+        return name in self._names
+
+    def values(self) -> Iterator[Value]:
+        """Every value: inputs, constants, then node outputs in order."""
+        yield from self.inputs
+        yield from self.constants.values()
+        for node in self.nodes:
+            yield from node.outputs
+
+    def _adopt(self, value: Value) -> Value:
+        if value.name in self._names:
+            raise IRError(f"value name %{value.name} is already used in graph {self.name!r}")
+        value.graph = self
+        self._names[value.name] = value
+        return value
+
+    def rename_value(self, value: Value, new_name: str) -> None:
+        if self._names.get(value.name) is not value:
+            raise IRError(f"%{value.name} does not belong to graph {self.name!r}")
+        if new_name in self._names:
+            raise IRError(f"value name %{new_name} is already used")
+        del self._names[value.name]
+        if value.name in self.constants:
+            self.constants = {
+                (new_name if k == value.name else k): v for k, v in self.constants.items()
+            }
+        value.name = new_name
+        self._names[new_name] = value
+
+    # -- building -------------------------------------------------------------------------------
+
+    def add_input(self, name: str, type: TensorType) -> Value:
+        value = self._adopt(Value(name, type))
+        self.inputs.append(value)
+        return value
+
+    def add_constant(
+        self, data: Any, name: str | None = None, quant: QuantParams | None = None
+    ) -> Value:
+        """A named constant; ``data`` is copied into a read-only array."""
+        array = np.array(data)
+        array.setflags(write=False)
+        dtype = DType.from_numpy(array.dtype)
+        value = Value(self.fresh_name(name or "const"), TensorType(dtype, array.shape, quant), array)
+        self._adopt(value)
+        self.constants[value.name] = value
+        return value
+
+    def set_outputs(self, outputs: Sequence[Value]) -> None:
+        self.outputs = list(outputs)
+
+    def add_node(
+        self,
+        op: str,
+        inputs: Sequence[Value | None],
+        attrs: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        outputs: Sequence[str] | int | None = None,
+        before: Node | None = None,
+        after: Node | None = None,
+        types: Sequence[TensorType] | None = None,
+    ) -> Node:
+        """Create a node, infer its output types, and insert it (at the end by default).
+
+        ``outputs`` is a list of output names or a count (names are made fresh from the node
+        name); ``types`` skips inference and sets the output types (used by parsers/importers
+        that already know them; ``verify`` still checks them).
+        """
+        opdef = ops.get(op)
+        node = Node(op, self.fresh_node_name(name or op.lower()), attrs)
+        if isinstance(outputs, int) or outputs is None:
+            count = outputs if isinstance(outputs, int) else len(
+                [o for o in opdef.outputs if not o.endswith("?")]
+            ) or 1
+            out_names = [node.name if k == 0 else f"{node.name}.{k}" for k in range(count)]
+        else:
+            out_names = list(outputs)
+        for value in inputs:
+            if value is not None and value.graph is not self:
+                raise IRError(f"{op}: operand %{value.name} belongs to another graph")
+        node._inputs = list(inputs)
+        if types is None:
+            try:
+                inferred = self._infer(node, len(out_names))
+            except ShapeInferenceError:
+                node._inputs = []
+                raise
+        else:
+            inferred = [Out(t.dtype.value, t.shape) for t in types]
+        for k, value in enumerate(node._inputs):
+            if value is not None:
+                value.uses.append((node, k))
+        for k, (out_name, out) in enumerate(zip(out_names, inferred, strict=True)):
+            quant = types[k].quant if types is not None else None
+            value = Value(self.fresh_name(out_name), TensorType(out.dtype, out.shape, quant))
+            value.sym = out.sym
+            value.producer = node
+            node.outputs.append(self._adopt(value))
+        node.graph = self
+        self._node_names.add(node.name)
+        if before is not None:
+            self.nodes.insert(self._index(before), node)
+        elif after is not None:
+            self.nodes.insert(self._index(after) + 1, node)
+        else:
+            self.nodes.append(node)
+        return node
+
+    def insert_before(self, anchor: Node, op: str, inputs: Sequence[Value | None],
+                      attrs: dict[str, Any] | None = None, **kw: Any) -> Node:
+        return self.add_node(op, inputs, attrs, before=anchor, **kw)
+
+    def insert_after(self, anchor: Node, op: str, inputs: Sequence[Value | None],
+                     attrs: dict[str, Any] | None = None, **kw: Any) -> Node:
+        return self.add_node(op, inputs, attrs, after=anchor, **kw)
+
+    def _index(self, node: Node) -> int:
+        for i, n in enumerate(self.nodes):
+            if n is node:
+                return i
+        raise IRError(f"{node.describe()} is not in graph {self.name!r}")
+
+    # -- mutation -------------------------------------------------------------------------------
+
+    def replace_all_uses_with(self, old: Value, new: Value) -> None:
+        """Every reader of ``old`` (nodes and graph outputs) reads ``new`` instead."""
+        if old is new:
+            return
+        for node, index in list(old.uses):
+            node.set_input(index, new)
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def erase(self, node: Node) -> None:
+        """Remove a node whose outputs nobody reads any more."""
+        for out in node.outputs:
+            if out.uses or out.is_graph_output:
+                readers = ", ".join(n.describe() for n in out.users) or "the graph outputs"
+                raise IRError(f"cannot erase {node.describe()}: %{out.name} is still read by "
+                              f"{readers}")
+        for index, value in enumerate(node._inputs):
+            if value is not None:
+                _drop_use(value, node, index)
+        node._inputs = []
+        del self.nodes[self._index(node)]
+        for out in node.outputs:
+            del self._names[out.name]
+            out.graph = None
+        self._node_names.discard(node.name)
+        node.graph = None
+
+    def erase_constant(self, value: Value) -> None:
+        if value.uses or value.is_graph_output:
+            raise IRError(f"cannot erase constant %{value.name}: it is still used")
+        del self.constants[value.name]
+        del self._names[value.name]
+        value.graph = None
+
+    def replace_with_constant(self, value: Value, data: np.ndarray) -> Value:
+        """Make every reader of node output ``value`` read a new constant holding ``data``."""
+        const = self.add_constant(np.asarray(data, dtype=value.dtype.np), f"{value.name}.const")
+        self.replace_all_uses_with(value, const)
+        return const
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def _infer(self, node: Node, n_outputs: int) -> list[Out]:
+        opdef = ops.get(node.op)
+        try:
+            opdef.check_arity(len(node._inputs), n_outputs)
+            attrs = opdef.full_attrs(node.attrs)
+            ctx = Ctx(
+                op=node.op,
+                attrs=attrs,
+                types=[None if v is None else (v.dtype.value, v.shape) for v in node._inputs],
+                values=[None if v is None else (v.data if v.data is not None else v.sym)
+                        for v in node._inputs],
+                n_outputs=n_outputs,
+            )
+            outs = opdef.infer(ctx)
+        except InferError as exc:
+            raise ShapeInferenceError(f"{node.describe()}: {exc}") from None
+        if len(outs) < n_outputs:
+            raise ShapeInferenceError(
+                f"{node.describe()}: inference gave {len(outs)} outputs, node has {n_outputs}")
+        return list(outs[:n_outputs])
+
+    def infer_types(self) -> None:
+        """Re-run type inference over every node in order, updating output types in place."""
+        for node in self.nodes:
+            outs = self._infer(node, len(node.outputs))
+            for value, out in zip(node.outputs, outs):
+                value.type = TensorType(out.dtype, out.shape, value.type.quant)
+                value.sym = out.sym
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def to_networkx(self) -> nx.MultiDiGraph:
+        """Nodes as graph vertices, one edge per (producer output -> operand)."""
+        g = nx.MultiDiGraph()
+        for node in self.nodes:
+            g.add_node(node)
+        for node in self.nodes:
+            for index, value in enumerate(node._inputs):
+                if value is not None and value.producer is not None:
+                    g.add_edge(value.producer, node, index=index, value=value.name)
+        return g
+
+    def toposort(self) -> None:
+        """Reorder ``nodes`` topologically (stable: keeps the current order where it can)."""
+        order = {id(n): i for i, n in enumerate(self.nodes)}
+        g = self.to_networkx()
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            names = " -> ".join(edge[0].name for edge in cycle)
+            raise IRError(f"graph {self.name!r} has a cycle: {names}")
+        self.nodes = list(nx.lexicographical_topological_sort(g, key=lambda n: order[id(n)]))
+
+    def op_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            counts[node.op] = counts.get(node.op, 0) + 1
+        return counts
+
+    def find_nodes(self, op: str) -> list[Node]:
+        return [n for n in self.nodes if n.op == op]
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise IRError(f"graph {self.name!r} has no node named {name!r}")
+
+    # -- verification ---------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Check SSA, use-lists, order, types, shapes and quantization; raise listing all."""
+        from .verify import graph_problems
+
+        problems = graph_problems(self)
+        if problems:
+            head = f"graph {self.name!r} failed verification ({len(problems)} problem(s)):"
+            raise VerificationError("\n  ".join([head, *problems]), problems)
+
+    # -- copying, text and equality ---------------------------------------------------------------
+
+    def copy(self) -> Graph:
+        """A deep copy of the structure; constant arrays (read-only) are shared."""
+        from .text import copy_graph
+
+        return copy_graph(self)
+
+    def to_text(self, inline_constants: bool | int = False) -> str:
+        from .text import print_graph
+
+        return print_graph(self, inline_constants)
+
+    def constant_arrays(self) -> dict[str, np.ndarray]:
+        return {name: v.data for name, v in self.constants.items()}
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r}: {len(self.nodes)} nodes, {len(self.constants)} constants>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Graph):
+            return NotImplemented
+        if str(self) != str(other) or self.constants.keys() != other.constants.keys():
+            return False
+        for name, value in self.constants.items():
+            a, b = value.data, other.constants[name].data
+            if a.dtype != b.dtype or a.shape != b.shape:
+                return False
+            if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def sanitize(name: str) -> str:
+    """A name made only of letters, digits, '_' and '.'."""
+    return _NAME_SANITIZE.sub("_", name) or "v"
+

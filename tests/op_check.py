@@ -1,0 +1,75 @@
+"""Check one registered op against onnxruntime: kernel values and inferred types."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from ort_helpers import run_node
+
+from qcompiler import ops
+from qcompiler.graph import Graph
+from qcompiler.types import DType, TensorType
+
+
+def ir_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """ONNX-helper attribute values (lists) in their IR form (tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items()}
+
+
+def run_kernel(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],
+               n_outputs: int = 1) -> list[np.ndarray]:
+    opdef = ops.get(op_type)
+    full = opdef.full_attrs(ir_attrs(attrs))
+    out = opdef.kernel(*inputs, **full)
+    outs = list(out) if isinstance(out, tuple) else [out]
+    return outs[:n_outputs]
+
+
+def infer(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],
+          n_outputs: int = 1, constant_inputs: Sequence[int] = ()) -> list[TensorType]:
+    """Output types the IR infers for a node fed with arrays like ``inputs``."""
+    g = Graph("check")
+    values = []
+    for i, a in enumerate(inputs):
+        if a is None:
+            values.append(None)
+        elif i in constant_inputs:
+            values.append(g.add_constant(a, f"in{i}"))
+        else:
+            values.append(g.add_input(f"in{i}", TensorType(DType.from_numpy(a.dtype), a.shape)))
+    node = g.add_node(op_type, values, ir_attrs(attrs), outputs=n_outputs)
+    g.set_outputs(node.outputs)
+    g.verify()
+    return [v.type for v in node.outputs]
+
+
+def check_op(
+    op_type: str,
+    inputs: Sequence[np.ndarray | None],
+    attrs: dict[str, Any] | None = None,
+    *,
+    n_outputs: int = 1,
+    constant_inputs: Sequence[int] = (),
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    opset: int = 21,
+) -> list[np.ndarray]:
+    """Our kernel vs onnxruntime on ``inputs``; inferred dtype/shape must match exactly."""
+    attrs = dict(attrs or {})
+    expected = run_node(op_type, inputs, attrs, n_outputs, opset, constant_inputs)
+    actual = run_kernel(op_type, inputs, attrs, n_outputs)
+    types = infer(op_type, inputs, attrs, n_outputs, constant_inputs)
+    assert len(actual) == len(expected)
+    for k, (a, e, t) in enumerate(zip(actual, expected, types)):
+        a = np.asarray(a)
+        assert a.dtype == e.dtype, f"{op_type} output {k}: dtype {a.dtype} vs ort {e.dtype}"
+        assert a.shape == e.shape, f"{op_type} output {k}: shape {a.shape} vs ort {e.shape}"
+        assert t.dtype.np == a.dtype, f"{op_type} output {k}: inferred {t} for {a.dtype}"
+        assert t.shape == a.shape, f"{op_type} output {k}: inferred {t} for {a.shape}"
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, e, rtol=rtol, atol=atol,
+                                       err_msg=f"{op_type} output {k}")
+        else:
+            np.testing.assert_array_equal(a, e, err_msg=f"{op_type} output {k}")
+    return actual
