@@ -26,7 +26,7 @@ from .types import DType, QuantParams, TensorType
 
 INLINE_LIMIT = 16  # constants with at most this many elements are always printed inline
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-_VALUE_IDENT = re.compile(r"^[A-Za-z0-9_.]+$")
+_VALUE_IDENT = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.]*|[0-9]+)$")
 
 
 # -- printing ------------------------------------------------------------------------------------

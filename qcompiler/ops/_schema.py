@@ -93,9 +93,12 @@ class Ctx:
         return None
 
     def ints(self, i: int) -> tuple | None:
-        """A 1-D integer input as a tuple of ints and symbols when known, else None."""
+        """An integer input's contents (flattened) as a tuple of ints and symbols when known,
+        else None (also for float inputs)."""
         v = self.value(i)
         if isinstance(v, np.ndarray):
+            if v.dtype.kind not in "iub":
+                return None
             return tuple(int(x) for x in v.reshape(-1))
         return v
 

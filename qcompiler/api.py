@@ -1,0 +1,67 @@
+"""The public entry points behind ``import qcompiler as qc``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import BackendError
+from .graph import Graph
+from .text import parse as _parse
+
+if TYPE_CHECKING:
+    import onnx
+
+    from .executable import Executable
+
+
+def load_onnx(path: str | Path,
+              input_shapes: Mapping[str, Sequence[int | str]] | None = None) -> Graph:
+    """Read an ONNX file into a verified ``Graph``; ``input_shapes`` fixes dynamic dims."""
+    from .onnx_import import load_onnx as _load
+
+    return _load(path, input_shapes)
+
+
+def from_onnx(model: onnx.ModelProto,
+              input_shapes: Mapping[str, Sequence[int | str]] | None = None) -> Graph:
+    """Import an in-memory ``onnx.ModelProto`` into a verified ``Graph``."""
+    from .onnx_import import from_onnx as _from
+
+    return _from(model, input_shapes)
+
+
+def parse(text: str, constants: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """Parse the text form printed by ``str(graph)``; ``constants`` resolves ``@name`` refs."""
+    return _parse(text, constants)
+
+
+def compile(graph: Graph, backend: str = "numpy") -> Executable:  # noqa: A001
+    """Compile a (float or quantized) graph into an ``Executable`` with the named backend."""
+    from qcompiler.backends import compile_graph
+
+    return compile_graph(graph, backend)
+
+
+def load(path: str | Path) -> Executable:
+    """Load an executable written by ``Executable.save(path)``."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise BackendError(f"{path} is not a saved qcompiler model (no manifest.json)") from None
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot read {manifest_path}: {exc}") from exc
+    from qcompiler.backends.numpy import FORMAT, FORMAT_VERSION, load_numpy
+
+    if manifest.get("format") != FORMAT:
+        raise BackendError(f"{path}: unknown saved format {manifest.get('format')!r}")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise BackendError(f"{path}: saved with format version {manifest.get('version')}, this "
+                           f"qcompiler reads version {FORMAT_VERSION}")
+    return load_numpy(path, manifest)

@@ -1,0 +1,134 @@
+"""The ``qcompiler`` command line: show, compile, run and demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import api
+from .errors import QCompilerError
+
+EXAMPLES = Path(str(resources.files("qcompiler.examples")))
+
+
+def _shapes(items: list[str] | None) -> dict[str, list[int | str]] | None:
+    """``--input-shape image=1,1,8,8`` options as a mapping."""
+    if not items:
+        return None
+    shapes: dict[str, list[int | str]] = {}
+    for item in items:
+        name, _, dims = item.partition("=")
+        shapes[name] = [int(d) if d.lstrip("-").isdigit() else d for d in dims.split(",")]
+    return shapes
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    g = api.load_onnx(args.model, _shapes(args.input_shape))
+    print(g.to_text(inline_constants=args.inline), end="")
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    g = api.load_onnx(args.model, _shapes(args.input_shape))
+    exe = api.compile(g, backend=args.backend)
+    exe.save(args.output)
+    print(f"compiled {args.model} with the {args.backend} backend into {args.output}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    exe = api.load(args.compiled)
+    with np.load(args.inputs, allow_pickle=False) as data:
+        feeds = {k: data[k] for k in data.files}
+    outputs = exe.run(feeds)
+    if args.output:
+        np.savez(args.output, **outputs)
+        print(f"wrote {', '.join(outputs)} to {args.output}")
+    else:
+        for name, value in outputs.items():
+            print(f"{name}: {value.dtype}{list(value.shape)}")
+            print(value)
+
+
+def _time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    model = Path(args.model)
+    with np.load(args.data, allow_pickle=False) as data:
+        x, y = data["test_x"], data["test_y"]
+    g = api.load_onnx(model)
+    print(f"model  {model.name}: {len(g.nodes)} nodes, {len(x)} test images")
+    exe = api.compile(g, backend="numpy")
+    logits = exe.run({g.inputs[0].name: x})[g.outputs[0].name]
+    accuracy = float((logits.argmax(axis=1) == y).mean())
+    print(f"numpy backend (fp32)  accuracy {accuracy:.3f}")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime is not installed: no comparison (pip install qcompiler[bench])")
+        return
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {g.inputs[0].name: x})[0]
+    ref_acc = float((ref.argmax(axis=1) == y).mean())
+    diff = float(np.max(np.abs(ref - logits)))
+    print(f"onnxruntime (fp32)    accuracy {ref_acc:.3f}   max |logit difference| {diff:.2e}")
+    ours = _time(lambda: exe.run({g.inputs[0].name: x}), args.repeats)
+    theirs = _time(lambda: sess.run(None, {g.inputs[0].name: x}), args.repeats)
+    print(f"time for the test set: numpy backend / onnxruntime = {ours / theirs:.2f}x "
+          f"(median of {args.repeats}; onnxruntime on one thread)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qcompiler", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("show", help="print a model's IR")
+    p.add_argument("model")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    p.add_argument("--inline", action="store_true", help="print every constant inline")
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("compile", help="compile a model and save the executable")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="folder to write")
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    p.set_defaults(fn=cmd_compile)
+
+    p = sub.add_parser("run", help="run a saved executable on inputs from an .npz file")
+    p.add_argument("compiled")
+    p.add_argument("inputs")
+    p.add_argument("-o", "--output", help=".npz file for the outputs (default: print them)")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("demo", help="compile the embedded model and report accuracy and speed")
+    p.add_argument("--model", default=str(EXAMPLES / "digits_convnet.onnx"))
+    p.add_argument("--data", default=str(EXAMPLES / "digits.npz"))
+    p.add_argument("--repeats", type=int, default=20)
+    p.set_defaults(fn=cmd_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except QCompilerError as exc:
+        print(f"qcompiler: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

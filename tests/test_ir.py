@@ -1,0 +1,139 @@
+"""The IR's contracts: SSA use-lists kept by the mutation helpers, and verify() catching breaks."""
+
+import numpy as np
+import pytest
+
+import qcompiler as qc
+from qcompiler.graph import Graph
+from qcompiler.types import QuantParams, TensorType
+
+
+def chain() -> Graph:
+    g = Graph("chain")
+    x = g.add_input("x", TensorType("f32", ("N", 4)))
+    c = g.add_constant(np.ones(4, np.float32), "c")
+    a = g.add_node("Add", [x, c], name="add").outputs[0]
+    r = g.add_node("Relu", [a], name="relu").outputs[0]
+    m = g.add_node("Mul", [r, a], name="mul").outputs[0]
+    g.set_outputs([m])
+    return g
+
+
+def test_use_lists_follow_construction():
+    g = chain()
+    add, relu, mul = g.nodes
+    a = add.outputs[0]
+    assert [(n.name, i) for n, i in a.uses] == [("relu", 0), ("mul", 1)]
+    assert a.users == [relu, mul]
+    assert g.inputs[0].uses == [(add, 0)]
+    g.verify()
+
+
+def test_set_input_and_replace_all_uses_with_keep_use_lists():
+    g = chain()
+    add, relu, mul = g.nodes
+    x = g.inputs[0]
+    mul.set_input(1, x)
+    assert add.outputs[0].uses == [(relu, 0)]
+    assert (mul, 1) in x.uses
+    g.replace_all_uses_with(relu.outputs[0], x)
+    assert relu.outputs[0].uses == []
+    g.erase(relu)
+    g.verify()
+    assert [n.name for n in g.nodes] == ["add", "mul"]
+
+
+def test_replace_all_uses_with_updates_graph_outputs():
+    g = chain()
+    mul = g.nodes[-1]
+    new = g.add_node("Neg", [mul.outputs[0]], name="neg").outputs[0]
+    g.replace_all_uses_with(mul.outputs[0], new)
+    # the Neg node itself now reads its own output: rewire it back, as a pass would
+    g.node("neg").set_input(0, mul.outputs[0])
+    assert g.outputs == [new]
+    g.verify()
+
+
+def test_erase_refuses_a_node_that_is_still_read():
+    g = chain()
+    with pytest.raises(qc.IRError, match="still read by Relu node 'relu'"):
+        g.erase(g.nodes[0])
+    g.verify()
+
+
+def test_insert_before_keeps_topological_order():
+    g = chain()
+    add, relu, mul = g.nodes
+    neg = g.insert_before(relu, "Neg", [add.outputs[0]], name="neg")
+    relu.set_input(0, neg.outputs[0])
+    assert [n.name for n in g.nodes] == ["add", "neg", "relu", "mul"]
+    g.verify()
+
+
+def test_toposort_repairs_order_and_detects_cycles():
+    g = chain()
+    g.nodes.reverse()
+    with pytest.raises(qc.VerificationError, match="before it is defined"):
+        g.verify()
+    g.toposort()
+    assert [n.name for n in g.nodes] == ["add", "relu", "mul"]
+    g.verify()
+    add = g.nodes[0]
+    add.set_input(0, g.nodes[-1].outputs[0])
+    with pytest.raises(qc.IRError, match="cycle"):
+        g.toposort()
+
+
+def test_add_node_infers_types_with_symbols():
+    g = chain()
+    assert str(g.nodes[-1].outputs[0].type) == "f32[N,4]"
+
+
+def test_shape_inference_error_names_the_node():
+    g = Graph()
+    x = g.add_input("x", TensorType("f32", (2, 3)))
+    y = g.add_input("y", TensorType("f32", (4,)))
+    with pytest.raises(qc.ShapeInferenceError, match="Add node 'my_layer'.*do not broadcast"):
+        g.add_node("Add", [x, y], name="my_layer")
+    assert g.nodes == [] and x.uses == [] and y.uses == []
+
+
+def test_verify_lists_every_problem():
+    g = chain()
+    add, relu, mul = g.nodes
+    relu.outputs[0].type = TensorType("f32", ("N", 5))
+    add.outputs[0].uses.append((mul, 0))
+    with pytest.raises(qc.VerificationError) as info:
+        g.verify()
+    problems = info.value.problems
+    assert any("relu" in p and "f32[N,5]" in p for p in problems)
+    assert any("use-list of %add is out of date" in p for p in problems)
+
+
+def test_verify_checks_quantization_parameters():
+    g = Graph()
+    g.add_input("q", TensorType("i8", (4,), QuantParams(0.1, 200, "i8")))
+    with pytest.raises(qc.VerificationError, match="zero point 200 is outside"):
+        g.verify()
+
+
+def test_unknown_attribute_is_an_error():
+    g = Graph()
+    x = g.add_input("x", TensorType("f32", (2,)))
+    with pytest.raises(qc.ShapeInferenceError, match="no attribute.*beta"):
+        g.add_node("Relu", [x], {"beta": 1.0}, name="r")
+
+
+def test_copy_is_deep_and_equal():
+    g = chain()
+    h = g.copy()
+    assert h == g
+    h.nodes[1].attrs["x"] = 1
+    assert h != g
+
+
+def test_to_networkx_has_one_edge_per_operand():
+    g = chain()
+    nxg = g.to_networkx()
+    assert nxg.number_of_nodes() == 3
+    assert nxg.number_of_edges() == 3  # add->relu, relu->mul, add->mul
