@@ -1,0 +1,1 @@
+"""Pass families over the IR, installed as ``qcompiler.passes``."""

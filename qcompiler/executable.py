@@ -7,8 +7,9 @@ happen per call (names, dtype, rank, dimensions and consistent symbolic dimensio
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -204,11 +205,15 @@ class Graph:
     def add_constant(
         self, data: Any, name: str | None = None, quant: QuantParams | None = None
     ) -> Value:
-        """A named constant; ``data`` is copied into a read-only array."""
-        array = np.array(data)
-        array.setflags(write=False)
+        """A named constant; ``data`` is copied into a read-only array unless it is one."""
+        if isinstance(data, np.ndarray) and not data.flags.writeable:
+            array = data
+        else:
+            array = np.array(data)
+            array.setflags(write=False)
         dtype = DType.from_numpy(array.dtype)
-        value = Value(self.fresh_name(name or "const"), TensorType(dtype, array.shape, quant), array)
+        value = Value(self.fresh_name(name or "const"), TensorType(dtype, array.shape, quant),
+                      array)
         self._adopt(value)
         self.constants[value.name] = value
         return value

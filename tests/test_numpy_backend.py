@@ -62,16 +62,17 @@ def test_save_load_and_standalone_run(tmp_path):
     # the saved folder runs with numpy alone: no qcompiler on the path
     np.savez(tmp_path / "in.npz", **{"input.1": x})
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    inp, outp, model = (str(p) for p in (tmp_path / "in.npz", tmp_path / "out.npz",
+                                         folder / "model.py"))
     code = ("import sys, builtins\n"
             "real = builtins.__import__\n"
             "def guard(name, *a, **k):\n"
             "    assert not name.startswith('qcompiler'), name\n"
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = guard\n"
-            f"sys.argv = ['model.py', {str(tmp_path / 'in.npz')!r}, {str(tmp_path / 'out.npz')!r}]\n"
-            f"exec(compile(open({str(folder / 'model.py')!r}).read(), "
-            f"{str(folder / 'model.py')!r}, 'exec'), {{'__name__': '__main__', "
-            f"'__file__': {str(folder / 'model.py')!r}}})\n")
+            f"sys.argv = ['model.py', {inp!r}, {outp!r}]\n"
+            f"exec(compile(open({model!r}).read(), {model!r}, 'exec'), "
+            f"{{'__name__': '__main__', '__file__': {model!r}}})\n")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
     with np.load(tmp_path / "out.npz") as out:
         np.testing.assert_array_equal(out["/layer1/Relu"], reference(x)[0])

@@ -16,8 +16,9 @@ import json
 import linecache
 import shutil
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

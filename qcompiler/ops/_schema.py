@@ -9,8 +9,9 @@ symbol names (``"?"`` for an unknown dimension).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

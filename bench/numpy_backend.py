@@ -1,0 +1,84 @@
+"""Time the numpy backend against onnxruntime (fp32, one thread) in the same run.
+
+    .venv/bin/python bench/numpy_backend.py [--repeats 30]
+
+Prints, for each model, the median time of both and the ratio numpy-backend / onnxruntime
+(lower is better; the target is at most 3x, because calibration runs on this backend). Machines
+are noisy: compare ratios measured in one run, not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one thread on both sides
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from importlib import resources  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+import qcompiler as qc  # noqa: E402
+from qcompiler import zoo  # noqa: E402
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def bench(name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeats: int) -> None:
+    exe = qc.compile(qc.from_onnx(model), backend="numpy")
+    sess = session(model)
+    ours = exe.run(feeds)
+    theirs = sess.run(None, feeds)
+    err = max(float(np.max(np.abs(a - b))) for a, b in zip(ours.values(), theirs))
+    t_ours = median_time(lambda: exe.run(feeds), repeats)
+    t_ort = median_time(lambda: sess.run(None, feeds), repeats)
+    print(f"| {name} | {t_ours * 1e3:.2f} | {t_ort * 1e3:.2f} | {t_ours / t_ort:.2f}x | "
+          f"{err:.1e} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"numpy {np.__version__}, onnxruntime {ort.__version__}, {platform.machine()}, "
+          f"median of {args.repeats} runs, one thread each")
+    print("| model | numpy backend ms | onnxruntime ms | ratio | max abs diff |")
+    print("|---|---|---|---|---|")
+    model = zoo.resnet_style()
+    x = rng.standard_normal(_input_shape(model)).astype(np.float32)
+    bench("resnet_style (batch 1)", model, {model.graph.input[0].name: x}, args.repeats)
+    digits = onnx.load(str(resources.files("qcompiler.examples") / "digits_convnet.onnx"))
+    with np.load(str(resources.files("qcompiler.examples") / "digits.npz")) as data:
+        test_x = data["test_x"]
+    bench("digits_convnet (541 images)", digits, {"image": test_x}, args.repeats)
+
+
+def _input_shape(model: onnx.ModelProto) -> list[int]:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.dim_value > 0 else 1 for d in dims]
+
+
+if __name__ == "__main__":
+    main()
