@@ -1,0 +1,787 @@
+"""Import ONNX models (opsets 9 to 21) into the IR, translating older op forms to opset 21.
+
+Import runs in two phases. The first looks at the whole model without building anything and
+collects every op type, dtype, domain and training-only feature qcompiler cannot handle into
+one ``UnsupportedModelError``. The second builds the graph node by node (older forms become
+their opset-21 spelling: attributes turned into constant inputs, coerce-to-2D softmax made
+explicit, ...), then folds constants (shape subgraphs included) and removes dead code. Nothing
+half-built is ever returned.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import onnx
+import onnx.inliner
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, TensorProto, defs, numpy_helper
+
+from . import ops
+from .errors import (
+    InputShapeError,
+    ModelLoadError,
+    ShapeInferenceError,
+    UnknownInputError,
+    UnsupportedModelError,
+)
+from .folding import eliminate_dead_code, fold_constants
+from .graph import Graph, Value
+from .types import DType, TensorType
+
+MIN_OPSET, MAX_OPSET = 9, 21
+IR_OPSET = 21  # the IR spells every op as ONNX opset 21 does
+
+_DTYPES = {
+    TensorProto.FLOAT: DType.F32,
+    TensorProto.FLOAT16: DType.F16,
+    TensorProto.INT8: DType.I8,
+    TensorProto.UINT8: DType.U8,
+    TensorProto.INT32: DType.I32,
+    TensorProto.INT64: DType.I64,
+    TensorProto.BOOL: DType.BOOL,
+}
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+_REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
+               "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare")
+
+InputShapes = Mapping[str, Sequence[int | str]]
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+
+def load_onnx(path: str | Path, input_shapes: InputShapes | None = None) -> Graph:
+    """Read an ONNX file (external data beside it is loaded too) and import it."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"cannot load {str(path)!r}: no such file")
+    if not path.is_file():
+        raise ModelLoadError(f"cannot load {str(path)!r}: it is not a file")
+    try:
+        model = onnx.load(str(path))
+    except DecodeError as exc:
+        raise ModelLoadError(f"cannot load {str(path)!r}: the file is truncated, corrupt or not "
+                             f"an ONNX model (protobuf: {exc})") from None
+    except onnx.checker.ValidationError as exc:  # external data missing or misplaced
+        raise ModelLoadError(f"cannot load {str(path)!r}: {exc}") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load {str(path)!r}: {type(exc).__name__}: {exc}") from None
+    return _import(model, input_shapes, repr(str(path)))
+
+
+def from_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = None) -> Graph:
+    """Import an in-memory ``onnx.ModelProto`` into a verified ``Graph``.
+
+    ``input_shapes`` maps input names to shapes (ints and symbol names) that replace the
+    model's dynamic dimensions; a rank or a fixed dimension that disagrees is an error.
+    """
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"from_onnx takes an onnx.ModelProto, not {type(model).__name__}")
+    return _import(model, input_shapes, "the model")
+
+
+def _import(model: onnx.ModelProto, input_shapes: InputShapes | None, where: str) -> Graph:
+    _check_structure(model, where)
+    opset = _default_opset(model, where)
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    scan = _Scan(model, opset, dict(input_shapes or {}))
+    scan.run()
+    graph = _Builder(model, opset, scan).build()
+    fold_constants(graph)
+    eliminate_dead_code(graph)
+    graph.verify()
+    return graph
+
+
+def _check_structure(model: onnx.ModelProto, where: str) -> None:
+    """A file can parse as protobuf and still not be a model: say so before anything else."""
+    missing = [what for what, ok in (("ir_version", model.ir_version > 0),
+                                     ("graph", model.HasField("graph")),
+                                     ("opset_import", len(model.opset_import) > 0)) if not ok]
+    if missing:
+        raise ModelLoadError(f"{where} is not a complete ONNX model (no {', '.join(missing)}): "
+                             f"the file is truncated, corrupt or not ONNX")
+    if not model.graph.output:
+        raise ModelLoadError(f"{where} is not a complete ONNX model: its graph has no outputs")
+
+
+def _default_opset(model: onnx.ModelProto, where: str) -> int:
+    versions = {o.domain: o.version for o in model.opset_import}
+    version = versions.get("", versions.get("ai.onnx"))
+    if version is None:
+        if any(n.domain in _DEFAULT_DOMAINS for n in model.graph.node):
+            raise ModelLoadError(f"{where} uses ONNX ops but imports no version of the default "
+                                 f"ONNX domain (opset_import)")
+        return MAX_OPSET
+    if not MIN_OPSET <= version <= MAX_OPSET:
+        raise UnsupportedModelError(
+            f"{where} uses ONNX opset {version}; qcompiler supports opsets {MIN_OPSET} to "
+            f"{MAX_OPSET}. Convert it first, e.g. "
+            f"onnx.version_converter.convert_version(model, {min(max(version, 13), MAX_OPSET)})",
+            {f"opset {version}": []})
+    return version
+
+
+# -- translation rules ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How one ONNX op type (below opset ``until``, when set) becomes IR nodes.
+
+    ``needs`` are the IR ops the translation emits, ``consumes`` the ONNX attributes it handles
+    itself (the others pass through to the IR op of the same name), ``check`` reports
+    features that cannot be translated (training-only outputs, say).
+    """
+
+    build: Callable[[_Node], None]
+    needs: tuple[str, ...] | None = None
+    consumes: frozenset[str] = frozenset()
+    check: Callable[[_NodeInfo], list[str]] | None = None
+    until: int | None = None
+
+
+_RULES: dict[str, list[_Rule]] = {}
+
+
+def _rule(*op_types: str, needs: tuple[str, ...] | None = None, consumes: Sequence[str] = (),
+          check: Callable[[_NodeInfo], list[str]] | None = None, until: int | None = None
+          ) -> Callable[[Callable[[_Node], None]], Callable[[_Node], None]]:
+    def register(build: Callable[[_Node], None]) -> Callable[[_Node], None]:
+        for op_type in op_types:
+            _RULES.setdefault(op_type, []).append(
+                _Rule(build, needs, frozenset(consumes), check, until))
+        return build
+
+    return register
+
+
+def _find_rule(op_type: str, opset: int) -> _Rule | None:
+    for rule in _RULES.get(op_type, []):
+        if rule.until is None or opset < rule.until:
+            return rule
+    return None
+
+
+@dataclass
+class _NodeInfo:
+    """What the scan knows about one ONNX node before anything is built."""
+
+    proto: onnx.NodeProto
+    name: str
+    opset: int
+    attrs: dict[str, Any]
+    used: Callable[[str], bool]
+    constant: Callable[[str], np.ndarray | None]
+
+    @property
+    def op_type(self) -> str:
+        return self.proto.op_type
+
+
+class _Node:
+    """Build-time view of one ONNX node: its IR operands, attributes and output names."""
+
+    def __init__(self, builder: _Builder, info: _NodeInfo, rule: _Rule | None):
+        self.b = builder
+        self.info = info
+        self.name = info.name
+        self.op_type = info.op_type
+        self.opset = info.opset
+        self.attrs = info.attrs
+        self.rule = rule
+        self.inputs: list[Value | None] = [builder.lookup(n) if n else None
+                                           for n in info.proto.input]
+        self.outputs = list(info.proto.output)
+
+    def input(self, i: int) -> Value | None:
+        return self.inputs[i] if i < len(self.inputs) else None
+
+    def passthrough_attrs(self) -> dict[str, Any]:
+        """Attributes the rule did not consume, without defaults the IR op does not declare."""
+        consumed = self.rule.consumes if self.rule else frozenset()
+        kept, _ = _split_attrs(self.op_type, self.op_type,
+                               {k: v for k, v in self.attrs.items() if k not in consumed})
+        return kept
+
+    def required(self, attr: str) -> Any:
+        if attr not in self.attrs:
+            raise ModelLoadError(f"{self.op_type} node {self.name!r} lacks its required "
+                                 f"attribute {attr!r}")
+        return self.attrs[attr]
+
+    def const(self, data: Any, suffix: str) -> Value:
+        return self.b.graph.add_constant(data, f"{self.name}.{suffix}")
+
+    def emit(self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None,
+             outputs: Sequence[str] | None = None, suffix: str | None = None) -> list[Value]:
+        """Add an IR node named after the ONNX node (``<name>/<suffix>`` for a helper node).
+        ``outputs`` are ONNX tensor names the new values are bound to; without them the node
+        gets fresh intermediate names."""
+        inputs = list(inputs)
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        node_name = self.name if suffix is None else f"{self.name}/{suffix}"
+        names = list(outputs) if outputs is not None else [
+            f"{self.outputs[0] or self.name}/{suffix or op.lower()}"]
+        node = self.b.graph.add_node(op, inputs, attrs or {}, name=node_name, outputs=names)
+        if outputs is not None:
+            for onnx_name, value in zip(outputs, node.outputs, strict=True):
+                self.b.bind(onnx_name, value)
+        return node.outputs
+
+    def bind(self, onnx_name: str, value: Value) -> None:
+        self.b.bind(onnx_name, value)
+
+    def used_outputs(self, ir_op: str) -> list[str]:
+        """The ONNX outputs to create: trailing optional outputs nobody reads are dropped."""
+        opdef = ops.get(ir_op)
+        outs = list(self.outputs)
+        minimum = 1 if opdef.variadic_outputs else sum(
+            1 for o in opdef.outputs if not o.endswith("?"))
+        if not opdef.variadic_outputs:
+            while len(outs) > max(minimum, 1) and not self.info.used(outs[-1]):
+                outs.pop()
+        return outs
+
+
+def _default_build(n: _Node) -> None:
+    n.emit(n.op_type, n.inputs, n.passthrough_attrs(), n.used_outputs(n.op_type))
+
+
+# Constant nodes become graph constants named after their output.
+def _constant_array(info: _NodeInfo) -> np.ndarray:
+    attrs = info.attrs
+    if "value" in attrs:
+        return attrs["value"]
+    if "value_float" in attrs:
+        return np.array(attrs["value_float"], dtype=np.float32)
+    if "value_floats" in attrs:
+        return np.array(attrs["value_floats"], dtype=np.float32)
+    if "value_int" in attrs:
+        return np.array(attrs["value_int"], dtype=np.int64)
+    if "value_ints" in attrs:
+        return np.array(attrs["value_ints"], dtype=np.int64)
+    raise AssertionError("checked by _check_constant")
+
+
+def _check_constant(info: _NodeInfo) -> list[str]:
+    forms = ("value", "value_float", "value_floats", "value_int", "value_ints")
+    if not any(k in info.attrs for k in forms):
+        given = ", ".join(sorted(info.attrs)) or "nothing"
+        return [f"Constant with {given}"]
+    return []
+
+
+@_rule("Constant", needs=(), check=_check_constant)
+def _constant(n: _Node) -> None:
+    value = n.b.graph.add_constant(_constant_array(n.info), n.outputs[0])
+    n.bind(n.outputs[0], value)
+
+
+def _constant_false(info: _NodeInfo, index: int) -> bool:
+    names = info.proto.input
+    if index >= len(names) or not names[index]:
+        return True
+    array = info.constant(names[index])
+    return array is not None and not bool(np.asarray(array).any())
+
+
+def _check_dropout(info: _NodeInfo) -> list[str]:
+    problems = []
+    if any(info.used(o) for o in info.proto.output[1:]):
+        problems.append("Dropout (training mask output used)")
+    if not _constant_false(info, 2) or info.attrs.get("is_test", 1) == 0:
+        problems.append("Dropout (training mode)")
+    return problems
+
+
+@_rule("Dropout", consumes=("ratio", "is_test"), check=_check_dropout)
+def _dropout(n: _Node) -> None:
+    """Inference-mode Dropout in its opset-21 form: ratio as an input, no mask output."""
+    inputs = list(n.inputs[:3])
+    if "ratio" in n.attrs:
+        inputs = [inputs[0], n.const(np.array(n.attrs["ratio"], dtype=np.float32), "ratio")]
+    n.emit("Dropout", inputs, n.passthrough_attrs(), [n.outputs[0]])
+
+
+def _check_batchnorm(info: _NodeInfo) -> list[str]:
+    """Inference only. Asking for more than Y means training mode (before opset 14 that is
+    the only sign of it, and onnxruntime then normalises with the batch's own statistics)."""
+    problems = []
+    if (info.attrs.get("training_mode", 0) != 0 or info.attrs.get("is_test", 1) == 0
+            or any(info.proto.output[1:])):
+        problems.append("BatchNormalization (training mode)")
+    if info.attrs.get("spatial", 1) != 1:
+        problems.append("BatchNormalization (spatial=0)")
+    return problems
+
+
+@_rule("BatchNormalization", consumes=("spatial", "is_test", "consumed_inputs", "training_mode"),
+       check=_check_batchnorm)
+def _batchnorm(n: _Node) -> None:
+    n.emit("BatchNormalization", n.inputs[:5], n.passthrough_attrs(), [n.outputs[0]])
+
+
+@_rule("Clip", consumes=("min", "max"), until=11)
+def _clip_attrs(n: _Node) -> None:
+    x = n.inputs[0]
+    bounds = [n.const(np.array(n.attrs[k], dtype=x.dtype.np), k) if k in n.attrs else None
+              for k in ("min", "max")]
+    n.emit("Clip", [x, *bounds], n.passthrough_attrs(), [n.outputs[0]])
+
+
+def _ints_input(n: _Node, attr: str) -> Value | None:
+    if attr not in n.attrs:
+        return None
+    return n.const(np.array(n.attrs[attr], dtype=np.int64), attr)
+
+
+@_rule("Squeeze", "Unsqueeze", consumes=("axes",), until=13)
+def _axes_attr(n: _Node) -> None:
+    n.emit(n.op_type, [n.inputs[0], _ints_input(n, "axes")], n.passthrough_attrs(), n.outputs)
+
+
+@_rule("ReduceSum", consumes=("axes",), until=13)
+@_rule(*(op for op in _REDUCE_OPS if op != "ReduceSum"), consumes=("axes",), until=18)
+def _reduce_axes_attr(n: _Node) -> None:
+    n.emit(n.op_type, [n.inputs[0], _ints_input(n, "axes")], n.passthrough_attrs(), n.outputs)
+
+
+@_rule("Split", consumes=("split",), until=18)
+def _split_old(n: _Node) -> None:
+    split = _ints_input(n, "split") if n.opset < 13 else n.input(1)
+    attrs = n.passthrough_attrs()
+    if split is None:
+        attrs["num_outputs"] = len(n.outputs)
+    n.emit("Split", [n.inputs[0], split], attrs, n.outputs)
+
+
+@_rule("Pad", consumes=("pads", "value"), until=11)
+def _pad_attrs(n: _Node) -> None:
+    x = n.inputs[0]
+    pads = n.const(np.array(n.required("pads"), dtype=np.int64), "pads")
+    value = (n.const(np.array(n.attrs["value"], dtype=x.dtype.np), "value")
+             if "value" in n.attrs else None)
+    n.emit("Pad", [x, pads, value], n.passthrough_attrs(), n.outputs)
+
+
+@_rule("Slice", consumes=("starts", "ends", "axes"), until=10)
+def _slice_attrs(n: _Node) -> None:
+    n.required("starts"), n.required("ends")
+    inputs = [n.inputs[0], *(_ints_input(n, k) for k in ("starts", "ends", "axes"))]
+    n.emit("Slice", inputs, n.passthrough_attrs(), n.outputs)
+
+
+@_rule("TopK", consumes=("k",), until=10)
+def _topk_attr(n: _Node) -> None:
+    k = n.const(np.array([n.required("k")], dtype=np.int64), "k")
+    n.emit("TopK", [n.inputs[0], k], n.passthrough_attrs(), n.used_outputs("TopK"))
+
+
+def _resize_like_upsample(n: _Node, scales: Value, mode: str) -> None:
+    """Upsample and Resize-10 sample at ``x_out / scale`` ("asymmetric"); onnxruntime picks
+    the nearest pixel by flooring when enlarging and by ceiling when shrinking."""
+    mode = "linear" if mode in ("linear", "bilinear", "trilinear") else mode
+    attrs: dict[str, Any] = {"mode": mode, "coordinate_transformation_mode": "asymmetric"}
+    if mode == "nearest":
+        shrinking = scales.is_constant and bool(np.all(scales.data <= 1))
+        attrs["nearest_mode"] = "ceil" if shrinking else "floor"
+    n.emit("Resize", [n.inputs[0], None, scales], attrs, [n.outputs[0]])
+
+
+@_rule("Upsample", needs=("Resize",), consumes=("scales", "mode", "height_scale", "width_scale"))
+def _upsample(n: _Node) -> None:
+    if "scales" in n.attrs:
+        scales = n.const(np.array(n.attrs["scales"], dtype=np.float32), "scales")
+    else:
+        scales = n.inputs[1]
+    _resize_like_upsample(n, scales, n.attrs.get("mode", "nearest"))
+
+
+@_rule("Resize", consumes=("mode",), until=11)
+def _resize_10(n: _Node) -> None:
+    _resize_like_upsample(n, n.inputs[1], n.attrs.get("mode", "nearest"))
+
+
+@_rule("Resize")
+def _resize(n: _Node) -> None:
+    """Resize 11+: an empty constant roi or scales (required inputs before opset 13) means
+    "not given", which opset 13+ spells as an empty input name."""
+    inputs = [None if i in (1, 2) and v is not None and v.is_constant and v.data.size == 0
+              else v for i, v in enumerate(n.inputs)]
+    n.emit("Resize", inputs, n.passthrough_attrs(), [n.outputs[0]])
+
+
+def _softmax_2d(n: _Node) -> None:
+    """Before opset 13 these ops flatten the input to 2-D at ``axis`` (default 1) and normalise
+    each row; in opset-21 terms that is Flatten, the op over the last axis, and Reshape back."""
+    x = n.inputs[0]
+    rank = x.type.rank
+    axis = n.attrs.get("axis", 1)
+    if not -rank <= axis < max(rank, 1):
+        raise ShapeInferenceError(
+            f"{n.op_type} node {n.name!r}: axis {axis} is out of range for rank {rank}")
+    axis %= max(rank, 1)
+    if axis == rank - 1:
+        n.emit(n.op_type, [x], {"axis": -1}, [n.outputs[0]])
+        return
+    flat = n.emit("Flatten", [x], {"axis": axis}, suffix="flatten")[0]
+    shape = n.emit("Shape", [x], {}, suffix="shape")[0]
+    rows = n.emit(n.op_type, [flat], {"axis": -1})[0]
+    n.emit("Reshape", [rows, shape], {}, [n.outputs[0]], suffix="reshape")
+
+
+for _op in ("Softmax", "LogSoftmax", "Hardmax"):
+    _rule(_op, needs=("Flatten", "Shape", "Reshape", _op), consumes=("axis",),
+          until=13)(_softmax_2d)
+
+
+# -- attributes and dtypes -----------------------------------------------------------------------
+
+
+def _attr_value(attr: AttributeProto) -> Any:
+    """An ONNX attribute as an IR attribute value (int, float, str, tuple or ndarray)."""
+    t = attr.type
+    if t == AttributeProto.INT:
+        return int(attr.i)
+    if t == AttributeProto.FLOAT:
+        return float(attr.f)
+    if t == AttributeProto.STRING:
+        return attr.s.decode("utf-8", errors="replace")
+    if t == AttributeProto.INTS:
+        return tuple(int(v) for v in attr.ints)
+    if t == AttributeProto.FLOATS:
+        return tuple(float(v) for v in attr.floats)
+    if t == AttributeProto.STRINGS:
+        return tuple(s.decode("utf-8", errors="replace") for s in attr.strings)
+    if t == AttributeProto.TENSOR:
+        return attr.t  # converted once its dtype has been checked
+    return attr  # graphs, sparse tensors, type protos: reported by the scan
+
+
+def _onnx_default(op_type: str, attr: str) -> Any:
+    """The opset-21 default of an ONNX attribute, or a sentinel when it has none."""
+    try:
+        schema = defs.get_schema(op_type, IR_OPSET, "")
+    except defs.SchemaError:
+        return _NO_DEFAULT
+    proto = schema.attributes.get(attr)
+    if proto is None or proto.default_value.type == AttributeProto.UNDEFINED:
+        return _NO_DEFAULT
+    return _attr_value(proto.default_value)
+
+
+_NO_DEFAULT = object()
+
+
+def _split_attrs(op_type: str, ir_op: str, attrs: dict[str, Any]
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """(attributes for the IR op, attributes it cannot take). An attribute the IR op does not
+    declare is dropped when it holds the ONNX default, and unsupported otherwise."""
+    declared = ops.get(ir_op).attrs
+    kept, refused = {}, []
+    for key, value in attrs.items():
+        if key in declared:
+            kept[key] = value
+        elif not _same(value, _onnx_default(op_type, key)):
+            refused.append(f"{key}={_show(value)}")
+    return kept, refused
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return False
+    return a == b
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _dtype_name(code: int) -> str:
+    try:
+        return TensorProto.DataType.Name(code).lower()
+    except ValueError:
+        return f"code {code}"
+
+
+def _supported_dtypes() -> str:
+    return ", ".join(d.value for d in DType)
+
+
+# -- phase 1: scan -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    """Everything about the model that can be checked before building, collected at once."""
+
+    model: onnx.ModelProto
+    opset: int
+    input_shapes: dict[str, Sequence[int | str]]
+    unsupported: dict[str, list[str]] = field(default_factory=dict)
+    infos: list[_NodeInfo] = field(default_factory=list)
+    input_types: dict[str, TensorType] = field(default_factory=dict)
+    initializers: dict[str, TensorProto] = field(default_factory=dict)
+    constants: dict[str, TensorProto | np.ndarray] = field(default_factory=dict)
+
+    def add(self, key: str, who: str) -> None:
+        names = self.unsupported.setdefault(key, [])
+        if who not in names:
+            names.append(who)
+
+    def run(self) -> None:
+        g = self.model.graph
+        self.initializers = {t.name: t for t in g.initializer}
+        for sparse in g.sparse_initializer:
+            self.add("sparse initializers", sparse.values.name)
+        for t in g.initializer:
+            self._check_dtype(t.data_type, t.name)
+        self.constants = dict(self.initializers)
+        used = {name for node in g.node for name in node.input if name}
+        used |= {o.name for o in g.output}
+        order = _topological_order(g)
+        for index in order:
+            node = g.node[index]
+            if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
+                value = next((a.t for a in node.attribute if a.name == "value"
+                              and a.type == AttributeProto.TENSOR), None)
+                if value is not None and node.output:
+                    self.constants[node.output[0]] = value
+        taken: set[str] = set()
+        for index in order:
+            self._scan_node(g.node[index], index, used, taken)
+        self._scan_inputs()
+        if self.unsupported:
+            raise UnsupportedModelError(self._message(), self.unsupported)
+
+    def _constant_value(self, name: str) -> np.ndarray | None:
+        value = self.constants.get(name)
+        if isinstance(value, TensorProto):
+            try:
+                return numpy_helper.to_array(value)
+            except (ValueError, TypeError):
+                return None
+        return value
+
+    def _check_dtype(self, code: int, who: str) -> bool:
+        if code in _DTYPES:
+            return True
+        self.add(f"dtype {_dtype_name(code)}", who)
+        return False
+
+    def _scan_node(self, node: onnx.NodeProto, index: int, used: set[str],
+                   taken: set[str]) -> None:
+        name = node.name or f"{node.op_type}_{index}"
+        while name in taken:  # duplicate ONNX node names: keep them apart, stably
+            name = f"{name}_{index}"
+        taken.add(name)
+        attrs = {a.name: _attr_value(a) for a in node.attribute}
+        info = _NodeInfo(node, name, self.opset, attrs, lambda o: bool(o) and o in used,
+                         self._constant_value)
+        self.infos.append(info)
+        if node.domain not in _DEFAULT_DOMAINS:
+            self.add(f"{node.domain}.{node.op_type} (domain {node.domain!r})", name)
+            return
+        for key, value in list(attrs.items()):
+            if isinstance(value, TensorProto):
+                if self._check_dtype(value.data_type, f"{name} (attribute {key})"):
+                    attrs[key] = numpy_helper.to_array(value)
+            elif isinstance(value, AttributeProto):
+                self.add(f"{node.op_type} (attribute {key} of type "
+                         f"{AttributeProto.AttributeType.Name(value.type).lower()})", name)
+                return
+        if node.op_type == "Cast" and "to" in attrs:
+            self._check_dtype(attrs["to"], f"{name} (Cast to)")
+        rule = _find_rule(node.op_type, self.opset)
+        needs = (node.op_type,) if rule is None or rule.needs is None else rule.needs
+        missing = [op for op in needs if op not in ops.OPS]
+        if missing:
+            self.add(node.op_type, name)
+            return
+        if rule is not None and rule.check is not None:
+            for problem in rule.check(info):
+                self.add(problem, name)
+        if node.op_type in ops.OPS and node.op_type in needs:
+            passed = {k: v for k, v in attrs.items() if rule is None or k not in rule.consumes}
+            _, refused = _split_attrs(node.op_type, node.op_type, passed)
+            for attr in refused:
+                self.add(f"{node.op_type} (attribute {attr})", name)
+            self._check_outputs(info, rule)
+
+    def _check_outputs(self, info: _NodeInfo, rule: _Rule | None) -> None:
+        opdef = ops.get(info.op_type)
+        if opdef.variadic_outputs or (rule is not None and rule.check is not None):
+            return
+        outputs = info.proto.output
+        for k in range(len(opdef.outputs), len(outputs)):
+            if info.used(outputs[k]):
+                self.add(f"{info.op_type} (output {_output_name(info, k)})", info.name)
+
+    def _scan_inputs(self) -> None:
+        g = self.model.graph
+        names = {vi.name for vi in g.input if vi.name not in self.initializers}
+        for name in self.input_shapes:
+            if name not in names:
+                raise UnknownInputError(
+                    f"input_shapes names {name!r}, which is not an input of the model "
+                    f"(inputs: {', '.join(sorted(names)) or 'none'})")
+        symbols: dict[str, int | str] = {}
+        fresh = itertools.count()
+        dims_of: dict[str, list[int | str] | None] = {}
+        for vi in g.input:
+            if vi.name in self.initializers:
+                continue
+            if vi.type.WhichOneof("value") != "tensor_type":
+                kind = vi.type.WhichOneof("value") or "no type"
+                self.add(f"graph input of type {kind}", vi.name)
+                continue
+            tt = vi.type.tensor_type
+            if not self._check_dtype(tt.elem_type, vi.name):
+                continue
+            if not tt.HasField("shape"):
+                dims_of[vi.name] = None
+                continue
+            dims: list[int | str] = []
+            for d in tt.shape.dim:
+                if d.HasField("dim_value"):
+                    dims.append(int(d.dim_value))
+                elif d.dim_param:
+                    dims.append(d.dim_param)
+                else:
+                    dims.append(f"unk__{next(fresh)}")
+            dims_of[vi.name] = dims
+        for name, dims in dims_of.items():
+            if name in self.input_shapes:
+                _bind_symbols(name, dims, self.input_shapes[name], symbols)
+        for vi in g.input:
+            if vi.name not in dims_of:
+                continue
+            dims = dims_of[vi.name]
+            if vi.name in self.input_shapes:
+                dims = [int(d) if isinstance(d, (int, np.integer)) else str(d)
+                        for d in self.input_shapes[vi.name]]
+            elif dims is None:
+                self.add("graph input of unknown rank (give its shape in input_shapes)", vi.name)
+                continue
+            else:
+                dims = [symbols.get(d, d) if isinstance(d, str) else d for d in dims]
+            self.input_types[vi.name] = TensorType(_DTYPES[vi.type.tensor_type.elem_type],
+                                                   tuple(dims))
+
+    def _message(self) -> str:
+        lines = [f"the model cannot be imported: it uses {len(self.unsupported)} unsupported op "
+                 f"type(s) or feature(s), listed with the nodes or tensors that use them:"]
+        for key, names in self.unsupported.items():
+            shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)"
+                                            if len(names) > 8 else "")
+            lines.append(f"  {key}: {shown}" if names else f"  {key}")
+        if any(k.startswith("dtype ") for k in self.unsupported):
+            lines.append(f"supported dtypes: {_supported_dtypes()}")
+        return "\n".join(lines)
+
+
+def _output_name(info: _NodeInfo, k: int) -> str:
+    try:
+        schema = defs.get_schema(info.op_type, info.opset, "")
+        return schema.outputs[k].name if k < len(schema.outputs) else str(k)
+    except defs.SchemaError:
+        return str(k)
+
+
+def _bind_symbols(name: str, model_dims: list[int | str] | None, given: Sequence[int | str],
+                  symbols: dict[str, int | str]) -> None:
+    """Check ``input_shapes[name]`` against the model's shape; record what each symbol became."""
+    given = list(given)
+    for d in given:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer, str)) or (
+                isinstance(d, (int, np.integer)) and d < 0):
+            raise InputShapeError(f"input_shapes[{name!r}] = {given}: dimensions must be "
+                                  f"non-negative ints or symbol names")
+    if model_dims is None:
+        return
+    if len(given) != len(model_dims):
+        raise InputShapeError(f"input_shapes[{name!r}] = {given} has rank {len(given)}, but "
+                              f"input {name!r} has rank {len(model_dims)} in the model "
+                              f"(shape {model_dims})")
+    for axis, (model_dim, dim) in enumerate(zip(model_dims, given, strict=True)):
+        if isinstance(model_dim, int):
+            if model_dim != dim:
+                raise InputShapeError(
+                    f"input_shapes[{name!r}] = {given}: dimension {axis} is fixed at "
+                    f"{model_dim} in the model (shape {model_dims}), not {dim!r}")
+            continue
+        previous = symbols.setdefault(model_dim, dim)
+        if previous != dim:
+            raise InputShapeError(
+                f"input_shapes[{name!r}] = {given}: dimension {axis} is the model's symbol "
+                f"{model_dim!r}, already fixed at {previous!r} by input_shapes")
+
+
+def _topological_order(g: onnx.GraphProto) -> list[int]:
+    """Node indices in a dependency order (ONNX requires one; some exporters do not comply)."""
+    producer = {o: i for i, node in enumerate(g.node) for o in node.output if o}
+    deps = nx.DiGraph()
+    deps.add_nodes_from(range(len(g.node)))
+    for i, node in enumerate(g.node):
+        for name in node.input:
+            if name in producer and producer[name] != i:
+                deps.add_edge(producer[name], i)
+    try:
+        return list(nx.lexicographical_topological_sort(deps))
+    except nx.NetworkXUnfeasible:
+        cycle = " -> ".join(g.node[a].name or g.node[a].op_type for a, _ in nx.find_cycle(deps))
+        raise ModelLoadError(f"the model's graph has a cycle: {cycle}") from None
+
+
+# -- phase 2: build ------------------------------------------------------------------------------
+
+
+class _Builder:
+    """Builds the IR graph from a model the scan accepted."""
+
+    def __init__(self, model: onnx.ModelProto, opset: int, scan: _Scan):
+        self.model = model
+        self.opset = opset
+        self.scan = scan
+        self.graph = Graph(model.graph.name or "main")
+        self.env: dict[str, Value] = {}
+
+    def lookup(self, name: str) -> Value:
+        try:
+            return self.env[name]
+        except KeyError:
+            raise ModelLoadError(f"the model reads tensor {name!r}, which no node, graph input "
+                                 f"or initializer defines") from None
+
+    def bind(self, onnx_name: str, value: Value) -> None:
+        self.env[onnx_name] = value
+
+    def build(self) -> Graph:
+        g = self.model.graph
+        for vi in g.input:
+            if vi.name in self.scan.input_types:
+                self.bind(vi.name, self.graph.add_input(vi.name, self.scan.input_types[vi.name]))
+        for t in g.initializer:
+            try:
+                array = numpy_helper.to_array(t)
+            except (ValueError, TypeError, OSError, onnx.checker.ValidationError) as exc:
+                raise ModelLoadError(f"cannot read initializer {t.name!r}: {exc}") from None
+            self.bind(t.name, self.graph.add_constant(array, t.name))
+        for info in self.scan.infos:
+            rule = _find_rule(info.op_type, self.opset)
+            node = _Node(self, info, rule)
+            (rule.build if rule is not None else _default_build)(node)
+        self.graph.set_outputs([self.lookup(vi.name) for vi in g.output])
+        return self.graph
