@@ -352,6 +352,9 @@ class Graph:
             outs = opdef.infer(ctx)
         except InferError as exc:
             raise ShapeInferenceError(f"{node.describe()}: {exc}") from None
+        except Exception as exc:  # a bad attribute value can break an inference function
+            raise ShapeInferenceError(
+                f"{node.describe()}: type inference failed: {type(exc).__name__}: {exc}") from exc
         if len(outs) < n_outputs:
             raise ShapeInferenceError(
                 f"{node.describe()}: inference gave {len(outs)} outputs, node has {n_outputs}")

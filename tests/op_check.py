@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 from ort_helpers import run_node
 
 from qcompiler import ops
@@ -14,8 +16,15 @@ from qcompiler.types import DType, TensorType
 
 
 def ir_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """ONNX-helper attribute values (lists) in their IR form (tuples)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items()}
+    """ONNX-helper attribute values in their IR form: lists as tuples, tensors as arrays."""
+    def convert(v: Any) -> Any:
+        if isinstance(v, list):
+            return tuple(v)
+        if isinstance(v, onnx.TensorProto):
+            return numpy_helper.to_array(v)
+        return v
+
+    return {k: convert(v) for k, v in attrs.items()}
 
 
 def run_kernel(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],

@@ -106,11 +106,13 @@ class NumpyExecutable(Executable):
 
     def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:
-            return list(self._fn(self._constants, self._kernels, *arrays))
+            results = self._fn(self._constants, self._kernels, *arrays)
         except QCompilerError:
             raise
         except Exception as exc:  # a kernel failed: say which node, layer and operands
             raise self._node_error(exc) from exc
+        # numpy reductions of 0-d operands give scalars: hand back arrays as promised
+        return [r if isinstance(r, np.ndarray) else np.asarray(r) for r in results]
 
     def _node_error(self, exc: Exception) -> ExecutionError:
         tb, frame_locals, line = exc.__traceback__, None, None

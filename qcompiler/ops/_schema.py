@@ -90,7 +90,9 @@ class Ctx:
         if isinstance(v, np.ndarray):
             return v
         if isinstance(v, tuple) and all(isinstance(d, int) for d in v):
-            return np.array(v, dtype=np.int64)
+            shape = self.shape(i)
+            array = np.array(v, dtype=np.int64)
+            return array.reshape(shape) if all(isinstance(d, int) for d in shape) else array
         return None
 
     def ints(self, i: int) -> tuple | None:
@@ -235,9 +237,10 @@ def broadcast_shapes(*shapes: tuple) -> tuple:
 
 
 def norm_axis(axis: int, rank: int) -> int:
-    if not -rank <= axis < max(rank, 1):
+    """``axis`` normalized into [0, rank); a rank-0 tensor has no axis."""
+    if not -rank <= axis < rank:
         raise InferError(f"axis {axis} is out of range for rank {rank}")
-    return axis % rank if rank else 0
+    return axis % rank
 
 
 def prod_dims(dims: Any) -> Any:
@@ -248,7 +251,7 @@ def prod_dims(dims: Any) -> Any:
             total *= d
         else:
             syms.append(d)
-    if not syms:
+    if not syms or total == 0:
         return total
     if len(syms) == 1 and total == 1 and syms[0] != UNKNOWN:
         return syms[0]

@@ -1,1 +1,101 @@
-"""placeholder"""
+"""QuantizeLinear and DequantizeLinear (ONNX opset 21), per tensor or per axis.
+
+``real = scale * (q - zero_point)``. Quantizing divides in float32 like onnxruntime, rounds half
+to even, then saturates; NaN becomes qmin, as onnxruntime gives. Blocked quantization
+(``block_size`` != 0) is refused at inference time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._schema import NP_DTYPES, Ctx, Out, norm_axis, op
+from .tensor import ONNX_DTYPES, cast_target
+
+QUANT_DTYPES = ("i8", "u8", "i32")
+_FLOATS = ("f32", "f16")
+
+
+def _params(ctx: Ctx, x_types: tuple[str, ...]) -> int | None:
+    """Check x, scale and zero point; the quantization axis (None when per tensor)."""
+    x, scale = ctx.shape(0), ctx.shape(1)
+    if ctx.dtype(0) not in x_types:
+        ctx.fail(f"x must be one of {', '.join(x_types)}, got {ctx.dtype(0)}")
+    if ctx.dtype(1) not in _FLOATS:
+        ctx.fail(f"scale must be f32 or f16, got {ctx.dtype(1)}")
+    if ctx.attr("block_size"):
+        ctx.fail(f"block_size={ctx.attr('block_size')} (blocked quantization) is not "
+                 f"supported; use per-tensor or per-axis scales")
+    if ctx.has(2) and ctx.shape(2) != scale:
+        ctx.fail(f"zero point shape {list(ctx.shape(2))} differs from scale shape {list(scale)}")
+    if len(scale) == 0 or scale == (1,):
+        return None
+    if len(scale) > 1:
+        ctx.fail(f"a scale of shape {list(scale)} means blocked quantization, which is not "
+                 f"supported; use a scalar or a 1-D scale")
+    axis = norm_axis(ctx.attr("axis"), len(x))
+    if isinstance(x[axis], int) and isinstance(scale[0], int) and x[axis] != scale[0]:
+        ctx.fail(f"{scale[0]} scales for axis {axis} of size {x[axis]} (x shape {list(x)})")
+    return axis
+
+
+def _along(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A per-tensor or per-axis parameter shaped to broadcast against an ``ndim`` tensor."""
+    if param.size == 1:
+        return param.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = param.size
+    return param.reshape(shape)
+
+
+def _quantize(ctx: Ctx) -> list[Out]:
+    _params(ctx, _FLOATS)
+    if ctx.dtype(1) != ctx.dtype(0):
+        ctx.fail(f"scale is {ctx.dtype(1)} but x is {ctx.dtype(0)}")
+    code = ctx.attr("output_dtype")
+    dtype = cast_target(code) if code else "u8"
+    if ctx.has(2):
+        if code and ctx.dtype(2) != dtype:
+            ctx.fail(f"output_dtype={code} ({dtype}) but the zero point is {ctx.dtype(2)}")
+        dtype = ctx.dtype(2)
+    if dtype not in QUANT_DTYPES:
+        ctx.fail(f"cannot quantize to {dtype}; supported: {', '.join(QUANT_DTYPES)}")
+    return [Out(dtype, ctx.shape(0))]
+
+
+@op("QuantizeLinear", ["x", "y_scale", "y_zero_point?"], ["y"],
+    attrs={"axis": 1, "saturate": 1, "block_size": 0, "output_dtype": 0}, infer=_quantize)
+def quantize_linear(x, y_scale, y_zero_point=None, axis=1, saturate=1, block_size=0,
+                    output_dtype=0):
+    """``saturate(round_half_even(x / scale) + zero_point)``; the zero point sets the type
+    (else ``output_dtype``, else uint8). ``saturate`` only concerns float8 and is ignored."""
+    if y_zero_point is not None:
+        dtype = y_zero_point.dtype
+    else:
+        dtype = np.dtype(NP_DTYPES[ONNX_DTYPES[output_dtype] if output_dtype else "u8"])
+        y_zero_point = np.zeros((), dtype)
+    info = np.iinfo(dtype)
+    scale = _along(y_scale, x.ndim, axis).astype(np.float32)
+    zero = _along(y_zero_point, x.ndim, axis).astype(np.float64)
+    # float64 holds every int32 exactly, so adding the zero point and clamping do not round.
+    q = np.rint(x.astype(np.float32) / scale).astype(np.float64) + zero
+    q = np.where(np.isnan(q), info.min, np.clip(q, info.min, info.max))
+    return q.astype(dtype)
+
+
+def _dequantize(ctx: Ctx) -> list[Out]:
+    _params(ctx, QUANT_DTYPES)
+    if ctx.has(2) and ctx.dtype(2) != ctx.dtype(0):
+        ctx.fail(f"zero point is {ctx.dtype(2)} but x is {ctx.dtype(0)}")
+    return [Out(ctx.dtype(1), ctx.shape(0))]
+
+
+@op("DequantizeLinear", ["x", "x_scale", "x_zero_point?"], ["y"],
+    attrs={"axis": 1, "block_size": 0}, infer=_dequantize)
+def dequantize_linear(x, x_scale, x_zero_point=None, axis=1, block_size=0):
+    """``(x - zero_point) * scale`` in the scale's float type (the difference is exact)."""
+    diff = x.astype(np.int64)
+    if x_zero_point is not None:
+        diff = diff - _along(x_zero_point, x.ndim, axis).astype(np.int64)
+    scale = _along(x_scale, x.ndim, axis)
+    return diff.astype(scale.dtype) * scale
