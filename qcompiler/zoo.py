@@ -94,14 +94,15 @@ class _Net:
                          name, transB=1)
 
     def model(self, name: str, inputs: Sequence[tuple[str, Sequence[Batch]]],
-              outputs: Sequence[tuple[str, Sequence[Batch]]]) -> onnx.ModelProto:
+              outputs: Sequence[tuple[str, Sequence[Batch]]],
+              opset: int = OPSET) -> onnx.ModelProto:
         graph = helper.make_graph(
             self.nodes, name,
             [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in inputs],
             [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in outputs],
             initializer=self.inits,
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                                   producer_name="qcompiler.zoo", ir_version=IR_VERSION)
         onnx.checker.check_model(model, full_check=True)
         return model
@@ -235,6 +236,64 @@ def resnet_style(depths: Sequence[int] = (2, 2, 2, 2), width: int = 16,
                      [("logits", [batch, classes])])
 
 
+def tf2onnx_style(batch: Batch = 1, size: int = 16, classes: int = 10,
+                  seed: int = 0) -> onnx.ModelProto:
+    """A small NHWC classifier spelled the way tf2onnx exports Keras models (opset 13): an NHWC
+    input transposed to NCHW, convs with auto_pad SAME_UPPER and their bias as a separate Add,
+    ReLU6 as Clip with min/max inputs, a depthwise conv, the transpose back to NHWC, ReduceMean
+    over H and W (axes as an attribute), a Dense layer as MatMul + Add, and Softmax.
+    Input ``input_1``: [batch, size, size, 3]."""
+    net = _Net(seed)
+    y = net.node("Transpose", ["input_1"], "model/conv1/Conv2D__6", perm=[0, 3, 1, 2])
+
+    def conv(x: str, cin: int, cout: int, stride: int, name: str, group: int = 1) -> str:
+        k = 3
+        w = net.rng.normal(0, np.sqrt(2 / (cin // group * k * k)), (cout, cin // group, k, k))
+        y = net.node("Conv", [x, net.init(f"{name}/kernel", w.astype(np.float32))],
+                     f"{name}/Conv2D", kernel_shape=[k, k], strides=[stride, stride],
+                     auto_pad="SAME_UPPER", group=group)
+        b = net.rng.normal(0, 0.1, (1, cout, 1, 1)).astype(np.float32)
+        return net.node("Add", [y, net.init(f"{name}/bias", b)], f"{name}/BiasAdd")
+
+    y = net.relu6(conv(y, 3, 16, 2, "model/conv1"), "model/conv1/Relu6")
+    y = net.relu6(conv(y, 16, 16, 1, "model/dw", group=16), "model/dw/Relu6")
+    y = net.node("Relu", [conv(y, 16, 32, 2, "model/conv2")], "model/conv2/Relu")
+    y = net.node("Transpose", [y], "model/conv2/Relu__20", perm=[0, 2, 3, 1])
+    y = net.node("ReduceMean", [y], "model/gap/Mean", axes=[1, 2], keepdims=0)
+    w = net.rng.normal(0, np.sqrt(1 / 32), (32, classes)).astype(np.float32)
+    y = net.node("MatMul", [y, net.init("model/dense/MatMul/ReadVariableOp", w)],
+                 "model/dense/MatMul")
+    b = net.rng.normal(0, 0.1, classes).astype(np.float32)
+    y = net.node("Add", [y, net.init("model/dense/BiasAdd/ReadVariableOp", b)],
+                 "model/dense/BiasAdd")
+    net.node("Softmax", [y], "dense", axis=-1)
+    return net.model("tf2onnx_style", [("input_1", [batch, size, size, 3])],
+                     [("dense", [batch, classes])])
+
+
+def paddle2onnx_style(batch: Batch = 1, channels: int = 8, size: int = 16, classes: int = 10,
+                      seed: int = 0) -> onnx.ModelProto:
+    """A MobileNetV3-like head the way paddle2onnx exports it at opset 11: Conv + unfused
+    BatchNormalization, HardSwish decomposed, a squeeze-excite with HardSigmoid, Flatten, and a
+    Linear layer as MatMul + Add. Input ``x``: [batch, channels, size, size]."""
+    net = _Net(seed)
+    y = net.conv_bn("x", channels, 32, 3, "conv2d_0", stride=2, act="hardswish")
+    pooled = net.node("GlobalAveragePool", [y], "pool2d_0")
+    s = net.conv(pooled, 32, 8, 1, "conv2d_1", bias=True)
+    s = net.node("Relu", [s], "relu_0")
+    s = net.conv(s, 8, 32, 1, "conv2d_2", bias=True)
+    s = net.node("HardSigmoid", [s], "hard_sigmoid_0", alpha=0.2, beta=0.5)
+    y = net.node("Mul", [y, s], "elementwise_mul_0")
+    y = net.node("GlobalAveragePool", [y], "pool2d_1")
+    y = net.node("Flatten", [y], "flatten_0", axis=1)
+    w = net.rng.normal(0, np.sqrt(1 / 32), (32, classes)).astype(np.float32)
+    y = net.node("MatMul", [y, net.init("linear_0.w_0", w)], "linear_0")
+    b = net.rng.normal(0, 0.1, classes).astype(np.float32)
+    net.node("Add", [y, net.init("linear_0.b_0", b)], "save_infer_model/scale_0")
+    return net.model("paddle2onnx_style", [("x", [batch, channels, size, size])],
+                     [("save_infer_model/scale_0", [batch, classes])], opset=11)
+
+
 BUILDING_BLOCKS = {
     "resnet_bottleneck": resnet_bottleneck,
     "mobilenetv2_block": mobilenetv2_block,
@@ -242,4 +301,6 @@ BUILDING_BLOCKS = {
     "inception_block": inception_block,
     "reshape_shape_subgraph": reshape_shape_subgraph,
     "resnet_style": resnet_style,
+    "tf2onnx_style": tf2onnx_style,
+    "paddle2onnx_style": paddle2onnx_style,
 }
