@@ -66,9 +66,14 @@ def main() -> None:
           f"median of {args.repeats} runs, one thread each")
     print("| model | numpy backend ms | onnxruntime ms | ratio | max abs diff |")
     print("|---|---|---|---|---|")
-    model = zoo.resnet_style()
-    x = rng.standard_normal(_input_shape(model)).astype(np.float32)
-    bench("resnet_style (batch 1)", model, {model.graph.input[0].name: x}, args.repeats)
+    cases = [
+        ("ResNet-18 layout, 224x224, batch 1", zoo.resnet_style(width=64, image_size=224)),
+        ("resnet_style 64x64, batch 32 (calibration-sized)", zoo.resnet_style(batch=32)),
+        ("resnet_style 64x64, batch 1", zoo.resnet_style()),
+    ]
+    for name, model in cases:
+        x = rng.standard_normal(_input_shape(model)).astype(np.float32)
+        bench(name, model, {model.graph.input[0].name: x}, args.repeats)
     digits = onnx.load(str(resources.files("qcompiler.examples") / "digits_convnet.onnx"))
     with np.load(str(resources.files("qcompiler.examples") / "digits.npz")) as data:
         test_x = data["test_x"]

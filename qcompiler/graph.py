@@ -16,8 +16,8 @@ import networkx as nx
 import numpy as np
 
 from . import ops
-from .errors import IRError, ShapeInferenceError, VerificationError
-from .ops._schema import Ctx, InferError, Out
+from .errors import IRError, ShapeInferenceError, UnsupportedModelError, VerificationError
+from .ops._schema import Ctx, InferError, Out, Unsupported
 from .types import DType, QuantParams, TensorType
 
 
@@ -255,7 +255,7 @@ class Graph:
         if types is None:
             try:
                 inferred = self._infer(node, len(out_names))
-            except ShapeInferenceError:
+            except (ShapeInferenceError, UnsupportedModelError):
                 node._inputs = []
                 raise
         else:
@@ -350,6 +350,9 @@ class Graph:
                 n_outputs=n_outputs,
             )
             outs = opdef.infer(ctx)
+        except Unsupported as exc:
+            raise UnsupportedModelError(f"{node.describe()}: {exc}",
+                                        {node.op: [node.name]}) from None
         except InferError as exc:
             raise ShapeInferenceError(f"{node.describe()}: {exc}") from None
         except Exception as exc:  # a bad attribute value can break an inference function

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import ops
-from .errors import ShapeInferenceError
+from .errors import ShapeInferenceError, UnsupportedModelError
 from .ops._schema import UNKNOWN
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def graph_problems(g: Graph) -> list[str]:
             continue
         try:
             inferred = g._infer(node, len(node.outputs))
-        except ShapeInferenceError as exc:
+        except (ShapeInferenceError, UnsupportedModelError) as exc:
             problems.append(str(exc))
             continue
         for value, out in zip(node.outputs, inferred):

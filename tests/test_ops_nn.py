@@ -13,7 +13,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from op_check import check_op, run_kernel
 
-from qcompiler.errors import ShapeInferenceError
+from qcompiler.errors import ShapeInferenceError, UnsupportedModelError
 from qcompiler.graph import Graph
 from qcompiler.types import DType, TensorType
 
@@ -631,8 +631,6 @@ BAD_NODES = [
      "auto_pad must be one of"),
     ("BatchNormalization", [("f32", (2, 3, 4, 4))] + [("f32", (4,))] * 4, {},
      "scale must have shape [3]"),
-    ("BatchNormalization", [("f32", (2, 3, 4, 4))] + [("f32", (3,))] * 4,
-     {"training_mode": 1}, "training_mode=1 is not supported"),
     ("MatMul", [("f32", (2, 3)), ("f32", (4, 5))], {}, "has 3 columns but B[4, 5] has 4 rows"),
     ("MatMul", [("f32", (2, 3, 4)), ("f32", (5, 4, 2))], {}, "do not broadcast"),
     ("Gemm", [("f32", (2, 3)), ("f32", (3, 4)), ("f32", (3, 4))], {},
@@ -640,35 +638,55 @@ BAD_NODES = [
     ("Gemm", [("f32", (2, 3)), ("f32", (2, 4))], {"transA": 0}, "op(A) is [2, 3]"),
     ("Softmax", [("f32", (2, 3))], {"axis": 2}, "axis 2 is out of range"),
     ("LayerNormalization", [("f32", (2, 3, 4)), ("f32", (3,))], {}, "does not broadcast"),
-    ("Resize", [("f32", (1, 1, 4, 4)), None, ("f32", (4,))], {"mode": "cubic"},
-     "mode 'cubic' is not supported"),
     ("Resize", [("f32", (1, 1, 4, 4))], {}, "exactly one of scales and sizes"),
     ("Resize", [("i32", (1, 1, 4, 4)), None, ("f32", (4,))], {"mode": "linear"},
      "linear mode needs a float input"),
+]
+
+
+# Well-formed nodes using features qcompiler does not implement: UnsupportedModelError.
+UNSUPPORTED_NODES = [
+    ("BatchNormalization", [("f32", (2, 3, 4, 4))] + [("f32", (3,))] * 4,
+     {"training_mode": 1}, "training_mode=1 is not supported"),
+    ("Resize", [("f32", (1, 1, 4, 4)), None, ("f32", (4,))], {"mode": "cubic"},
+     "mode 'cubic' is not supported"),
     ("Resize", [("f32", (1, 1, 4, 4)), None, ("f32", (4,))], {"antialias": 1},
      "antialias=1 is not supported"),
 ]
 
 
-@pytest.mark.parametrize("op_type, specs, attrs, words", BAD_NODES,
-                         ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_NODES)])
-def test_bad_nodes_give_clear_errors(op_type, specs, attrs, words):
+def _refused(op_type, specs, attrs, error):
     g = Graph("bad")
     inputs = [None if s is None else g.add_input(f"in{i}", TensorType(DType(s[0]), s[1]))
               for i, s in enumerate(specs)]
-    with pytest.raises(ShapeInferenceError) as err:
+    with pytest.raises(error) as err:
         g.add_node(op_type, inputs, attrs, name="layer1")
-    message = str(err.value)
+    assert g.nodes == [] and all(not v.uses for v in g.inputs)
+    return err.value
+
+
+@pytest.mark.parametrize("op_type, specs, attrs, words", BAD_NODES,
+                         ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_NODES)])
+def test_bad_nodes_give_clear_errors(op_type, specs, attrs, words):
+    message = str(_refused(op_type, specs, attrs, ShapeInferenceError))
     assert words in message
     assert f"{op_type} node 'layer1'" in message
 
 
+@pytest.mark.parametrize("op_type, specs, attrs, words", UNSUPPORTED_NODES,
+                         ids=[f"{b[0]}-{i}" for i, b in enumerate(UNSUPPORTED_NODES)])
+def test_unsupported_features_are_named(op_type, specs, attrs, words):
+    error = _refused(op_type, specs, attrs, UnsupportedModelError)
+    assert words in str(error) and f"{op_type} node 'layer1'" in str(error)
+    assert error.unsupported == {op_type: ["layer1"]}
+
+
 def test_unsupported_outputs_are_refused():
     g, (x,) = graph_with(("x", "f32", (1, 2, 4, 4)))
-    with pytest.raises(ShapeInferenceError, match="Indices output is not supported"):
+    with pytest.raises(UnsupportedModelError, match="Indices output is not supported"):
         g.add_node("MaxPool", [x], {"kernel_shape": (2, 2)}, outputs=2)
     params = [g.add_constant(np.ones(2, np.float32), f"p{i}") for i in range(4)]
-    with pytest.raises(ShapeInferenceError, match="training mode"):
+    with pytest.raises(UnsupportedModelError, match="training mode"):
         g.add_node("BatchNormalization", [x, *params], outputs=3)
     assert g.add_node("BatchNormalization", [x, *params]).outputs[0].shape == (1, 2, 4, 4)
 

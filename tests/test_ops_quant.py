@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from op_check import check_op, run_kernel
 
-from qcompiler.errors import ShapeInferenceError
+from qcompiler.errors import ShapeInferenceError, UnsupportedModelError
 from qcompiler.graph import Graph
 from qcompiler.types import DType, TensorType
 
@@ -160,20 +160,26 @@ def _errors():
     f32, u8 = DType.F32, DType.U8
     return [
         ("QuantizeLinear", [(f32, (2, 3)), np.float32([1, 2])], {}, "2 scales for axis 1"),
-        ("QuantizeLinear", [(f32, (2, 3)), np.float32(1)], {"block_size": 2}, "block_size=2"),
-        ("QuantizeLinear", [(f32, (2, 4)), np.ones((2, 2), np.float32)], {}, "blocked"),
         ("QuantizeLinear", [(f32, (3,)), np.float32(1), np.uint8(0)], {"output_dtype": 3},
          "output_dtype=3"),
-        ("QuantizeLinear", [(f32, (3,)), np.float32(1)], {"output_dtype": 7},
-         "cannot quantize to i64"),
         ("QuantizeLinear", [(u8, (3,)), np.float32(1)], {}, "x must be one of"),
         ("QuantizeLinear", [(f32, (3,)), np.float32([1, 1, 1]), np.uint8(0)], {"axis": 0},
          "zero point shape"),
         ("DequantizeLinear", [(u8, (2, 3)), np.float32(1), np.int8(0)], {}, "zero point is i8"),
         ("DequantizeLinear", [(f32, (2, 3)), np.float32(1)], {}, "x must be one of"),
         ("DequantizeLinear", [(u8, (2, 3)), np.float32([1, 2, 3])], {"axis": 2}, "out of range"),
-        ("DequantizeLinear", [(u8, (2, 3)), np.float32(1)], {"block_size": 1}, "not supported"),
         ("DequantizeLinear", [(u8, ()), np.float32([1, 2])], {"axis": 0}, "rank 0"),
+    ]
+
+
+def _unsupported():
+    f32, u8 = DType.F32, DType.U8
+    return [
+        ("QuantizeLinear", [(f32, (2, 3)), np.float32(1)], {"block_size": 2}, "block_size=2"),
+        ("QuantizeLinear", [(f32, (2, 4)), np.ones((2, 2), np.float32)], {}, "blocked"),
+        ("QuantizeLinear", [(f32, (3,)), np.float32(1)], {"output_dtype": 7},
+         "cannot quantize to i64"),
+        ("DequantizeLinear", [(u8, (2, 3)), np.float32(1)], {"block_size": 1}, "not supported"),
     ]
 
 
@@ -186,3 +192,15 @@ def test_inference_errors(op_type, inputs, attrs, message):
     with pytest.raises(ShapeInferenceError, match=message) as info:
         g.add_node(op_type, values, attrs, name="q1")
     assert "q1" in str(info.value)
+
+
+@pytest.mark.parametrize(("op_type", "inputs", "attrs", "message"), _unsupported(),
+                         ids=[f"{e[0]}-{e[3]}" for e in _unsupported()])
+def test_unsupported_features_are_named(op_type, inputs, attrs, message):
+    g = Graph()
+    values = [g.add_constant(v) if isinstance(v, (np.ndarray, np.generic)) else
+              g.add_input(f"x{k}", TensorType(*v)) for k, v in enumerate(inputs)]
+    with pytest.raises(UnsupportedModelError, match=message) as info:
+        g.add_node(op_type, values, attrs, name="q1")
+    assert info.value.unsupported == {op_type: ["q1"]}
+    assert not g.nodes and all(not v.uses for v in values)

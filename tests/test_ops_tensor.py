@@ -15,7 +15,7 @@ from op_check import check_op, infer, run_kernel
 from ort_helpers import onnx_type, run_model, run_node
 
 from qcompiler import ops
-from qcompiler.errors import ShapeInferenceError
+from qcompiler.errors import ShapeInferenceError, UnsupportedModelError
 from qcompiler.graph import Graph
 from qcompiler.ops._schema import UNKNOWN
 from qcompiler.types import DType, TensorType
@@ -550,14 +550,11 @@ def _errors():
         ("Transpose", [(f32, (2, 3))], {"perm": (0, 0)}, "not a permutation"),
         ("Gather", [(f32, (3, 4)), i64(3)], {}, "out of range"),
         ("Gather", [(f32, (3, 4)), i64(0)], {"axis": 2}, "axis 2 is out of range"),
-        ("Cast", [(f32, (2,))], {"to": 11}, "type 11 is not supported"),
         ("Pad", [(f32, (3,)), i64(3, 0)], {"mode": "reflect"}, "exceed 2"),
         ("Pad", [(f32, (3,)), i64(1, 1, 1, 1)], {}, "pads has 4 entries"),
         ("Pad", [(f32, (3,)), i64(1, 1)], {"mode": "mirror"}, "not one of"),
         ("Expand", [(f32, (2, 3)), i64(4, 3)], {}, "does not broadcast"),
         ("Tile", [(f32, (2, 3)), i64(2)], {}, "rank 2"),
-        ("Dropout", [(f32, (2,)), np.array(0.5, np.float32), np.array(True)], {},
-         "training mode"),
         ("Slice", [(f32, (4,)), i64(0), i64(2), i64(0), i64(0)], {}, "steps must not be 0"),
         ("ConstantOfShape", [i64(2, -1)], {}, "negative"),
         ("Flatten", [(f32, (2, 3))], {"axis": 3}, "out of range"),
@@ -566,6 +563,15 @@ def _errors():
         ("Slice", [(f32, ()), i64(0), i64(1)], {}, "axis 0 is out of range for rank 0"),
         ("Pad", [(f32, ()), i64(1, 1), np.zeros((), np.float32), i64(0)], {},
          "axis 0 is out of range for rank 0"),
+    ]
+
+
+def _unsupported():
+    f32 = DType.F32
+    return [
+        ("Cast", [(f32, (2,))], {"to": 11}, "type 11 is not supported"),
+        ("Dropout", [(f32, (2,)), np.array(0.5, np.float32), np.array(True)], {},
+         "training mode"),
     ]
 
 
@@ -600,3 +606,15 @@ def test_onnx_type_codes_match_ort_helpers():
 
     for code, name in ONNX_DTYPES.items():
         assert onnx_type(DType(name).np) == code
+
+
+@pytest.mark.parametrize(("op_type", "inputs", "attrs", "message"), _unsupported(),
+                         ids=[f"{e[0]}-{e[3]}" for e in _unsupported()])
+def test_unsupported_features_are_named(op_type, inputs, attrs, message):
+    g = Graph()
+    values = [g.add_constant(v) if isinstance(v, (np.ndarray, np.generic)) else
+              g.add_input(f"x{k}", TensorType(*v)) for k, v in enumerate(inputs)]
+    with pytest.raises(UnsupportedModelError, match=message) as info:
+        g.add_node(op_type, values, attrs, name="layer1")
+    assert info.value.unsupported == {op_type: ["layer1"]}
+    assert not g.nodes and all(not v.uses for v in values)

@@ -42,6 +42,11 @@ class InferError(Exception):
     """Raised by an inference function; the graph turns it into an error naming the node."""
 
 
+class Unsupported(InferError):
+    """The node is well-formed but uses a feature qcompiler does not implement (a mode, an
+    output, a dtype); the graph reports it as an ``UnsupportedModelError`` naming the node."""
+
+
 @dataclass
 class Out:
     """One inferred output: dtype, shape, and the known contents of small shape tensors.
@@ -110,6 +115,9 @@ class Ctx:
 
     def fail(self, message: str) -> None:
         raise InferError(message)
+
+    def unsupported(self, message: str) -> None:
+        raise Unsupported(message)
 
     def _need(self, i: int) -> None:
         if not self.has(i):

@@ -427,7 +427,7 @@ def _infer_pool(allowed: tuple[str, ...]):
         if len(xs) < 3:
             ctx.fail(f"{ctx.op}: X must be [N, C, spatial...] (rank >= 3), got rank {len(xs)}")
         if ctx.n_outputs > 1:
-            ctx.fail(f"{ctx.op}: the Indices output is not supported; use only output Y")
+            ctx.unsupported(f"{ctx.op}: the Indices output is not supported; use only output Y")
         a = ctx.attrs
         kernel = tuple(a["kernel_shape"])
         if len(kernel) != len(xs) - 2 or any(k < 1 for k in kernel):
@@ -516,10 +516,12 @@ def global_max_pool(x):
 
 def _infer_batch_norm(ctx: Ctx) -> list[Out]:
     if ctx.attr("training_mode") != 0:
-        ctx.fail("BatchNormalization: training_mode=1 is not supported (inference only); "
+        ctx.unsupported("BatchNormalization: training_mode=1 is not supported (inference "
+                        "only); "
                  "export the model in eval mode")
     if ctx.n_outputs > 1:
-        ctx.fail("BatchNormalization: running_mean/running_var outputs exist only in training "
+        ctx.unsupported("BatchNormalization: running_mean/running_var outputs exist only in "
+                        "training "
                  "mode, which is not supported; use only output Y")
     dtype = _need_dtype(ctx, 0, FLOATS, "X")
     xs = ctx.shape(0)
@@ -826,7 +828,7 @@ def _infer_resize(ctx: Ctx) -> list[Out]:
                               a["nearest_mode"], a["keep_aspect_ratio_policy"],
                               a["exclude_outside"])
     if refusal:
-        ctx.fail(refusal)
+        ctx.unsupported(refusal)
     dtype = ctx.dtype(0)
     if mode == "linear" and dtype not in FLOATS:
         ctx.fail(f"Resize: linear mode needs a float input, got {dtype}")

@@ -24,14 +24,15 @@ def _params(ctx: Ctx, x_types: tuple[str, ...]) -> int | None:
     if ctx.dtype(1) not in _FLOATS:
         ctx.fail(f"scale must be f32 or f16, got {ctx.dtype(1)}")
     if ctx.attr("block_size"):
-        ctx.fail(f"block_size={ctx.attr('block_size')} (blocked quantization) is not "
+        ctx.unsupported(f"block_size={ctx.attr('block_size')} (blocked quantization) is not "
                  f"supported; use per-tensor or per-axis scales")
     if ctx.has(2) and ctx.shape(2) != scale:
         ctx.fail(f"zero point shape {list(ctx.shape(2))} differs from scale shape {list(scale)}")
     if len(scale) == 0 or scale == (1,):
         return None
     if len(scale) > 1:
-        ctx.fail(f"a scale of shape {list(scale)} means blocked quantization, which is not "
+        ctx.unsupported(f"a scale of shape {list(scale)} means blocked quantization, which is "
+                        f"not "
                  f"supported; use a scalar or a 1-D scale")
     axis = norm_axis(ctx.attr("axis"), len(x))
     if isinstance(x[axis], int) and isinstance(scale[0], int) and x[axis] != scale[0]:
@@ -59,7 +60,7 @@ def _quantize(ctx: Ctx) -> list[Out]:
             ctx.fail(f"output_dtype={code} ({dtype}) but the zero point is {ctx.dtype(2)}")
         dtype = ctx.dtype(2)
     if dtype not in QUANT_DTYPES:
-        ctx.fail(f"cannot quantize to {dtype}; supported: {', '.join(QUANT_DTYPES)}")
+        ctx.unsupported(f"cannot quantize to {dtype}; supported: {', '.join(QUANT_DTYPES)}")
     return [Out(dtype, ctx.shape(0))]
 
 

@@ -21,6 +21,7 @@ from ._schema import (
     Ctx,
     InferError,
     Out,
+    Unsupported,
     broadcast_shapes,
     dtype_name,
     norm_axis,
@@ -593,7 +594,8 @@ def _dropout(ctx: Ctx) -> list[Out]:
     ratio = ctx.const(1) if ctx.has(1) else None
     if ctx.has(2) and (training is None or bool(training.reshape(-1)[0])):
         if ratio is None or float(ratio.reshape(-1)[0]) != 0:
-            ctx.fail("Dropout in training mode is not supported (training_mode must be a "
+            ctx.unsupported("Dropout in training mode is not supported (training_mode must be "
+                            "a "
                      "constant false)")
     out = _identity(ctx)[0]
     return [out, Out("bool", ctx.shape(0))]
@@ -626,7 +628,7 @@ def cast_target(code: Any) -> str:
     """The IR dtype of an ONNX TensorProto type code, or an error listing the supported ones."""
     if code not in ONNX_DTYPES:
         supported = ", ".join(f"{c} ({d})" for c, d in ONNX_DTYPES.items())
-        raise InferError(f"ONNX element type {code} is not supported (supported: {supported})")
+        raise Unsupported(f"ONNX element type {code} is not supported (supported: {supported})")
     return ONNX_DTYPES[code]
 
 
