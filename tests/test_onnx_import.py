@@ -464,3 +464,12 @@ def test_shape_errors_name_the_node() -> None:
 def test_from_onnx_needs_a_model_proto() -> None:
     with pytest.raises(TypeError, match="ModelProto"):
         qc.from_onnx(b"not a model")  # type: ignore[arg-type]
+
+
+def test_unsupported_attribute_values_name_the_node() -> None:
+    model = make_model([node("Resize", ["x", "", "scales"], ["y"], name="upsample_cubic",
+                             mode="cubic")],
+                       {"x": X4}, ["y"], 13, {"scales": np.array([1, 1, 2, 2], np.float32)})
+    with pytest.raises(qc.UnsupportedModelError, match="upsample_cubic.*mode 'cubic'") as info:
+        qc.from_onnx(model)
+    assert info.value.unsupported == {"Resize": ["upsample_cubic"]}
