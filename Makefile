@@ -13,13 +13,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/qcompiler demo
+	OPENBLAS_NUM_THREADS=1 $(BIN)/qcompiler demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
-	$(BIN)/python bench/numpy_backend.py
+	$(BIN)/python bench/numpy_backend.py --repeats 30
 
 lint: $(STAMP)
 	$(BIN)/ruff check qcompiler passes backends tests bench examples

@@ -16,7 +16,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
-import time  # noqa: E402
 from importlib import resources  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -25,29 +24,13 @@ import onnxruntime as ort  # noqa: E402
 
 import qcompiler as qc  # noqa: E402
 from qcompiler import zoo  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+from qcompiler.peer import ort_session  # noqa: E402
+from qcompiler.timing import median_time  # noqa: E402
 
 
 def bench(name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeats: int) -> None:
     exe = qc.compile(qc.from_onnx(model), backend="numpy")
-    sess = session(model)
+    sess = ort_session(model)
     ours = exe.run(feeds)
     theirs = sess.run(None, feeds)
     err = max(float(np.max(np.abs(a - b))) for a, b in zip(ours.values(), theirs))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -12,6 +12,8 @@ import numpy as np
 
 from . import api
 from .errors import QCompilerError
+from .peer import ort_session
+from .timing import median_time
 
 EXAMPLES = Path(str(resources.files("qcompiler.examples")))
 
@@ -53,17 +55,6 @@ def cmd_run(args: argparse.Namespace) -> None:
             print(value)
 
 
-def _time(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
     model = Path(args.model)
     with np.load(args.data, allow_pickle=False) as data:
@@ -75,21 +66,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     accuracy = float((logits.argmax(axis=1) == y).mean())
     print(f"numpy backend (fp32)  accuracy {accuracy:.3f}")
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         print("onnxruntime is not installed: no comparison (pip install qcompiler[bench])")
         return
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(model)
     ref = sess.run(None, {g.inputs[0].name: x})[0]
     ref_acc = float((ref.argmax(axis=1) == y).mean())
     diff = float(np.max(np.abs(ref - logits)))
     print(f"onnxruntime (fp32)    accuracy {ref_acc:.3f}   max |logit difference| {diff:.2e}")
-    ours = _time(lambda: exe.run({g.inputs[0].name: x}), args.repeats)
-    theirs = _time(lambda: sess.run(None, {g.inputs[0].name: x}), args.repeats)
+    ours = median_time(lambda: exe.run({g.inputs[0].name: x}), args.repeats)
+    theirs = median_time(lambda: sess.run(None, {g.inputs[0].name: x}), args.repeats)
+    threads = ("one thread each" if os.environ.get("OPENBLAS_NUM_THREADS") == "1" else
+               "onnxruntime on one thread, numpy on its BLAS's default threads")
     print(f"time for the test set: numpy backend / onnxruntime = {ours / theirs:.2f}x "
-          f"(median of {args.repeats}; onnxruntime on one thread)")
+          f"(median of {args.repeats}; {threads})")
 
 
 def main(argv: list[str] | None = None) -> int:

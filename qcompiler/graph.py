@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
 import networkx as nx
@@ -142,22 +142,17 @@ class Graph:
 
     def fresh_name(self, base: str = "v") -> str:
         """A value name not used yet in this graph, derived from ``base``."""
-        base = base or "v"
-        if base not in self._names:
-            return base
-        while True:
-            candidate = f"{base}_{next(self._counter)}"
-            if candidate not in self._names:
-                return candidate
+        return self._fresh(base or "v", self._names)
 
     def fresh_node_name(self, base: str) -> str:
-        base = base or "node"
-        if base not in self._node_names:
-            return base
-        while True:
+        """A node name not used yet in this graph, derived from ``base``."""
+        return self._fresh(base or "node", self._node_names)
+
+    def _fresh(self, base: str, taken: Container[str]) -> str:
+        candidate = base
+        while candidate in taken:
             candidate = f"{base}_{next(self._counter)}"
-            if candidate not in self._node_names:
-                return candidate
+        return candidate
 
     def value(self, name: str) -> Value:
         try:

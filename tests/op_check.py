@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 from ort_helpers import run_node
 
 from qcompiler import ops
+from qcompiler.errors import UnsupportedModelError
 from qcompiler.graph import Graph
 from qcompiler.types import DType, TensorType
 
@@ -83,3 +85,26 @@ def check_op(
         else:
             np.testing.assert_array_equal(a, e, err_msg=f"{op_type} output {k}")
     return actual
+
+
+def refuse(op_type: str, operands: Sequence[Any], attrs: dict[str, Any],
+           error: type[Exception], match: str, name: str = "layer1") -> Exception:
+    """Adding the node must raise ``error`` (message matching ``match``) naming it, and leave
+    the graph untouched. ``operands``: arrays become constants, (dtype, shape) graph inputs,
+    None an empty optional input."""
+    g = Graph("refused")
+    values = []
+    for k, spec in enumerate(operands):
+        if spec is None:
+            values.append(None)
+        elif isinstance(spec, (np.ndarray, np.generic)):
+            values.append(g.add_constant(spec, f"c{k}"))
+        else:
+            values.append(g.add_input(f"x{k}", TensorType(DType(spec[0]), spec[1])))
+    with pytest.raises(error, match=match) as info:
+        g.add_node(op_type, values, attrs, name=name)
+    assert f"{op_type} node {name!r}" in str(info.value)
+    assert not g.nodes and all(not v.uses for v in values if v is not None)
+    if isinstance(info.value, UnsupportedModelError):
+        assert info.value.unsupported == {op_type: [name]}
+    return info.value

@@ -10,6 +10,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from qcompiler.peer import ort_session
+
 OPSET = 21
 
 _ONNX_TYPES = {
@@ -28,13 +30,8 @@ def onnx_type(dtype: Any) -> int:
 
 
 def session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3  # errors only: unused initializers are not worth a warning
-    return ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    """onnxruntime running the model exactly as written (no graph rewrites), one thread."""
+    return ort_session(model, optimize=False)
 
 
 def node_model(
