@@ -1,0 +1,122 @@
+"""The op registry: every op the foundation promises is there, and every registered op is
+checked against onnxruntime here at least once (the family test files go deeper)."""
+
+import numpy as np
+import pytest
+from onnx import helper
+from op_check import check_op
+
+from qcompiler import ops
+
+REQUIRED = """
+Conv ConvTranspose BatchNormalization Gemm MatMul Add Sub Mul Div Relu Clip LeakyRelu Sigmoid
+HardSigmoid HardSwish Tanh Softmax MaxPool AveragePool GlobalAveragePool Flatten Reshape
+Transpose Concat Split Squeeze Unsqueeze Pad Identity Dropout Sum ReduceMean Resize Shape Gather
+Slice Cast ConstantOfShape Constant QuantizeLinear DequantizeLinear LRN PRelu Elu Exp Log Sqrt
+Pow Neg Abs Min Max ReduceSum ReduceMax LogSoftmax InstanceNormalization LayerNormalization Erf
+Gelu Tile Expand Where
+""".split()
+
+rng = np.random.default_rng(0)
+
+
+def f32(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def pos(*shape):
+    return rng.uniform(0.5, 2.0, shape).astype(np.float32)
+
+
+def i64(*values):
+    return np.array(values, np.int64)
+
+
+X = f32(2, 3, 6, 6)
+C3 = pos(3)
+# op -> (inputs, attrs, indices of inputs that are constants)
+EXAMPLES = {
+    "Abs": ([f32(4)], {}, ()),
+    "Add": ([f32(2, 3), f32(3)], {}, ()),
+    "AveragePool": ([X], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, ()),
+    "BatchNormalization": ([X, C3, f32(3), f32(3), C3], {}, ()),
+    "Cast": ([f32(5)], {"to": 7}, ()),
+    "Clip": ([f32(6), np.float32(-0.5), np.float32(0.5)], {}, (1, 2)),
+    "Concat": ([f32(2, 3), f32(2, 1)], {"axis": 1}, ()),
+    "Constant": ([], {"value": helper.make_tensor("v", 1, [2], [1.5, -2.0])}, ()),
+    "ConstantOfShape": ([i64(2, 3)], {"value": helper.make_tensor("v", 1, [1], [0.25])}, (0,)),
+    "Conv": ([X, f32(4, 3, 3, 3), f32(4)], {"pads": [1, 1, 1, 1]}, ()),
+    "ConvTranspose": ([X, f32(3, 2, 3, 3)], {"strides": [2, 2]}, ()),
+    "DequantizeLinear": ([np.arange(-4, 4, dtype=np.int8), np.float32(0.5), np.int8(1)], {}, ()),
+    "Div": ([f32(3), pos(3)], {}, ()),
+    "Dropout": ([f32(4)], {}, ()),
+    "Elu": ([f32(5)], {"alpha": 0.5}, ()),
+    "Erf": ([f32(5)], {}, ()),
+    "Exp": ([f32(5)], {}, ()),
+    "Expand": ([f32(3, 1), i64(2, 3, 4)], {}, (1,)),
+    "Flatten": ([X], {"axis": 2}, ()),
+    "Gather": ([f32(4, 3), i64(3, 0, -1)], {"axis": 0}, (1,)),
+    "Gelu": ([f32(5)], {}, ()),
+    "Gemm": ([f32(2, 3), f32(4, 3), f32(4)], {"transB": 1, "alpha": 0.5}, ()),
+    "GlobalAveragePool": ([X], {}, ()),
+    "GlobalMaxPool": ([X], {}, ()),
+    "HardSigmoid": ([f32(5)], {}, ()),
+    "HardSwish": ([f32(5) * 4], {}, ()),
+    "Identity": ([f32(3)], {}, ()),
+    "InstanceNormalization": ([X, C3, f32(3)], {}, ()),
+    "LRN": ([X], {"size": 3}, ()),
+    "LayerNormalization": ([f32(2, 5), pos(5), f32(5)], {}, ()),
+    "LeakyRelu": ([f32(5)], {"alpha": 0.1}, ()),
+    "Log": ([pos(5)], {}, ()),
+    "LogSoftmax": ([f32(2, 5)], {}, ()),
+    "MatMul": ([f32(2, 3, 4), f32(4, 5)], {}, ()),
+    "Max": ([f32(3), f32(2, 3)], {}, ()),
+    "MaxPool": ([X], {"kernel_shape": [2, 2], "strides": [2, 2]}, ()),
+    "Min": ([f32(3), f32(2, 3)], {}, ()),
+    "Mul": ([f32(2, 3), f32(3)], {}, ()),
+    "Neg": ([f32(4)], {}, ()),
+    "PRelu": ([X, f32(3, 1, 1)], {}, ()),
+    "Pad": ([f32(2, 3), i64(0, 1, 1, 2)], {}, (1,)),
+    "Pow": ([pos(4), f32(4)], {}, ()),
+    "QuantizeLinear": ([f32(8) * 3, np.float32(0.1), np.uint8(128)], {}, ()),
+    "ReduceMax": ([f32(2, 3, 4), i64(1)], {}, (1,)),
+    "ReduceMean": ([f32(2, 3, 4), i64(0, 2)], {"keepdims": 0}, (1,)),
+    "ReduceSum": ([f32(2, 3, 4), i64(-1)], {}, (1,)),
+    "Relu": ([f32(5)], {}, ()),
+    "Reshape": ([X, i64(0, -1)], {}, (1,)),
+    "Resize": ([X, None, np.array([1, 1, 2, 1.5], np.float32)], {"mode": "linear"}, (2,)),
+    "Selu": ([f32(5)], {}, ()),
+    "Shape": ([X], {"start": 1}, ()),
+    "Sigmoid": ([f32(5)], {}, ()),
+    "Slice": ([f32(5, 4), i64(1), i64(4), i64(0), i64(2)], {}, (1, 2, 3, 4)),
+    "Softmax": ([f32(2, 5)], {"axis": 0}, ()),
+    "Softplus": ([f32(5)], {}, ()),
+    "Softsign": ([f32(5)], {}, ()),
+    "Split": ([f32(6, 2), i64(2, 4)], {"axis": 0}, (1,)),
+    "Sqrt": ([pos(5)], {}, ()),
+    "Squeeze": ([f32(3, 1, 2), i64(1)], {}, (1,)),
+    "Sub": ([f32(2, 3), f32(2, 1)], {}, ()),
+    "Sum": ([f32(3), f32(2, 3), f32(1)], {}, ()),
+    "Tanh": ([f32(5)], {}, ()),
+    "Tile": ([f32(2, 3), i64(2, 1)], {}, (1,)),
+    "Transpose": ([X], {"perm": [0, 2, 3, 1]}, ()),
+    "Unsqueeze": ([f32(3, 2), i64(0, 3)], {}, (1,)),
+    "Where": ([f32(4) > 0, f32(4), f32(4)], {}, ()),
+}
+N_OUTPUTS = {"Split": 2}
+
+
+def test_the_promised_ops_are_registered():
+    assert sorted(set(REQUIRED) - set(ops.OPS)) == []
+
+
+def test_every_registered_op_has_an_example():
+    assert sorted(set(ops.OPS) ^ set(EXAMPLES)) == []
+
+
+@pytest.mark.parametrize("op_type", sorted(EXAMPLES))
+def test_op_matches_onnxruntime(op_type):
+    inputs, attrs, constants = EXAMPLES[op_type]
+    inputs = [np.asarray(a) if a is not None else None for a in inputs]
+    check_op(op_type, inputs, attrs, n_outputs=N_OUTPUTS.get(op_type, 1),
+             constant_inputs=constants)
