@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -206,13 +206,13 @@ def parse(text: str, constants: Mapping[str, np.ndarray] | None = None) -> Graph
         raise ParseError("line 1: a graph starts with 'graph NAME('")
     g = Graph(toks.name())
     toks.expect("(")
-    while not toks.accept(")"):
+
+    def graph_input() -> None:
         name = _value_name(toks)
         toks.expect(":")
         g.add_input(name, _type(toks))
-        if not toks.accept(","):
-            toks.expect(")")
-            break
+
+    _items(toks, ")", graph_input)
     toks.expect("{")
     while True:
         if toks.accept("return"):
@@ -280,24 +280,9 @@ def _statement(g: Graph, toks: _Tokens, constants: Mapping[str, np.ndarray]) -> 
         return
     op = toks.name()
     toks.expect("(")
-    inputs: list[Value | None] = []
-    while not toks.accept(")"):
-        if toks.accept("none"):
-            inputs.append(None)
-        else:
-            inputs.append(_lookup(g, toks, _value_name(toks)))
-        if not toks.accept(","):
-            toks.expect(")")
-            break
-    attrs = {}
-    if toks.accept("{"):
-        while not toks.accept("}"):
-            key = toks.name()
-            toks.expect("=")
-            attrs[key] = _attr(toks)
-            if not toks.accept(","):
-                toks.expect("}")
-                break
+    inputs = _items(toks, ")", lambda: None if toks.accept("none") else
+                    _lookup(g, toks, _value_name(toks)))
+    attrs = _fields(toks, "}") if toks.accept("{") else {}
     toks.expect("@")
     node_name = toks.name()
     for name in names:
@@ -318,17 +303,15 @@ def _type(toks: _Tokens) -> TensorType:
     except ValueError:
         raise toks.error(f"unknown dtype {dtype_text!r}") from None
     toks.expect("[")
-    dims: list[int | str] = []
-    while not toks.accept("]"):
+
+    def dim() -> int | str:
         kind, text, _, _ = toks.peek()
         if kind == "num":
             toks.next()
-            dims.append(int(text))
-        else:
-            dims.append(toks.name())
-        if not toks.accept(","):
-            toks.expect("]")
-            break
+            return int(text)
+        return toks.name()
+
+    dims = _items(toks, "]", dim)
     quant = None
     if toks.peek()[1] == "q" and toks.toks[toks.i + 1][1] == "(":
         toks.next()
@@ -338,14 +321,7 @@ def _type(toks: _Tokens) -> TensorType:
 
 def _quant(toks: _Tokens, dtype: DType | None) -> QuantParams:
     toks.expect("(")
-    fields: dict[str, Any] = {}
-    while not toks.accept(")"):
-        key = toks.name()
-        toks.expect("=")
-        fields[key] = _attr(toks)
-        if not toks.accept(","):
-            toks.expect(")")
-            break
+    fields = _fields(toks, ")")
     try:
         if "dtype" in fields:
             fields["dtype"] = DType(fields["dtype"])
@@ -376,13 +352,31 @@ def _array(toks: _Tokens, items: list[Any], t: TensorType) -> np.ndarray:
 
 def _list(toks: _Tokens) -> list[Any]:
     toks.expect("[")
+    return _items(toks, "]", lambda: _attr(toks))
+
+
+def _items(toks: _Tokens, close: str, item: Callable[[], Any]) -> list[Any]:
+    """Comma-separated ``item()``s up to and including the ``close`` token."""
     items = []
-    while not toks.accept("]"):
-        items.append(_attr(toks))
+    while not toks.accept(close):
+        items.append(item())
         if not toks.accept(","):
-            toks.expect("]")
+            toks.expect(close)
             break
     return items
+
+
+def _fields(toks: _Tokens, close: str) -> dict[str, Any]:
+    """Comma-separated ``key = value`` pairs up to and including ``close``."""
+    fields: dict[str, Any] = {}
+
+    def field() -> None:
+        key = toks.name()
+        toks.expect("=")
+        fields[key] = _attr(toks)
+
+    _items(toks, close, field)
+    return fields
 
 
 def _attr(toks: _Tokens) -> Any:
