@@ -381,12 +381,6 @@ def _slice_attrs(n: _Node) -> None:
     n.emit("Slice", inputs, n.passthrough_attrs(), n.outputs)
 
 
-@_rule("TopK", consumes=("k",), until=10)
-def _topk_attr(n: _Node) -> None:
-    k = n.const(np.array([n.required("k")], dtype=np.int64), "k")
-    n.emit("TopK", [n.inputs[0], k], n.passthrough_attrs(), n.used_outputs("TopK"))
-
-
 def _resize_like_upsample(n: _Node, scales: Value, mode: str) -> None:
     """Upsample and Resize-10 sample at ``x_out / scale`` ("asymmetric"); onnxruntime picks
     the nearest pixel by flooring when enlarging and by ceiling when shrinking."""
@@ -440,7 +434,7 @@ def _softmax_2d(n: _Node) -> None:
     n.emit("Reshape", [rows, shape], {}, [n.outputs[0]], suffix="reshape")
 
 
-for _op in ("Softmax", "LogSoftmax", "Hardmax"):
+for _op in ("Softmax", "LogSoftmax"):
     _rule(_op, needs=("Flatten", "Shape", "Reshape", _op), consumes=("axis",),
           until=13)(_softmax_2d)
 
