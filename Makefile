@@ -8,14 +8,13 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/qcompiler demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
