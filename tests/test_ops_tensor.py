@@ -458,7 +458,10 @@ def test_shape_contents_flow_through_shape_ops():
     assert node("Slice", [shape, const(-1), const(INT64_MIN), const(0), const(-2)]).sym == (8, 3)
     assert node("Identity", [shape]).sym == ("N", 3, "H", 8)
     assert node("Cast", [shape], {"to": 7}).sym == ("N", 3, "H", 8)
-    assert node("Cast", [shape], {"to": 6}).sym is None  # only int64 contents are tracked
+    assert node("Cast", [shape], {"to": 6}).sym == ("N", 3, "H", 8)  # tf2onnx's int32 shapes
+    assert node("Cast", [shape], {"to": 3}).sym is None  # int8 contents are not tracked
+    big = node("Cast", [const(2**40, 1)], {"to": 6})
+    assert big.sym is None  # int32 would wrap: contents unknown rather than wrong
     first = node("Slice", [shape, const(0), const(1)])
     assert node("Squeeze", [first, const(0)]).sym == ("N",)
     assert node("Squeeze", [first, const(0)]).shape == ()
@@ -606,3 +609,19 @@ def test_onnx_type_codes_match_ort_helpers():
                          ids=[f"{e[0]}-{e[3]}" for e in _unsupported()])
 def test_unsupported_features_are_named(op_type, inputs, attrs, message):
     refuse(op_type, inputs, attrs, UnsupportedModelError, message)
+
+
+def test_reshape_minus_one_divides_out_a_symbolic_batch():
+    g = Graph()
+    x = g.add_input("x", TensorType(DType.F32, ("N", 8, 7, 7)))
+    y = g.add_input("y", TensorType(DType.F32, ("N", "M", 4)))
+
+    def reshape(v, *target):
+        return g.add_node("Reshape", [v, g.add_constant(i64(*target))]).outputs[0].shape
+
+    assert reshape(x, -1, 392) == ("N", 392)  # the dynamo exporter's flatten
+    assert reshape(x, -1, 196) == (UNKNOWN, 196)  # 2N rows: not a named dimension
+    assert reshape(x, -1, 100) == (UNKNOWN, 100)  # divisible only for some N
+    assert reshape(y, -1, 4) == (UNKNOWN, 4)  # N*M
+    with pytest.raises(ShapeInferenceError, match="do not split into rows of 5"):
+        reshape(g.add_input("z", TensorType(DType.F32, (2, 8))), -1, 5)

@@ -58,9 +58,12 @@ def known_ints(ctx: Ctx, i: int) -> tuple | None:
 
 
 def sym_out(dtype: str, shape: tuple, contents: Any) -> Out:
-    """An output recording ``contents`` when it is a small 0-D/1-D int64 tensor."""
-    ok = (contents is not None and dtype == "i64" and len(shape) <= 1
+    """An output recording ``contents`` when it is a small 0-D/1-D int32/int64 tensor (tf2onnx
+    computes shapes in int32 and casts them to int64 at the end)."""
+    ok = (contents is not None and dtype in ("i32", "i64") and len(shape) <= 1
           and len(contents) <= SYM_MAX)
+    if ok and dtype == "i32":
+        ok = all(-(2**31) <= d < 2**31 for d in contents if isinstance(d, int))
     return Out(dtype, tuple(shape), tuple(contents) if ok else None)
 
 
@@ -166,20 +169,31 @@ def _resolve_reshape(data: tuple, target: tuple, allowzero: int) -> tuple:
     if -1 in out:
         if want == 0:
             raise InferError(f"shape {list(target)} has -1 and other entries whose product is 0")
-        if isinstance(have, int) and isinstance(want, int):
-            if have % want:
-                raise InferError(f"cannot reshape {list(data)} to {list(target)}: "
-                                 f"{have} elements do not split into rows of {want}")
-            fill: Any = have // want
-        elif want == 1:
-            fill = have
-        else:
-            fill = UNKNOWN
-        return tuple(fill if d == -1 else d for d in out)
+        return tuple(_fill(rest_in, rest_out, data, target) if d == -1 else d for d in out)
     if isinstance(have, int) and isinstance(want, int) and have != want:
         raise InferError(f"cannot reshape {list(data)} ({have} elements) to {list(target)} "
                          f"({want} elements)")
     return tuple(out)
+
+
+def _fill(rest_in: list, rest_out: list, data: tuple, target: tuple) -> Any:
+    """The dimension a Reshape's -1 stands for: (product of ``rest_in``) / (product of
+    ``rest_out``), symbols already cancelled; [N, 8, 7, 7] to [-1, 392] gives N."""
+    have = math.prod(d for d in rest_in if isinstance(d, int))
+    want = math.prod(d for d in rest_out if isinstance(d, int))
+    symbols = [d for d in rest_in if not isinstance(d, int)]
+    if any(not isinstance(d, int) for d in rest_out):
+        return UNKNOWN
+    if have % want:
+        if symbols:
+            return UNKNOWN  # a symbol's value may make it divide
+        raise InferError(f"cannot reshape {list(data)} to {list(target)}: "
+                         f"{have} elements do not split into rows of {want}")
+    if not symbols:
+        return have // want
+    if len(symbols) == 1 and have == want and symbols[0] != UNKNOWN:
+        return symbols[0]
+    return UNKNOWN
 
 
 def _reshape(ctx: Ctx) -> list[Out]:
