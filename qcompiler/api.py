@@ -40,7 +40,7 @@ def parse(text: str, constants: Mapping[str, np.ndarray] | None = None) -> Graph
     return _parse(text, constants)
 
 
-def compile(graph: Graph, backend: str = "numpy") -> Executable:  # noqa: A001
+def compile(graph: Graph, backend: str = "numpy") -> Executable:
     """Compile a (float or quantized) graph into an ``Executable`` with the named backend."""
     from qcompiler.backends import compile_graph
 
