@@ -449,15 +449,23 @@ def _infer_pool(allowed: tuple[str, ...]):
 
 
 def _fold_taps(xp: np.ndarray, kernel: tuple, win: _Window, ufunc: np.ufunc) -> np.ndarray:
-    """``ufunc``-reduce (maximum, add) the padded input over the kernel taps of every window."""
-    y = None
-    for tap in _taps(kernel):
-        view = xp[(slice(None), slice(None)) + _tap_slices(tap, win)]
-        if y is None:
-            y = view.copy()
-        else:
-            ufunc(y, view, out=y)
-    return y
+    """``ufunc``-reduce (maximum, add) the padded input over the kernel taps of every window.
+
+    Both reductions are separable, so this folds one spatial axis at a time: k0 + k1 passes
+    instead of k0 * k1, the first of them over whole contiguous rows (a 3x3 stride-2 MaxPool
+    is about 3x faster than tap by tap)."""
+    y = xp
+    for axis, (k, s, d, o) in enumerate(zip(kernel, win.strides, win.dilations, win.out)):
+        lead = (slice(None),) * (2 + axis)
+        acc = None
+        for t in range(k):
+            view = y[lead + (slice(t * d, t * d + (o - 1) * s + 1, s),)]
+            if acc is None:
+                acc = view.copy()
+            else:
+                ufunc(acc, view, out=acc)
+        y = acc
+    return y if y is not xp else xp.copy()
 
 
 @op("MaxPool", ["X"], ["Y", "Indices?"], attrs={**_POOL_ATTRS, "storage_order": 0},
@@ -554,7 +562,9 @@ def batch_normalization(x, scale, b, mean, var, *, epsilon, momentum, training_m
     mul = scale.astype(f) / np.sqrt(var.astype(f) + f(epsilon))
     add = b.astype(f) - mean.astype(f) * mul
     shape = (-1,) + (1,) * (x.ndim - 2) if x.ndim > 1 else ()
-    return (_f32(x) * mul.reshape(shape) + add.reshape(shape)).astype(x.dtype, copy=False)
+    y = _f32(x) * mul.reshape(shape)
+    y += add.reshape(shape)
+    return y.astype(x.dtype, copy=False)
 
 
 def _infer_instance_norm(ctx: Ctx) -> list[Out]:
