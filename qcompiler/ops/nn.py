@@ -252,6 +252,8 @@ def conv(x, w, b=None, *, auto_pad, dilations, group, kernel_shape, pads, stride
         y = np.matmul(w.reshape(m, c), x.reshape(n, c, -1))
     elif group == c and cg == 1:
         y = _depthwise(x, w, kernel, win)
+    elif group == 1 and n > 1 and math.prod(win.out) <= _SMALL_IMAGE:
+        y = _conv_gemm_batch(x, w, kernel, win)
     else:
         y = _conv_gemm(_pad(x, win.begin, win.end), w, kernel, win, group)
     y = y.reshape(n, m, *win.out)
@@ -294,6 +296,31 @@ def _conv_gemm(xp: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window,
         np.matmul(weights, cols.reshape(n, group, depth, -1),
                   out=y[..., r * rest:(r + step) * rest])
     return y
+
+
+_SMALL_IMAGE = 256  # output pixels per image below which one product for the batch wins
+
+
+def _conv_gemm_batch(x: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window) -> np.ndarray:
+    """im2col with one row per output pixel of every image, channels last ([N * pixels,
+    prod(kernel) * C]), and one BLAS product for the whole batch; [N, M, pixels].
+
+    For small images (the digits model: 541 images of 8x8) a product per image is too small
+    for BLAS to run well; this is 1.2x to 2.6x faster there. The channels-last copy makes the
+    im2col read runs of C contiguous floats."""
+    n, c, *spatial = x.shape
+    m = w.shape[0]
+    padded = [s + b + e for s, b, e in zip(spatial, win.begin, win.end)]
+    xp = np.zeros((n, *padded, c), dtype=np.float32)
+    inner = tuple(slice(b, b + s) for b, s in zip(win.begin, spatial))
+    xp[(slice(None), *inner, slice(None))] = np.moveaxis(x, 1, -1)
+    sn, *ss, sc = xp.strides
+    view = np.ndarray((n, *win.out, *kernel, c), np.float32, buffer=xp, strides=(
+        sn, *(st * s for st, s in zip(ss, win.strides)),
+        *(st * d for st, d in zip(ss, win.dilations)), sc))
+    cols = view.reshape(n * math.prod(win.out), -1)
+    weights = np.moveaxis(w, 1, -1).reshape(m, -1)
+    return (cols @ weights.T).reshape(n, -1, m).transpose(0, 2, 1)
 
 
 def _depthwise(x: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window) -> np.ndarray:
