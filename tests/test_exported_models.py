@@ -141,6 +141,21 @@ def test_matches_onnxruntime(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_saved_and_reloaded_gives_the_same_outputs(name: str, tmp_path: Path) -> None:
+    """Exporter tensor names ("onnx::Conv_68", "/conv1/Conv_output_0") survive the .npz and
+    the generated source of a saved model."""
+    path = DATA / name
+    exe = qc.compile(qc.load_onnx(path), backend="numpy")
+    exe.save(tmp_path / "model.qcx")
+    loaded = qc.load(tmp_path / "model.qcx")
+    feeds = _batch_feeds(onnx.load(str(path)), 2, seed=7)
+    expected, got = exe.run(feeds), loaded.run(feeds)
+    assert list(got) == list(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_keeps_the_exporter_names(name: str) -> None:
     model = onnx.load(str(DATA / name))
     graph = qc.load_onnx(DATA / name)
