@@ -8,7 +8,6 @@ Every edge edit goes through the mutation helpers (``Node.set_input``, ``replace
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
@@ -120,9 +119,6 @@ def _drop_use(value: Value, node: Node, index: int) -> None:
             del value.uses[k]
             return
     raise IRError(f"use-list of %{value.name} lost operand {index} of {node.describe()}")
-
-
-_NAME_SANITIZE = re.compile(r"[^A-Za-z0-9_.]")
 
 
 class Graph:
@@ -452,8 +448,4 @@ class Graph:
 
     __hash__ = None  # type: ignore[assignment]
 
-
-def sanitize(name: str) -> str:
-    """A name made only of letters, digits, '_' and '.'."""
-    return _NAME_SANITIZE.sub("_", name) or "v"
 

@@ -137,3 +137,30 @@ def test_to_networkx_has_one_edge_per_operand():
     nxg = g.to_networkx()
     assert nxg.number_of_nodes() == 3
     assert nxg.number_of_edges() == 3  # add->relu, relu->mul, add->mul
+
+
+def test_replace_input_insert_after_and_graph_input_queries():
+    g = chain()
+    add, relu, mul = g.nodes
+    x = g.inputs[0]
+    assert x.is_graph_input and not add.outputs[0].is_graph_input
+    assert mul.outputs[0].is_graph_output
+    neg = g.insert_after(relu, "Neg", [relu.outputs[0]], name="neg")
+    assert [n.name for n in g.nodes] == ["add", "relu", "neg", "mul"]
+    mul.replace_input(relu.outputs[0], neg.outputs[0])
+    assert relu.outputs[0].users == [neg] and mul.inputs[0] is neg.outputs[0]
+    g.verify()
+
+
+def test_infer_types_refreshes_types_after_an_attribute_edit():
+    g = Graph()
+    x = g.add_input("x", TensorType("f32", ("N", 3, 4)))
+    flat = g.add_node("Flatten", [x], {"axis": 1}, name="flat")
+    g.set_outputs(flat.outputs)
+    assert str(flat.outputs[0].type) == "f32[N,12]"
+    flat.attrs["axis"] = 2
+    with pytest.raises(qc.VerificationError, match="flat"):
+        g.verify()
+    g.infer_types()
+    assert str(flat.outputs[0].type) == "f32[?,4]"
+    g.verify()

@@ -217,11 +217,6 @@ def _no_infer(name: str) -> Callable[[Ctx], list[Out]]:
 # Shape helpers shared by inference functions.
 
 
-def dims_equal(a: Any, b: Any) -> bool:
-    """Two dimensions known to be equal (an unknown dimension equals nothing)."""
-    return a == b and a != UNKNOWN
-
-
 def broadcast_shapes(*shapes: tuple) -> tuple:
     """Numpy broadcasting over shapes that may hold symbols."""
     rank = max((len(s) for s in shapes), default=0)
