@@ -31,8 +31,7 @@ def elements(dtype):
 
 
 @st.composite
-def reduce_case(draw):
-    op = draw(st.sampled_from(REDUCE_OPS))
+def reduce_case(draw, op):
     dtype = draw(st.sampled_from(DTYPES[op]))
     shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=4))
     x = draw(hnp.arrays(dtype, shape, elements=elements(dtype)))
@@ -49,9 +48,10 @@ def reduce_case(draw):
     return op, [x, np.array(axes, np.int64)], attrs
 
 
-@given(reduce_case())
-def test_reduce(case):
-    op, inputs, attrs = case
+@pytest.mark.parametrize("op_type", REDUCE_OPS)
+@given(data=st.data())
+def test_reduce(op_type, data):
+    op, inputs, attrs = data.draw(reduce_case(op_type))
     check_op(op, inputs, attrs, constant_inputs=[1])
 
 
