@@ -608,7 +608,11 @@ class _Scan:
             for problem in rule.check(info):
                 self.add(problem, name)
         if node.op_type in ops.OPS and node.op_type in needs:
-            passed = {k: v for k, v in attrs.items() if rule is None or k not in rule.consumes}
+            extensions = ops.get(node.op_type).extensions
+            for what in _extensions_used(info):
+                self.add(f"{node.op_type} ({what}: a qcompiler extension, not ONNX)", name)
+            passed = {k: v for k, v in attrs.items()
+                      if (rule is None or k not in rule.consumes) and k not in extensions}
             _, refused = _split_attrs(node.op_type, node.op_type, passed)
             for attr in refused:
                 self.add(f"{node.op_type} (attribute {attr})", name)
@@ -684,6 +688,16 @@ class _Scan:
         if any(k.startswith("dtype ") for k in self.unsupported):
             lines.append(f"supported dtypes: {_supported_dtypes()}")
         return "\n".join(lines)
+
+
+def _extensions_used(info: _NodeInfo) -> list[str]:
+    """The qcompiler extensions of its IR op (fused-form inputs and attributes) that an ONNX
+    node spells; ONNX has none of them, so a node that does is malformed."""
+    opdef = ops.get(info.op_type)
+    used = [f"attribute {k}" for k in info.attrs if k in opdef.extensions]
+    used += [f"input {formal}" for formal, given in zip(opdef.input_names, info.proto.input)
+             if given and formal in opdef.extensions]
+    return used
 
 
 def _output_name(info: _NodeInfo, k: int) -> str:

@@ -8,8 +8,9 @@ symbol names (``"?"`` for an unknown dimension).
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,7 +127,12 @@ class Ctx:
 
 @dataclass
 class OpDef:
-    """A registered op. Inputs ending in '?' are optional, one ending in '*' is variadic."""
+    """A registered op. Inputs ending in '?' are optional, one ending in '*' is variadic.
+
+    ``extensions`` names the inputs (without '?') and attributes that are qcompiler extensions
+    of the ONNX op (the fused forms of Conv, Gemm, ...): the ONNX importer refuses them, and an
+    exporter must decompose a node that uses them.
+    """
 
     name: str
     inputs: tuple[str, ...]
@@ -135,6 +141,7 @@ class OpDef:
     infer: Callable[[Ctx], list[Out]]
     kernel: Callable[..., Any]
     doc: str = ""
+    extensions: frozenset[str] = frozenset()
     min_inputs: int = field(init=False)
     variadic_inputs: bool = field(init=False)
     variadic_outputs: bool = field(init=False)
@@ -143,6 +150,15 @@ class OpDef:
         self.min_inputs = sum(1 for n in self.inputs if not n.endswith(("?", "*")))
         self.variadic_inputs = bool(self.inputs) and self.inputs[-1].endswith("*")
         self.variadic_outputs = bool(self.outputs) and self.outputs[-1].endswith("*")
+        unknown = sorted(self.extensions - set(self.attrs) - set(self.input_names))
+        if unknown:
+            raise ValueError(f"op {self.name}: extensions {unknown} are neither inputs nor "
+                             f"attributes")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The input names without their '?' or '*' marks."""
+        return tuple(n.rstrip("?*") for n in self.inputs)
 
     def full_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Attributes with defaults filled in; unknown or missing required ones raise."""
@@ -182,11 +198,13 @@ def op(
     outputs: tuple[str, ...] | list[str] = ("Y",),
     attrs: dict[str, Any] | None = None,
     infer: Callable[[Ctx], list[Out]] | None = None,
+    extensions: Iterable[str] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated numpy function as the reference kernel of op ``name``.
 
     The kernel is called as ``kernel(*inputs, **attrs)`` (attributes with defaults filled in,
     empty optional inputs as None) and returns one array, or a tuple for several outputs.
+    ``extensions`` lists the inputs and attributes that are not ONNX (see ``OpDef``).
     """
 
     def register(kernel: Callable[..., Any]) -> Callable[..., Any]:
@@ -199,7 +217,8 @@ def op(
             attrs=dict(attrs or {}),
             infer=infer or _no_infer(name),
             kernel=kernel,
-            doc=(kernel.__doc__ or "").strip(),
+            doc=inspect.cleandoc(kernel.__doc__ or ""),
+            extensions=frozenset(extensions),
         )
         return kernel
 

@@ -6,9 +6,12 @@ matmul for 1x1 convolutions, tap accumulation for depthwise ones), pools reduce 
 with strided slices. No loop runs over pixels or batch elements. float16 inputs are computed in
 float32 and rounded back once at the end.
 
-Semantics are ONNX opset 21. Where onnxruntime departs from the spec the spec wins (dilated
-SAME pooling, SAME ConvTranspose narrower than in * stride); where the spec leaves a choice
-(Resize axes with scale 1, float32 source coordinates) we do what onnxruntime does.
+Semantics are ONNX opset 21, plus qcompiler's fused forms of Conv, ConvTranspose, Gemm and
+MatMul (a trailing activation, Conv's residual input Z, MatMul's bias), declared as extensions
+of those ops: without them the ops are exactly ONNX. Where onnxruntime departs from the spec
+the spec wins (dilated SAME pooling, SAME ConvTranspose narrower than in * stride); where the
+spec leaves a choice (Resize axes with scale 1, float32 source coordinates) we do what
+onnxruntime does.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._schema import REQUIRED, UNKNOWN, Ctx, InferError, Out, broadcast_shapes, norm_axis, op
+from .activation import ACTIVATION_ATTRS, EXTENSIONS, apply_activation, check_activation
 
 FLOATS = ("f32", "f16")
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -220,6 +224,17 @@ def _check_bias(ctx: Ctx, m: Any) -> None:
                  f"{list(bs)}")
 
 
+def _check_residual(ctx: Ctx, dtype: str, out: tuple) -> None:
+    """Conv's residual Z must have the dtype of X and exactly the output shape."""
+    if not ctx.has(3):
+        return
+    _same_dtype(ctx, 3, dtype, "Z")
+    zs = ctx.shape(3)
+    if len(zs) != len(out) or any(_is_int(z, o) and z != o for z, o in zip(zs, out)):
+        ctx.fail(f"Conv: the residual Z{list(zs)} must have the output shape {list(out)} "
+                 f"(it is added without broadcasting)")
+
+
 def _infer_conv(ctx: Ctx) -> list[Out]:
     dtype, xs, ws, group = _conv_operands(ctx)
     c, m, cg = xs[1], ws[0], ws[1]
@@ -233,12 +248,23 @@ def _infer_conv(ctx: Ctx) -> list[Out]:
     a = ctx.attrs
     win = _window("Conv", xs[2:], kernel, a["strides"], a["dilations"], a["pads"],
                   a["auto_pad"])
-    return [Out(dtype, (xs[0], m, *win.out))]
+    out = (xs[0], m, *win.out)
+    _check_residual(ctx, dtype, out)
+    check_activation(ctx, dtype)
+    return [Out(dtype, out)]
 
 
-@op("Conv", ["X", "W", "B?"], attrs=_CONV_ATTRS, infer=_infer_conv)
-def conv(x, w, b=None, *, auto_pad, dilations, group, kernel_shape, pads, strides):
-    """N-D convolution (cross-correlation) with groups, dilations and padding, as ONNX Conv."""
+@op("Conv", ["X", "W", "B?", "Z?"], attrs={**_CONV_ATTRS, **ACTIVATION_ATTRS},
+    infer=_infer_conv, extensions={"Z", *EXTENSIONS})
+def conv(x, w, b=None, z=None, *, activation, activation_params, auto_pad, dilations, group,
+         kernel_shape, pads, strides):
+    """N-D convolution (cross-correlation) with groups, dilations and padding, as ONNX Conv.
+
+    Fused form (qcompiler extension): ``Y = activation(conv(X, W) + B + Z)``. The residual Z
+    has Y's dtype and shape and is added in float32 after the bias; the activation then runs
+    on the result in Y's dtype. On float32 this is bit-exact with Conv, Add and the activation
+    op as separate nodes.
+    """
     dtype = x.dtype
     x, w = _f32(x), _f32(w)
     n, c = x.shape[:2]
@@ -259,7 +285,9 @@ def conv(x, w, b=None, *, auto_pad, dilations, group, kernel_shape, pads, stride
     y = y.reshape(n, m, *win.out)
     if b is not None:
         y += _f32(b).reshape((m,) + (1,) * len(kernel))
-    return y.astype(dtype, copy=False)
+    if z is not None:
+        y += _f32(z)
+    return apply_activation(y.astype(dtype, copy=False), activation, activation_params)
 
 
 _BLOCK = 1 << 17  # im2col floats per matmul (512 KiB): the columns stay in L2 between the two
@@ -410,15 +438,20 @@ def _infer_conv_transpose(ctx: Ctx) -> list[Out]:
     _check_bias(ctx, m)
     kernel = _kernel_shape("ConvTranspose", ctx.attr("kernel_shape"), ws[2:])
     win = _transpose_window("ConvTranspose", xs[2:], kernel, ctx.attrs)
+    check_activation(ctx, dtype)
     return [Out(dtype, (xs[0], m, *win.out))]
 
 
 @op("ConvTranspose", ["X", "W", "B?"],
-    attrs={**_CONV_ATTRS, "output_padding": (), "output_shape": ()},
-    infer=_infer_conv_transpose)
-def conv_transpose(x, w, b=None, *, auto_pad, dilations, group, kernel_shape, output_padding,
-                   output_shape, pads, strides):
-    """N-D transposed convolution: one matmul to columns, then a scatter-add per kernel tap."""
+    attrs={**_CONV_ATTRS, **ACTIVATION_ATTRS, "output_padding": (), "output_shape": ()},
+    infer=_infer_conv_transpose, extensions=EXTENSIONS)
+def conv_transpose(x, w, b=None, *, activation, activation_params, auto_pad, dilations, group,
+                   kernel_shape, output_padding, output_shape, pads, strides):
+    """N-D transposed convolution: one matmul to columns, then a scatter-add per kernel tap.
+
+    Fused form (qcompiler extension): ``Y = activation(conv_transpose(X, W) + B)``, the
+    activation run on the result in Y's dtype, bit-exact with a separate activation node.
+    """
     dtype = x.dtype
     x, w = _f32(x), _f32(w)
     n, c, *spatial = x.shape
@@ -443,7 +476,7 @@ def conv_transpose(x, w, b=None, *, auto_pad, dilations, group, kernel_shape, ou
     y = np.ascontiguousarray(y)
     if b is not None:
         y += _f32(b).reshape((m,) + (1,) * len(kernel))
-    return y.astype(dtype, copy=False)
+    return apply_activation(y.astype(dtype, copy=False), activation, activation_params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -713,15 +746,39 @@ def _infer_matmul(ctx: Ctx) -> list[Out]:
         out = out[:-1]
     if len(a) == 1:
         out = out[:-2] + out[-1:] if len(b) > 1 else out[:-1]
+    if ctx.has(2):
+        _check_matmul_bias(ctx, dtype, b)
+    check_activation(ctx, dtype)
     return [Out(dtype, out)]
 
 
-@op("MatMul", ["A", "B"], infer=_infer_matmul)
-def matmul(a, b):
-    """numpy matmul semantics: 1-D operands and broadcast batch dimensions."""
-    if a.dtype == np.float16:
-        return np.matmul(_f32(a), _f32(b)).astype(np.float16)
-    return np.matmul(a, b)
+def _check_matmul_bias(ctx: Ctx, dtype: str, b: tuple) -> None:
+    """MatMul's bias is one value per column of B (the output's last axis)."""
+    if ctx.dtype(2) != dtype:
+        ctx.fail(f"MatMul: bias is {ctx.dtype(2)} but A is {dtype}")
+    if len(b) < 2:
+        ctx.fail(f"MatMul: a bias needs B of rank >= 2, got B{list(b)} (a 1-D B leaves the "
+                 f"output no column axis to add the bias along)")
+    bs = ctx.shape(2)
+    if len(bs) != 1 or (_is_int(bs[0], b[-1]) and bs[0] != b[-1]):
+        ctx.fail(f"MatMul: bias must have shape [{b[-1]}] (one value per column of B{list(b)}), "
+                 f"got {list(bs)}")
+
+
+@op("MatMul", ["A", "B", "bias?"], attrs=ACTIVATION_ATTRS, infer=_infer_matmul,
+    extensions={"bias", *EXTENSIONS})
+def matmul(a, b, bias=None, *, activation, activation_params):
+    """numpy matmul semantics: 1-D operands and broadcast batch dimensions.
+
+    Fused form (qcompiler extension): ``Y = activation(A @ B + bias)`` with bias [N] added
+    along the output's last axis (B must have rank >= 2), then the activation run on the result
+    in Y's dtype. On float32 this is bit-exact with MatMul, Add and the activation op as
+    separate nodes. float16 is computed in float32 and rounded once, before the activation.
+    """
+    y = np.matmul(_f32(a), _f32(b))
+    if bias is not None:
+        y += _f32(bias)
+    return apply_activation(y.astype(a.dtype, copy=False), activation, activation_params)
 
 
 def _infer_gemm(ctx: Ctx) -> list[Out]:
@@ -742,13 +799,19 @@ def _infer_gemm(ctx: Ctx) -> list[Out]:
                                  for d, full in zip(c[::-1], (n, m)))
         if not ok:
             ctx.fail(f"Gemm: C{list(c)} does not broadcast to the output [{m}, {n}]")
+    check_activation(ctx, dtype)
     return [Out(dtype, (m, n))]
 
 
-@op("Gemm", ["A", "B", "C?"], attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0},
-    infer=_infer_gemm)
-def gemm(a, b, c=None, *, alpha, beta, transA, transB):
-    """``alpha * op(A) @ op(B) + beta * C`` with op = optional transpose; C broadcasts."""
+@op("Gemm", ["A", "B", "C?"],
+    attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, **ACTIVATION_ATTRS},
+    infer=_infer_gemm, extensions=EXTENSIONS)
+def gemm(a, b, c=None, *, activation, activation_params, alpha, beta, transA, transB):
+    """``alpha * op(A) @ op(B) + beta * C`` with op = optional transpose; C broadcasts.
+
+    Fused form (qcompiler extension): ``Y = activation(alpha * op(A) @ op(B) + beta * C)``,
+    the activation run on the result in Y's dtype, bit-exact with a separate activation node.
+    """
     dtype = a.dtype
     a, b = _f32(a), _f32(b)
     y = np.matmul(a.T if transA else a, b.T if transB else b)
@@ -757,7 +820,7 @@ def gemm(a, b, c=None, *, alpha, beta, transA, transB):
     if c is not None and beta != 0:
         c = _f32(c)
         y += c if beta == 1 else c * np.float32(beta)
-    return y.astype(dtype, copy=False)
+    return apply_activation(y.astype(dtype, copy=False), activation, activation_params)
 
 
 # ---------------------------------------------------------------------------------------------
