@@ -1,1 +1,8 @@
-"""Pass families over the IR, installed as ``qcompiler.passes``."""
+"""The built-in passes, installed as ``qcompiler.passes``; importing registers them by name.
+
+    canonicalize   constant folding, Identity/Dropout removal, CSE, dead-code elimination
+    fold-bn        BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
+    fuse           bias adds, activations (also their decomposed forms), residual adds
+"""
+
+from . import canonicalize, fold_bn, fuse  # noqa: F401  (registers the passes)

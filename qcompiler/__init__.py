@@ -4,11 +4,13 @@
     g = qc.load_onnx("model.onnx")
     exe = qc.compile(g, backend="numpy")
     out = exe.run({"image": x})
+
+    g = qc.PassManager("canonicalize,fold-bn,fuse").run(g).graph   # or qc.optimize(g)
 """
 
 from __future__ import annotations
 
-from .api import compile, from_onnx, load, load_onnx, parse
+from .api import compile, from_onnx, load, load_onnx, optimize, parse
 from .errors import (
     BackendError,
     ExecutionError,
@@ -19,7 +21,10 @@ from .errors import (
     MissingInputError,
     ModelLoadError,
     ParseError,
+    PassError,
+    PipelineError,
     QCompilerError,
+    RewriteError,
     ShapeInferenceError,
     UnknownInputError,
     UnsupportedModelError,
@@ -27,6 +32,15 @@ from .errors import (
 )
 from .executable import Executable
 from .graph import Graph, Node, Value
+from .pass_manager import (
+    Pass,
+    PassManager,
+    PassResult,
+    available_passes,
+    get_pass,
+    register_pass,
+    run_pipeline,
+)
 from .types import DType, QuantParams, TensorType
 
 __version__ = "0.1.0"
@@ -34,7 +48,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendError", "DType", "Executable", "ExecutionError", "Graph", "IRError",
     "InputDTypeError", "InputError", "InputShapeError", "MissingInputError", "ModelLoadError",
-    "Node", "ParseError", "QCompilerError", "QuantParams", "ShapeInferenceError", "TensorType",
-    "UnknownInputError", "UnsupportedModelError", "Value", "VerificationError", "compile",
-    "from_onnx", "load", "load_onnx", "parse",
+    "Node", "ParseError", "Pass", "PassError", "PassManager", "PassResult", "PipelineError",
+    "QCompilerError", "QuantParams", "RewriteError", "ShapeInferenceError", "TensorType",
+    "UnknownInputError", "UnsupportedModelError", "Value", "VerificationError",
+    "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
+    "parse", "register_pass", "run_pipeline",
 ]

@@ -40,6 +40,17 @@ def parse(text: str, constants: Mapping[str, np.ndarray] | None = None) -> Graph
     return _parse(text, constants)
 
 
+DEFAULT_FLOAT_PIPELINE = "canonicalize,fold-bn,fuse"
+
+
+def optimize(graph: Graph, pipeline: str = DEFAULT_FLOAT_PIPELINE) -> Graph:
+    """The float graph after ``pipeline`` (default: cleanup, BatchNorm folding, fusion); the
+    graph given is left as it was."""
+    from .pass_manager import PassManager
+
+    return PassManager(pipeline).run(graph).graph
+
+
 def compile(graph: Graph, backend: str = "numpy") -> Executable:
     """Compile a (float or quantized) graph into an ``Executable`` with the named backend."""
     from qcompiler.backends import compile_graph

@@ -1,4 +1,4 @@
-"""The ``qcompiler`` command line: show, compile, run and demo."""
+"""The ``qcompiler`` command line: show, passes, compile, run and demo."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import numpy as np
 
 from . import api
 from .errors import QCompilerError
+from .graph import Graph
+from .pass_manager import PassManager, available_passes, get_pass
 from .peer import ort_session
 from .timing import median_time
 
@@ -29,13 +31,47 @@ def _shapes(items: list[str] | None) -> dict[str, list[int | str]] | None:
     return shapes
 
 
+def _optimize(g: Graph, args: argparse.Namespace) -> Graph:
+    """Run ``--passes`` (with ``--print-ir-after``, ``--explain``, ``--timing``) on ``g``."""
+    if not args.passes or args.passes == "none":
+        return g
+    pm = PassManager(args.passes, print_ir_after=getattr(args, "print_ir_after", None),
+                     stream=sys.stderr, explain=getattr(args, "explain", False))
+    result = pm.run(g)
+    for name, notes in pm.explanations.items():
+        for note in notes:
+            print(f"// {name}: {note}", file=sys.stderr)
+    if getattr(args, "timing", False):
+        print(pm.report(), file=sys.stderr)
+    return result.graph
+
+
 def cmd_show(args: argparse.Namespace) -> None:
-    g = api.load_onnx(args.model, _shapes(args.input_shape))
+    g = _optimize(api.load_onnx(args.model, _shapes(args.input_shape)), args)
     print(g.to_text(inline_constants=args.inline), end="")
 
 
+def cmd_passes(args: argparse.Namespace) -> None:
+    for name in available_passes():
+        p = get_pass(name)
+        doc = (type(p).__doc__ or "").strip().splitlines()[0]
+        options = " ".join(f"{k}={_default(p, k)}" for k in type(p).option_types())
+        print(f"{name:<16} {doc}")
+        if options:
+            print(f"{'':<16} options: {options}")
+
+
+def _default(p: object, key: str) -> str:
+    value = getattr(p, key)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 def cmd_compile(args: argparse.Namespace) -> None:
-    g = api.load_onnx(args.model, _shapes(args.input_shape))
+    g = _optimize(api.load_onnx(args.model, _shapes(args.input_shape)), args)
     exe = api.compile(g, backend=args.backend)
     exe.save(args.output)
     print(f"compiled {args.model} with the {args.backend} backend into {args.output}")
@@ -91,13 +127,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
     p.add_argument("--inline", action="store_true", help="print every constant inline")
+    p.add_argument("--passes", metavar="PIPELINE",
+                   help='run a pass pipeline first, e.g. "canonicalize,fold-bn,fuse"')
+    p.add_argument("--print-ir-after", action="append", metavar="PASS",
+                   help="print the IR to stderr after this pass (or 'all')")
+    p.add_argument("--explain", action="store_true",
+                   help="say why each pass left candidates alone (to stderr)")
+    p.add_argument("--timing", action="store_true", help="per-pass timing (to stderr)")
     p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("passes", help="list the registered passes and their options")
+    p.set_defaults(fn=cmd_passes)
 
     p = sub.add_parser("compile", help="compile a model and save the executable")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="folder to write")
     p.add_argument("--backend", default="numpy")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    p.add_argument("--passes", default=api.DEFAULT_FLOAT_PIPELINE, metavar="PIPELINE",
+                   help="pass pipeline to run before compiling ('none' for none; default: "
+                        "%(default)s)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("run", help="run a saved executable on inputs from an .npz file")

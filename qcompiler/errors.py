@@ -73,3 +73,31 @@ class ExecutionError(QCompilerError):
 
 class BackendError(QCompilerError):
     """A backend cannot compile or load a graph (unknown backend, bad saved folder)."""
+
+
+class PipelineError(QCompilerError):
+    """A pass pipeline is malformed: an unknown pass, an unknown option or a bad option value."""
+
+
+class RewriteError(IRError):
+    """A rewrite rule failed on a node; ``rule`` and ``node`` (the node's name) say where."""
+
+    def __init__(self, message: str, rule: str | None = None, node: str | None = None):
+        super().__init__(message)
+        self.rule = rule
+        self.node = node
+
+
+class PassError(QCompilerError):
+    """A pass failed or left an invalid graph.
+
+    ``pass_name`` is the failing pass, ``node`` the name of the node it was working on (the
+    user's layer) when known, and ``passes_run`` the passes that had already run.
+    """
+
+    def __init__(self, message: str, pass_name: str, node: str | None = None,
+                 passes_run: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.pass_name = pass_name
+        self.node = node
+        self.passes_run = passes_run

@@ -186,6 +186,19 @@ class Graph:
         value.name = new_name
         self._names[new_name] = value
 
+    def rename_node(self, node: Node, new_name: str) -> None:
+        """Give ``node`` another (unused) name; rewrites use it to hand a fused node the name
+        of the user's layer it replaces."""
+        if node.graph is not self:
+            raise IRError(f"{node.describe()} does not belong to graph {self.name!r}")
+        if new_name == node.name:
+            return
+        if new_name in self._node_names:
+            raise IRError(f"node name {new_name!r} is already used in graph {self.name!r}")
+        self._node_names.discard(node.name)
+        node.name = new_name
+        self._node_names.add(new_name)
+
     # -- building -------------------------------------------------------------------------------
 
     def add_input(self, name: str, type: TensorType) -> Value:

@@ -148,3 +148,19 @@ def test_graph_output_that_is_an_input_or_constant():
     g.set_outputs([x, c])
     out = qc.compile(g).run({"x": np.zeros(2, np.float32)})
     np.testing.assert_array_equal(out["c"], np.ones(2, np.float32))
+
+
+def test_non_finite_float_attributes_in_generated_code(tmp_path):
+    g = qc.parse("""graph t(%x: f32[1,2,1,1]) {
+  %w: f32[2,2,1,1] = const dense<[1.0, 2.0, 3.0, 4.0]>
+  %y: f32[1,2,1,1] = Conv(%x, %w) {activation = "Clip", activation_params = [-inf, 5.0]} @c
+  %z: f32[1,2,1,1] = Conv(%y, %w) {activation = "Clip", activation_params = [0.5, inf]} @d
+  return %z
+}""")
+    x = np.array([1.0, -1.0], np.float32).reshape(1, 2, 1, 1)
+    exe = qc.compile(g)
+    assert "float('-inf')" in exe.source and "float('inf')" in exe.source
+    out = exe.run({"x": x})["z"]  # y = min(conv, 5) = [-1, -1]; z = max(conv(y), 0.5)
+    np.testing.assert_array_equal(out.reshape(-1), [0.5, 0.5])
+    exe.save(tmp_path / "m")
+    np.testing.assert_array_equal(qc.load(tmp_path / "m").run({"x": x})["z"], out)

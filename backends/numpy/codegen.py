@@ -4,6 +4,7 @@ user's tensors, dead intermediates released as soon as their last reader has run
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +75,7 @@ def generate(graph: Graph) -> Program:
             ckey = f"{node.name}.{key}"
             constants[ckey] = val
             return f"C[{ckey!r}]"
-        return repr(val)
+        return _literal(val)
 
     last_use: dict[int, int] = {}
     for i, node in enumerate(graph.nodes):
@@ -131,3 +132,15 @@ def generate(graph: Graph) -> Program:
             line_map[len(lines)] = info
     lines.append(f"    return ({', '.join(results)}{',' if len(results) == 1 else ''})")
     return Program("\n".join(lines) + "\n", constants, line_map)
+
+
+def _literal(val: Any) -> str:
+    """Python source for an attribute value; non-finite floats have no literal of their own."""
+    if isinstance(val, float) and not math.isfinite(val):
+        return f"float({str(val)!r})"
+    if isinstance(val, (tuple, list)):
+        items = ", ".join(_literal(v) for v in val)
+        if isinstance(val, list):
+            return f"[{items}]"
+        return f"({items},)" if len(val) == 1 else f"({items})"
+    return repr(val)

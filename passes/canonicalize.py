@@ -1,0 +1,148 @@
+"""``canonicalize``: the cleanup every pipeline starts with.
+
+Repeats until nothing changes: constant folding (including the ``Shape -> Gather -> Concat``
+chains whose contents inference already knows), Identity and inference-mode Dropout removal,
+common subexpression elimination (equal ops on the same operands with equal attributes, and
+constants with equal contents), and dead-code elimination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qcompiler.folding import NEVER_FOLD, eliminate_dead_code, fold_constants
+from qcompiler.graph import Graph, Node, Value
+from qcompiler.pass_manager import Pass, PassResult, register_pass
+from qcompiler.rewriter import ANY, Match, Op, Opt, Refusal, Rewriter, Rule, Var, apply_rules
+
+_MAX_ROUNDS = 20
+
+
+def _keeps_names(out: Value, src: Value) -> str | None:
+    """Whether ``out`` can be replaced by ``src`` without losing a graph output's name."""
+    if out.is_graph_output and (src.is_graph_input or src.is_graph_output):
+        kind = "graph input" if src.is_graph_input else "graph output"
+        return (f"%{out.name} is a graph output and %{src.name} is a {kind}; the node keeps "
+                "both names apart")
+    return None
+
+
+def _check_identity(m: Match) -> str | None:
+    return _keeps_names(m.root.outputs[0], m["x"])
+
+
+def _remove_identity(rw: Rewriter, m: Match) -> None:
+    rw.replace(m.root.outputs[0], m["x"])
+
+
+def _check_dropout(m: Match) -> str | None:
+    node = m.root
+    if len(node.outputs) > 1 and (node.outputs[1].uses or node.outputs[1].is_graph_output):
+        mask = node.outputs[1]
+        if not mask.type.is_static:
+            return f"its mask %{mask.name} is read and has the dynamic shape {mask.type}"
+    return _keeps_names(node.outputs[0], m["x"])
+
+
+def _remove_dropout(rw: Rewriter, m: Match) -> None:
+    node = m.root
+    if len(node.outputs) > 1 and (node.outputs[1].uses or node.outputs[1].is_graph_output):
+        mask = node.outputs[1]
+        rw.replace(mask, rw.constant(np.ones(mask.shape, dtype=np.bool_), f"{mask.name}.const"))
+    rw.replace(node.outputs[0], m["x"])
+
+
+IDENTITY = Rule("remove-identity", Op("Identity", Var("x")), _remove_identity, _check_identity)
+DROPOUT = Rule("remove-dropout", Op("Dropout", Var("x"), Opt(ANY), Opt(ANY)), _remove_dropout,
+               _check_dropout)
+
+
+def _node_key(node: Node) -> tuple | None:
+    """Nodes with equal keys compute the same outputs."""
+    if node.op in NEVER_FOLD:
+        return None
+    attrs = tuple(sorted((k, _hashable(v)) for k, v in node.attrs.items()))
+    return node.op, tuple(id(v) if v is not None else None for v in node.inputs), attrs, \
+        len(node.outputs)
+
+
+def _hashable(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return value.dtype.str, value.shape, value.tobytes()
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def eliminate_common_subexpressions(graph: Graph, refusals: list[Refusal]) -> int:
+    """Merge constants with equal contents, then nodes equal to an earlier one."""
+    merged = 0
+    constants: dict[tuple, Value] = {}
+    for value in list(graph.constants.values()):
+        key = _hashable(value.data), value.type.quant
+        first = constants.setdefault(key, value)
+        if first is value:
+            continue
+        if value.is_graph_output:
+            continue
+        graph.replace_all_uses_with(value, first)
+        graph.erase_constant(value)
+        merged += 1
+    seen: dict[tuple, Node] = {}
+    for node in list(graph.nodes):
+        key = _node_key(node)
+        if key is None:
+            continue
+        first = seen.setdefault(key, node)
+        if first is node:
+            continue
+        if any(v.is_graph_output for v in node.outputs):
+            refusals.append(Refusal("cse", node.describe(),
+                                    f"it repeats {first.describe()} but its output is a graph "
+                                    "output with a name of its own"))
+            continue
+        for mine, theirs in zip(node.outputs, first.outputs, strict=True):
+            graph.replace_all_uses_with(mine, theirs)
+        graph.erase(node)
+        merged += 1
+    return merged
+
+
+@register_pass
+@dataclass
+class Canonicalize(Pass):
+    """Constant folding, Identity/Dropout removal, CSE and dead-code elimination to a fixpoint."""
+
+    name = "canonicalize"
+    fold: bool = True
+    identities: bool = True
+    cse: bool = True
+    dce: bool = True
+
+    def run(self, graph: Graph) -> PassResult:
+        stats: dict[str, int] = {}
+        refusals: list[Refusal] = []
+
+        def count(key: str, n: int) -> int:
+            if n:
+                stats[key] = stats.get(key, 0) + n
+            return n
+
+        for _ in range(_MAX_ROUNDS):
+            changed = 0
+            if self.fold:
+                changed += count("folded", fold_constants(graph))
+            if self.identities:
+                fired = apply_rules(graph, [IDENTITY, DROPOUT], refusals=refusals)
+                for rule, n in fired.items():
+                    changed += count(rule, n)
+            if self.cse:
+                changed += count("cse", eliminate_common_subexpressions(graph, refusals))
+            if self.dce:
+                changed += count("dead", eliminate_dead_code(graph))
+            if not changed:
+                break
+        notes = list(dict.fromkeys(str(r) for r in refusals))
+        return PassResult(graph, bool(stats), stats, notes)

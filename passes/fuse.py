@@ -1,0 +1,257 @@
+"""``fuse``: fold what follows a Conv, ConvTranspose, Gemm or MatMul into it.
+
+Four phases, each run to a fixpoint before the next:
+
+1. ``decomposed``: the spellings exporters use for HardSigmoid and HardSwish become those ops:
+   ``Clip(x * a + b, 0, 1)`` and ``Clip(x / d + b, 0, 1)`` are ``HardSigmoid``;
+   ``x * Clip(x + 3, 0, 6) / 6`` (in its operand orders, with ``* 1/6`` for ``/ 6``) and
+   ``x * HardSigmoid(x)`` with alpha 1/6 and beta 0.5 are ``HardSwish``.
+2. ``bias`` and ``scale``: Add/Sub (bias) and Mul/Div (scale) of a per-channel constant after a
+   producer whose output nothing else reads go into its weights and bias.
+3. ``residual``: ``Add(Conv(...), z)`` becomes a Conv with the residual input ``Z``.
+4. ``activations``: Relu, Clip (ReLU6), LeakyRelu, HardSigmoid and HardSwish after a producer
+   become its ``activation`` attribute (applied after the bias and the residual).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qcompiler.graph import Node
+from qcompiler.pass_manager import register_pass
+from qcompiler.rewriter import ANY, Const, Match, Op, Opt, RewritePass, Rewriter, Rule, Var, short
+
+from .affine import PRODUCERS, fold_affine, per_channel, producer_problem
+
+ACTIVATIONS = {"relu": "Relu", "clip": "Clip", "leakyrelu": "LeakyRelu",
+               "hardsigmoid": "HardSigmoid", "hardswish": "HardSwish"}
+
+
+def _producer(name: str = "producer", ops: tuple[str, ...] = PRODUCERS) -> Op:
+    return Op(ops, ANY, ANY, ..., name=name, one_use=True)
+
+
+def _scalar(m: Match, *names: str) -> str | None:
+    for name in names:
+        if m.const(name).size != 1:
+            return f"%{m[name].name} has shape {list(m[name].shape)}, not a scalar"
+    return None
+
+
+def _same_shape(m: Match, x: str = "x") -> str | None:
+    """The decomposed form must not broadcast its input to a bigger shape."""
+    out = m.root.outputs[0]
+    if out.shape != m[x].shape:
+        return f"%{out.name} {list(out.shape)} is broadcast from %{m[x].name} {list(m[x].shape)}"
+    return None
+
+
+# -- phase 1: decomposed activations --------------------------------------------------------
+
+
+def _hard_sigmoid_check(m: Match) -> str | None:
+    return _scalar(m, *(k for k in ("alpha", "divisor", "beta") if k in m.bindings)) or \
+        _same_shape(m)
+
+
+def _hard_sigmoid(rw: Rewriter, m: Match) -> None:
+    alpha = (float(m.const("alpha").reshape(-1)[0]) if "alpha" in m.bindings
+             else 1.0 / float(m.const("divisor").reshape(-1)[0]))
+    beta = float(m.const("beta").reshape(-1)[0])
+    rw.replace(m.root.outputs[0], rw.add("HardSigmoid", [m["x"]], {"alpha": alpha, "beta": beta}))
+
+
+def _clip01(inner: Op) -> Op:
+    return Op("Clip", Op("Add", inner, Const("beta"), commutative=True),
+              Const(value=0.0), Const(value=1.0))
+
+
+HARD_SIGMOID_MUL = Rule(
+    "hardsigmoid-form",
+    _clip01(Op("Mul", Var("x"), Const("alpha"), commutative=True)),
+    _hard_sigmoid, _hard_sigmoid_check)
+HARD_SIGMOID_DIV = Rule(
+    "hardsigmoid-div-form",
+    _clip01(Op("Div", Var("x"), Const("divisor"))),
+    _hard_sigmoid, _hard_sigmoid_check)
+
+_RELU6_OF_X_PLUS_3 = Op("Clip", Op("Add", Var("x"), Const(value=3.0), commutative=True),
+                        Const(value=0.0), Const(value=6.0))
+_SIXTH = Const(value=1.0 / 6.0)
+_SIX = Const(value=6.0)
+
+
+def _hard_swish(rw: Rewriter, m: Match) -> None:
+    rw.replace(m.root.outputs[0], rw.add("HardSwish", [m["x"]]))
+
+
+def _hard_sigmoid_is_sixth(m: Match) -> str | None:
+    attrs = m["hs"].opdef.full_attrs(m["hs"].attrs)
+    if not (np.isclose(attrs["alpha"], 1 / 6, rtol=1e-6, atol=0) and attrs["beta"] == 0.5):
+        return (f"{short(m['hs'])} has alpha={attrs['alpha']:g} beta={attrs['beta']:g}; "
+                "HardSwish needs 1/6 and 0.5")
+    return _same_shape(m)
+
+
+HARD_SWISH_RULES = [
+    Rule("hardswish-form",  # (x * relu6(x + 3)) / 6
+         Op("Div", Op("Mul", Var("x"), _RELU6_OF_X_PLUS_3, commutative=True), _SIX),
+         _hard_swish, _same_shape),
+    Rule("hardswish-mul-form",  # (x * relu6(x + 3)) * 1/6
+         Op("Mul", Op("Mul", Var("x"), _RELU6_OF_X_PLUS_3, commutative=True), _SIXTH,
+            commutative=True),
+         _hard_swish, _same_shape),
+    Rule("hardswish-scaled-form",  # x * (relu6(x + 3) * 1/6)
+         Op("Mul", Var("x"), Op("Mul", _RELU6_OF_X_PLUS_3, _SIXTH, commutative=True),
+            commutative=True),
+         _hard_swish, _same_shape),
+    Rule("hardswish-divided-form",  # x * (relu6(x + 3) / 6)
+         Op("Mul", Var("x"), Op("Div", _RELU6_OF_X_PLUS_3, _SIX), commutative=True),
+         _hard_swish, _same_shape),
+    Rule("hardswish-hardsigmoid-form",  # x * HardSigmoid(x), how torch exports HardSwish < 14
+         Op("Mul", Var("x"), Op("HardSigmoid", Var("x"), name="hs"), commutative=True),
+         _hard_swish, _hard_sigmoid_is_sixth),
+]
+
+
+# -- phase 2: constants into the producer ----------------------------------------------------
+
+
+def _affine_rule(op: str, commutative: bool) -> Rule:
+    def check(m: Match) -> str | None:
+        producer = m["producer"]
+        problem = producer_problem(producer)
+        if problem:
+            return problem
+        vector = per_channel(producer, m["c"], producer.outputs[0])
+        if isinstance(vector, str):
+            return vector
+        if op == "Div" and not np.all(vector):
+            return f"%{m['c'].name} has a zero: dividing by it is not a scale"
+        return None
+
+    def rewrite(rw: Rewriter, m: Match) -> None:
+        producer = m["producer"]
+        vector = per_channel(producer, m["c"], producer.outputs[0])
+        assert not isinstance(vector, str)
+        scale, shift = {"Mul": (vector, None), "Div": (1.0 / vector, None),
+                        "Add": (None, vector), "Sub": (None, -vector)}[op]
+        rw.replace(m.root.outputs[0], fold_affine(rw, producer, scale, shift))
+
+    name = {"Add": "bias-add", "Sub": "bias-sub", "Mul": "scale-mul", "Div": "scale-div"}[op]
+    return Rule(name, Op(op, _producer(), Const("c"), commutative=commutative), rewrite, check)
+
+
+BIAS_RULES = [_affine_rule("Add", True), _affine_rule("Sub", False)]
+SCALE_RULES = [_affine_rule("Mul", True), _affine_rule("Div", False)]
+
+
+# -- phase 3: residual add ---------------------------------------------------------------------
+
+
+def _residual_check(m: Match) -> str | None:
+    conv, z = m["conv"], m["z"]
+    if conv.attrs.get("activation"):
+        return f"{short(conv)} applies {conv.attrs['activation']} before the Add"
+    if len(conv.inputs) > 3 and conv.inputs[3] is not None:
+        return f"{short(conv)} already adds a residual"
+    out = conv.outputs[0]
+    if z.type.shape != out.shape or z.dtype != out.dtype:
+        return (f"the other operand %{z.name} is {z.type}, the Add would broadcast it against "
+                f"%{out.name} {out.type}")
+    if out.dtype.value not in ("f32", "f16"):
+        return f"{short(conv)} computes {out.dtype}, not a float"
+    return None
+
+
+def _residual(rw: Rewriter, m: Match) -> None:
+    conv = m["conv"]
+    inputs = (list(conv.inputs) + [None, None])[:3] + [m["z"]]
+    rw.replace(m.root.outputs[0], rw.add("Conv", inputs, dict(conv.attrs), name=conv.name))
+
+
+RESIDUAL = Rule("residual-add",
+                Op("Add", _producer("conv", ("Conv",)), Var("z"), commutative=True),
+                _residual, _residual_check)
+
+
+# -- phase 4: activations ----------------------------------------------------------------------
+
+
+def _activation_params(node: Node, m: Match) -> tuple[float, ...]:
+    if node.op == "Clip":
+        lo, hi = m.get("min"), m.get("max")
+        return (float(lo.data.reshape(-1)[0]) if lo is not None else -np.inf,
+                float(hi.data.reshape(-1)[0]) if hi is not None else np.inf)
+    attrs = node.opdef.full_attrs(node.attrs)
+    if node.op == "LeakyRelu":
+        return (float(attrs["alpha"]),)
+    if node.op == "HardSigmoid":
+        return (float(attrs["alpha"]), float(attrs["beta"]))
+    return ()
+
+
+def _activation_check(m: Match) -> str | None:
+    producer = m["producer"]
+    if producer.attrs.get("activation"):
+        return f"{short(producer)} already applies {producer.attrs['activation']}"
+    out = producer.outputs[0]
+    if out.dtype.value not in ("f32", "f16"):
+        return f"{short(producer)} computes {out.dtype}, not a float"
+    for key in ("min", "max"):
+        bound = m.get(key)
+        if bound is not None and bound.data.size != 1:
+            return f"the Clip bound %{bound.name} is not a scalar"
+    return None
+
+
+def _activation(rw: Rewriter, m: Match) -> None:
+    producer, act = m["producer"], m.root
+    attrs = dict(producer.attrs, activation=act.op)
+    params = _activation_params(act, m)
+    if params:
+        attrs["activation_params"] = params
+    rw.replace(act.outputs[0],
+               rw.add(producer.op, list(producer.inputs), attrs, name=producer.name))
+
+
+def _activation_rule(op: str) -> Rule:
+    operands = [Opt(Const("min")), Opt(Const("max"))] if op == "Clip" else []
+    return Rule(f"fuse-{op.lower()}", Op(op, _producer(), *operands), _activation,
+                _activation_check)
+
+
+@register_pass
+@dataclass
+class Fuse(RewritePass):
+    """Bias adds, per-channel scales, residual adds and activations into their producer."""
+
+    name = "fuse"
+    activations: tuple[str, ...] = tuple(ACTIVATIONS)
+    decomposed: bool = True
+    bias: bool = True
+    scale: bool = True
+    residual: bool = True
+
+    def __post_init__(self) -> None:
+        names = tuple(a.lower().replace("_", "") for a in self.activations)
+        unknown = [a for a, n in zip(self.activations, names) if n not in ACTIVATIONS]
+        if unknown:
+            raise ValueError(f"unknown activation(s) {', '.join(unknown)} (fuse knows "
+                             f"{', '.join(ACTIVATIONS)})")
+        self.activations = names
+
+    def phases(self) -> list[list[Rule]]:
+        phases = []
+        if self.decomposed:
+            phases.append([HARD_SIGMOID_MUL, HARD_SIGMOID_DIV, *HARD_SWISH_RULES])
+        constants = (BIAS_RULES if self.bias else []) + (SCALE_RULES if self.scale else [])
+        if constants:
+            phases.append(constants)
+        if self.residual:
+            phases.append([RESIDUAL])
+        if self.activations:
+            phases.append([_activation_rule(ACTIVATIONS[a]) for a in self.activations])
+        return phases
