@@ -3,8 +3,9 @@
     .venv/bin/python bench/numpy_backend.py [--repeats 30]
 
 Prints, for each model, the median time of both and the ratio numpy-backend / onnxruntime
-(lower is better; the target is at most 3x, because calibration runs on this backend). Machines
-are noisy: compare ratios measured in one run, not absolute times across runs.
+(lower is better; the target is at most 3x, because calibration runs on this backend), for the
+graph as imported and after the float pipeline ``canonicalize,fold-bn,fuse``. Machines are
+noisy: compare ratios measured in one run, not absolute times across runs.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ from qcompiler.timing import median_time  # noqa: E402
 
 
 def bench(name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeats: int) -> None:
-    exe = qc.compile(qc.from_onnx(model), backend="numpy")
+    graph = qc.from_onnx(model)
     sess = ort_session(model)
-    ours = exe.run(feeds)
     theirs = sess.run(None, feeds)
-    err = max(float(np.max(np.abs(a - b))) for a, b in zip(ours.values(), theirs))
-    t_ours = median_time(lambda: exe.run(feeds), repeats)
     t_ort = median_time(lambda: sess.run(None, feeds), repeats)
-    print(f"| {name} | {t_ours * 1e3:.2f} | {t_ort * 1e3:.2f} | {t_ours / t_ort:.2f}x | "
-          f"{err:.1e} |")
+    cells = []
+    for g in (graph, qc.optimize(graph)):
+        exe = qc.compile(g, backend="numpy")
+        ours = exe.run(feeds)
+        err = max(float(np.max(np.abs(ours[o.name] - t))) for o, t in zip(g.outputs, theirs))
+        t_ours = median_time(lambda exe=exe: exe.run(feeds), repeats)
+        cells.append(f"{len(g.nodes)} | {t_ours * 1e3:.2f} | {t_ours / t_ort:.2f}x | {err:.1e}")
+    print(f"| {name} | {t_ort * 1e3:.2f} | {' | '.join(cells)} |")
 
 
 def main() -> None:
@@ -47,8 +51,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"numpy {np.__version__}, onnxruntime {ort.__version__}, {platform.machine()}, "
           f"median of {args.repeats} runs, one thread each")
-    print("| model | numpy backend ms | onnxruntime ms | ratio | max abs diff |")
-    print("|---|---|---|---|---|")
+    print("| model | onnxruntime ms | imported: ops | ms | ratio | max abs diff "
+          "| optimized: ops | ms | ratio | max abs diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     cases = [
         ("ResNet-18 layout, 224x224, batch 1", zoo.resnet_style(width=64, image_size=224)),
         ("resnet_style 64x64, batch 32 (calibration-sized)", zoo.resnet_style(batch=32)),

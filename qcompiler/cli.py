@@ -95,8 +95,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     model = Path(args.model)
     with np.load(args.data, allow_pickle=False) as data:
         x, y = data["test_x"], data["test_y"]
-    g = api.load_onnx(model)
-    print(f"model  {model.name}: {len(g.nodes)} nodes, {len(x)} test images")
+    imported = api.load_onnx(model)
+    print(f"model  {model.name}: {len(imported.nodes)} nodes, {len(x)} test images")
+    g = api.optimize(imported)
+    print(f"passes {api.DEFAULT_FLOAT_PIPELINE}: {len(imported.nodes)} -> {len(g.nodes)} nodes "
+          f"({', '.join(f'{n} {op}' for op, n in sorted(g.op_counts().items()))})")
     exe = api.compile(g, backend="numpy")
     logits = exe.run({g.inputs[0].name: x})[g.outputs[0].name]
     accuracy = float((logits.argmax(axis=1) == y).mean())
