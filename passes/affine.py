@@ -101,7 +101,8 @@ def fold_affine(rw: Rewriter, producer: Node, scale: np.ndarray | None,
         w = w * (s[:, None] if attrs.get("transB", 0) else s[None, :])
         if bias is not None:
             bias = bias * attrs.get("beta", 1.0)
-            attrs["beta"] = 1.0
+        if bias is not None or "beta" in attrs:
+            attrs["beta"] = 1.0  # the new C is the whole bias, also where there was no C
     else:  # MatMul: columns are the last axis of B
         w = w * s
     if bias is None:
@@ -109,7 +110,8 @@ def fold_affine(rw: Rewriter, producer: Node, scale: np.ndarray | None,
     else:
         new_bias = bias * s + t if producer.op == "Gemm" else bias.reshape(-1) * s + t
     inputs = list(producer.inputs)
-    inputs[1] = rw.constant(w.astype(dtype), _folded(w_value.name))
+    if scale is not None:  # a bias alone leaves the weights (and their name) as they were
+        inputs[1] = rw.constant(w.astype(dtype), _folded(w_value.name))
     if new_bias is not None:
         name = _folded(bias_value.name) if bias_value is not None else f"{producer.name}.bias"
         bias_const = rw.constant(new_bias.astype(dtype), name)

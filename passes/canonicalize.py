@@ -1,19 +1,22 @@
 """``canonicalize``: the cleanup every pipeline starts with.
 
 Repeats until nothing changes: constant folding (including the ``Shape -> Gather -> Concat``
-chains whose contents inference already knows), Identity and inference-mode Dropout removal,
-common subexpression elimination (equal ops on the same operands with equal attributes, and
-constants with equal contents), and dead-code elimination.
+chains whose contents inference already knows, and Reshape targets built from a dynamic batch,
+which become constants with a 0 "copy this dimension" entry), Identity and inference-mode
+Dropout removal, common subexpression elimination (equal ops on the same operands with equal
+attributes, and constants with equal contents), and dead-code elimination.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from qcompiler.folding import NEVER_FOLD, eliminate_dead_code, fold_constants
 from qcompiler.graph import Graph, Node, Value
+from qcompiler.ops._schema import UNKNOWN
 from qcompiler.pass_manager import Pass, PassResult, register_pass
 from qcompiler.rewriter import ANY, Match, Op, Opt, Refusal, Rewriter, Rule, Var, apply_rules
 
@@ -59,11 +62,48 @@ DROPOUT = Rule("remove-dropout", Op("Dropout", Var("x"), Opt(ANY), Opt(ANY)), _r
                _check_dropout)
 
 
+def make_reshapes_static(graph: Graph, refusals: list[Refusal]) -> int:
+    """Give Reshapes whose target is computed from symbolic dimensions (``x.view(x.size(0),
+    -1)`` on a dynamic batch: ``[N, -1]``) a constant target, with 0 ("copy the input's
+    dimension") where the target names the data's own dimension at the same position.
+    Returns how many were changed; the shape subgraph is then dead."""
+    changed = 0
+    for node in graph.nodes:
+        if node.op != "Reshape":
+            continue
+        data, target = node.inputs
+        if target.is_constant or target.sym is None or all(isinstance(d, int)
+                                                           for d in target.sym):
+            continue
+        entries = list(target.sym)
+        if node.opdef.full_attrs(node.attrs)["allowzero"]:
+            refusals.append(Refusal("static-reshape", node.describe(),
+                                    "it has allowzero=1, so a 0 would not copy a dimension"))
+            continue
+        for k, d in enumerate(entries):
+            if isinstance(d, int):
+                continue
+            if d == UNKNOWN or k >= len(data.shape) or data.shape[k] != d:
+                refusals.append(Refusal(
+                    "static-reshape", node.describe(),
+                    f"entry {k} of its target %{target.name} is {d}, which is not dimension "
+                    f"{k} of %{data.name} {list(data.shape)}"))
+                break
+            entries[k] = 0
+        else:
+            const = graph.add_constant(np.array(entries, np.int64), f"{node.name}.shape")
+            node.set_input(1, const)
+            changed += 1
+    return changed
+
+
 def _node_key(node: Node) -> tuple | None:
-    """Nodes with equal keys compute the same outputs."""
+    """Nodes with equal keys compute the same outputs (attributes compared with their defaults
+    filled in, so ``group = 1`` spelled out or not makes no difference)."""
     if node.op in NEVER_FOLD:
         return None
-    attrs = tuple(sorted((k, _hashable(v)) for k, v in node.attrs.items()))
+    full = node.opdef.full_attrs(node.attrs)
+    attrs = tuple(sorted((k, _hashable(v)) for k, v in full.items()))
     return node.op, tuple(id(v) if v is not None else None for v in node.inputs), attrs, \
         len(node.outputs)
 
@@ -134,6 +174,7 @@ class Canonicalize(Pass):
             changed = 0
             if self.fold:
                 changed += count("folded", fold_constants(graph))
+                changed += count("static-reshape", make_reshapes_static(graph, refusals))
             if self.identities:
                 fired = apply_rules(graph, [IDENTITY, DROPOUT], refusals=refusals)
                 for rule, n in fired.items():
@@ -144,5 +185,8 @@ class Canonicalize(Pass):
                 changed += count("dead", eliminate_dead_code(graph))
             if not changed:
                 break
+        else:
+            warnings.warn(f"canonicalize still changed graph {graph.name!r} after "
+                          f"{_MAX_ROUNDS} rounds; stopping there", stacklevel=2)
         notes = list(dict.fromkeys(str(r) for r in refusals))
         return PassResult(graph, bool(stats), stats, notes)

@@ -4,7 +4,8 @@ Four phases, each run to a fixpoint before the next:
 
 1. ``decomposed``: the spellings exporters use for HardSigmoid and HardSwish become those ops:
    ``Clip(x * a + b, 0, 1)`` and ``Clip(x / d + b, 0, 1)`` are ``HardSigmoid``;
-   ``x * Clip(x + 3, 0, 6) / 6`` (in its operand orders, with ``* 1/6`` for ``/ 6``) and
+   ``x * Clip(x + 3, 0, 6) / 6`` (in its operand orders, with ``* 1/6`` for ``/ 6``, the
+   division applied to the product, to the Clip or to x) and
    ``x * HardSigmoid(x)`` with alpha 1/6 and beta 0.5 are ``HardSwish``.
 2. ``bias`` and ``scale``: Add/Sub (bias) and Mul/Div (scale) of a per-channel constant after a
    producer whose output nothing else reads go into its weights and bias.
@@ -52,8 +53,12 @@ def _same_shape(m: Match, x: str = "x") -> str | None:
 
 
 def _hard_sigmoid_check(m: Match) -> str | None:
-    return _scalar(m, *(k for k in ("alpha", "divisor", "beta") if k in m.bindings)) or \
-        _same_shape(m)
+    problem = _scalar(m, *(k for k in ("alpha", "divisor", "beta") if k in m.bindings))
+    if problem:
+        return problem
+    if "divisor" in m.bindings and m.const("divisor").reshape(-1)[0] == 0:
+        return f"%{m['divisor'].name} is zero: x / 0 is not a HardSigmoid slope"
+    return _same_shape(m)
 
 
 def _hard_sigmoid(rw: Rewriter, m: Match) -> None:
@@ -95,21 +100,21 @@ def _hard_sigmoid_is_sixth(m: Match) -> str | None:
     return _same_shape(m)
 
 
+def _sixths(p: Op | Var) -> list[tuple[str, Op]]:
+    """``p / 6`` and ``p * 1/6``, the two ways exporters divide by six."""
+    return [("div", Op("Div", p, _SIX)), ("mul", Op("Mul", p, _SIXTH, commutative=True))]
+
+
+# x * relu6(x + 3) / 6 with the division on the product, on relu6(x + 3) or on x.
 HARD_SWISH_RULES = [
-    Rule("hardswish-form",  # (x * relu6(x + 3)) / 6
-         Op("Div", Op("Mul", Var("x"), _RELU6_OF_X_PLUS_3, commutative=True), _SIX),
-         _hard_swish, _same_shape),
-    Rule("hardswish-mul-form",  # (x * relu6(x + 3)) * 1/6
-         Op("Mul", Op("Mul", Var("x"), _RELU6_OF_X_PLUS_3, commutative=True), _SIXTH,
-            commutative=True),
-         _hard_swish, _same_shape),
-    Rule("hardswish-scaled-form",  # x * (relu6(x + 3) * 1/6)
-         Op("Mul", Var("x"), Op("Mul", _RELU6_OF_X_PLUS_3, _SIXTH, commutative=True),
-            commutative=True),
-         _hard_swish, _same_shape),
-    Rule("hardswish-divided-form",  # x * (relu6(x + 3) / 6)
-         Op("Mul", Var("x"), Op("Div", _RELU6_OF_X_PLUS_3, _SIX), commutative=True),
-         _hard_swish, _same_shape),
+    *(Rule(f"hardswish-{kind}-product", scaled, _hard_swish, _same_shape)
+      for kind, scaled in _sixths(Op("Mul", Var("x"), _RELU6_OF_X_PLUS_3, commutative=True))),
+    *(Rule(f"hardswish-{kind}-relu6", Op("Mul", Var("x"), scaled, commutative=True),
+           _hard_swish, _same_shape)
+      for kind, scaled in _sixths(_RELU6_OF_X_PLUS_3)),
+    *(Rule(f"hardswish-{kind}-x", Op("Mul", scaled, _RELU6_OF_X_PLUS_3, commutative=True),
+           _hard_swish, _same_shape)
+      for kind, scaled in _sixths(Var("x"))),
     Rule("hardswish-hardsigmoid-form",  # x * HardSigmoid(x), how torch exports HardSwish < 14
          Op("Mul", Var("x"), Op("HardSigmoid", Var("x"), name="hs"), commutative=True),
          _hard_swish, _hard_sigmoid_is_sixth),

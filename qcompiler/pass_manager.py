@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import sys
 import time
+import types
 import typing
 import warnings
 from collections.abc import Iterable, Sequence
@@ -96,8 +97,11 @@ def register_pass(cls: P) -> P:
     name = cls.name
     if not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ValueError(f"pass name {name!r} must be non-empty letters, digits, '-' or '_'")
-    if name in PASSES and PASSES[name] is not cls:
-        raise ValueError(f"a pass named {name!r} is already registered ({PASSES[name]!r})")
+    old = PASSES.get(name)
+    redefined = old is not None and (old.__module__, old.__qualname__) == (
+        cls.__module__, cls.__qualname__)  # the same class defined again (a re-run cell)
+    if old is not None and old is not cls and not redefined:
+        raise ValueError(f"a pass named {name!r} is already registered ({old!r})")
     PASSES[name] = cls
     return cls
 
@@ -198,6 +202,18 @@ _FALSE = {"false", "0", "no", "off"}
 
 def _convert(pass_name: str, key: str, raw: str, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):  # ``int | None``: None, else the first fit
+        options = typing.get_args(annotation)
+        if type(None) in options and raw.lower() == "none":
+            return None
+        for option in options:
+            if option is not type(None):
+                try:
+                    return _convert(pass_name, key, raw, option)
+                except PipelineError:
+                    continue
+        raise PipelineError(f"pass {pass_name!r}: option {key}={raw!r}: expected "
+                            f"{' or '.join(getattr(o, '__name__', str(o)) for o in options)}")
     try:
         if annotation is bool:
             if raw.lower() in _TRUE:
@@ -260,6 +276,8 @@ class PassManager:
         self.passes = _as_passes(pipeline)
         self.verify = verify
         self.fixpoint = fixpoint
+        if max_rounds < 1:
+            raise PipelineError(f"max_rounds must be at least 1, got {max_rounds}")
         self.max_rounds = max_rounds
         if isinstance(print_ir_after, str):
             print_ir_after = [print_ir_after]
@@ -280,6 +298,8 @@ class PassManager:
     def run(self, graph: Graph) -> PassResult:
         """Run the pipeline on a copy of ``graph``; the caller's graph is never modified."""
         work = graph.copy()
+        if self.verify:
+            work.verify()  # a broken input is the caller's problem, not the first pass's
         self.records = []
         self.explanations = {}
         total: dict[str, int] = {}

@@ -19,7 +19,7 @@ is how ``explain`` answers "why didn't my rule fire".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,7 @@ class Match:
         self.root = root
         self.bindings: dict[str, Any] = {}
         self.nodes: list[Node] = []
+        self._best: _Refused | None = None  # the deepest refusal met while searching
 
     def __getitem__(self, key: str) -> Any:
         return self.bindings[key]
@@ -75,11 +76,28 @@ class Match:
         self.bindings = dict(snap[0])
         del self.nodes[snap[1]:]
 
+    def _note(self, refused: _Refused) -> None:
+        if self._best is None or refused.depth > self._best.depth:
+            self._best = refused
+
+    def _detached(self) -> Match:
+        """A copy holding the current bindings (the search may still rewind this one)."""
+        m = Match(self.graph, self.root)
+        m.bindings, m.nodes = dict(self.bindings), list(self.nodes)
+        return m
+
 
 class Pattern:
-    """Base class of pattern elements."""
+    """Base class of pattern elements.
 
-    def match(self, value: Value | None, m: Match, where: str, depth: int) -> None:
+    ``matches`` yields once for every way ``value`` matches, with that way's bindings in ``m``,
+    and leaves ``m`` as it found it between ways and when done; it raises ``_Refused`` (or
+    records refusals with ``m._note`` and yields nothing) when there is no way. Matching is a
+    backtracking search: a later operand that disagrees with an earlier binding makes the
+    earlier operands try their other ways (the other order of a commutative op).
+    """
+
+    def matches(self, value: Value | None, m: Match, where: str, depth: int) -> Iterator[None]:
         raise NotImplementedError
 
     def _bind(self, name: str | None, obj: Any, m: Match, where: str, depth: int) -> None:
@@ -93,6 +111,19 @@ class Pattern:
 
 
 _UNBOUND = object()
+
+
+def _reader(node: Node, value: Value) -> str:
+    """A reader of ``value`` for refusal messages (``Mul 'sq' twice`` for ``Mul(x, x)``)."""
+    times = sum(1 for n, _ in value.uses if n is node)
+    return short(node) + ("" if times == 1 else " twice" if times == 2 else f" {times} times")
+
+
+def _attr_key(value: Any) -> Any:
+    """Attribute values compared by content: lists, tuples and arrays alike."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_attr_key(v) for v in value)
+    return value
 
 
 def _ref(obj: Any) -> str:
@@ -109,10 +140,10 @@ class Var(Pattern):
 
     name: str | None = None
 
-    def match(self, value: Value | None, m: Match, where: str, depth: int) -> None:
+    def matches(self, value: Value | None, m: Match, where: str, depth: int) -> Iterator[None]:
         if value is None:
             raise _Refused(f"{where} is absent", depth)
-        self._bind(self.name, value, m, where, depth)
+        yield from _bound(self, self.name, value, m, where, depth)
 
 
 @dataclass(frozen=True)
@@ -124,7 +155,7 @@ class Const(Pattern):
     value: float | None = None
     rtol: float = 1e-6
 
-    def match(self, value: Value | None, m: Match, where: str, depth: int) -> None:
+    def matches(self, value: Value | None, m: Match, where: str, depth: int) -> Iterator[None]:
         if value is None:
             raise _Refused(f"{where} is absent", depth)
         if value.data is None:
@@ -132,12 +163,12 @@ class Const(Pattern):
             raise _Refused(f"{where} %{value.name} {origin}, not a constant", depth, True)
         if self.value is not None:
             data = value.data
-            ok = data.size > 0 and data.dtype.kind == "f" and np.allclose(
+            ok = data.size > 0 and data.dtype.kind in "fiu" and np.allclose(
                 data, self.value, rtol=self.rtol, atol=0.0)
             if not ok:
                 shown = np.array2string(data.reshape(-1)[:4], separator=", ")
                 raise _Refused(f"{where} %{value.name} is {shown}, not {self.value:g}", depth)
-        self._bind(self.name, value, m, where, depth)
+        yield from _bound(self, self.name, value, m, where, depth)
 
 
 @dataclass(frozen=True)
@@ -146,13 +177,16 @@ class Opt(Pattern):
 
     pattern: Pattern
 
-    def match(self, value: Value | None, m: Match, where: str, depth: int) -> None:
-        if value is None:
-            name = getattr(self.pattern, "name", None)
-            if name is not None:
-                m.bindings.setdefault(name, None)
+    def matches(self, value: Value | None, m: Match, where: str, depth: int) -> Iterator[None]:
+        if value is not None:
+            yield from self.pattern.matches(value, m, where, depth)
             return
-        self.pattern.match(value, m, where, depth)
+        snap = m._snapshot()
+        name = getattr(self.pattern, "name", None)
+        if name is not None:
+            m.bindings.setdefault(name, None)
+        yield
+        m._restore(snap)
 
 
 ANY = Var()  # any present operand, not bound
@@ -186,7 +220,7 @@ class Op(Pattern):
     def wanted(self) -> str:
         return " or ".join(self.ops)
 
-    def match(self, value: Value | None, m: Match, where: str, depth: int) -> None:
+    def matches(self, value: Value | None, m: Match, where: str, depth: int) -> Iterator[None]:
         if value is None:
             raise _Refused(f"{where} is absent, not the output of {self.wanted}", depth, True)
         node = value.producer
@@ -200,25 +234,27 @@ class Op(Pattern):
         if value is not node.outputs[0]:
             raise _Refused(f"{where} %{value.name} is not the first output of {short(node)}",
                            depth)
-        if self.one_use:
-            readers = value.users
-            if len(value.uses) != 1 or value.is_graph_output:
-                names = [short(n) for n in readers] + (
-                    ["the graph outputs"] if value.is_graph_output else [])
-                raise _Refused(f"%{value.name} (output of {short(node)}) has {len(names)} "
-                               f"readers ({', '.join(names)}); the rewrite needs it to have one",
-                               depth)
-        self.match_node(node, m, depth)
+        if self.one_use and (len(value.uses) != 1 or value.is_graph_output):
+            names = [_reader(n, value) for n in value.users] + (
+                ["the graph outputs"] if value.is_graph_output else [])
+            count = len(value.uses) + value.is_graph_output
+            raise _Refused(f"%{value.name} (output of {short(node)}) has {count} readers "
+                           f"({', '.join(names)}); the rewrite needs it to have one", depth)
+        yield from self.matches_node(node, m, depth)
 
-    def match_node(self, node: Node, m: Match, depth: int = 0) -> None:
+    def matches_node(self, node: Node, m: Match, depth: int = 0) -> Iterator[None]:
+        """Every way ``node`` matches this pattern (see ``Pattern.matches``)."""
         if node.op not in self.ops:
             raise _Refused(f"{short(node)} is not {self.wanted}", depth)
         full = node.opdef.full_attrs(node.attrs)
         for key, want in self.attrs.items():
             have = full.get(key)
-            ok = want(have) if callable(want) else have == want
-            if not ok:
-                raise _Refused(f"{short(node)} has {key}={have!r}", depth)
+            if callable(want):
+                if not want(have):
+                    raise _Refused(f"{short(node)} has {key}={have!r}, which the pattern's "
+                                   "predicate refuses", depth)
+            elif _attr_key(have) != _attr_key(want):
+                raise _Refused(f"{short(node)} has {key}={have!r}, not {want!r}", depth)
         inputs = list(node.inputs)
         n = len(self.operands)
         extra = [v for v in inputs[n:] if v is not None]
@@ -226,30 +262,49 @@ class Op(Pattern):
             raise _Refused(f"{short(node)} has {len([v for v in inputs if v is not None])} "
                            f"operands, the pattern expects {n}", depth)
         inputs = (inputs + [None] * n)[:n]
-        snap = m._snapshot()
         orders = [(0, 1), (1, 0)] if self.commutative else [tuple(range(n))]
-        best: _Refused | None = None
         for order in orders:
-            try:
-                for pattern, i in zip(self.operands, order):
-                    value = inputs[i]
-                    where = f"operand {i} of {short(node)}"
-                    if pattern is None:
-                        if value is not None:
-                            raise _Refused(f"{where} is present, the pattern expects none",
-                                           depth + 1)
-                        continue
-                    pattern.match(value, m, where, depth + 1)
-            except _Refused as refused:
+            operands = [(pattern, inputs[i], f"operand {i} of {short(node)}")
+                        for pattern, i in zip(self.operands, order)]
+            for _ in _each(operands, 0, m, depth + 1):
+                snap = m._snapshot()
+                try:
+                    self._bind(self.name, node, m, short(node), depth)
+                except _Refused as refused:
+                    m._note(refused)
+                    continue
+                m.nodes.append(node)
+                yield
                 m._restore(snap)
-                if best is None or refused.depth > best.depth:
-                    best = refused
-                continue
-            self._bind(self.name, node, m, short(node), depth)
-            m.nodes.append(node)
+
+
+def _bound(pattern: Pattern, name: str | None, obj: Any, m: Match, where: str,
+           depth: int) -> Iterator[None]:
+    """The one way a leaf matches: ``obj`` bound to ``name`` (undone when resumed)."""
+    snap = m._snapshot()
+    pattern._bind(name, obj, m, where, depth)
+    yield
+    m._restore(snap)
+
+
+def _each(operands: list[tuple[Pattern | None, Value | None, str]], k: int, m: Match,
+          depth: int) -> Iterator[None]:
+    """Every way operands ``k:`` match together, each (pattern, value, where); refusals are
+    noted in ``m``. A ``None`` pattern wants the operand absent."""
+    if k == len(operands):
+        yield
+        return
+    pattern, value, where = operands[k]
+    try:
+        if pattern is None:
+            if value is not None:
+                raise _Refused(f"{where} is present, the pattern expects none", depth)
+            yield from _each(operands, k + 1, m, depth)
             return
-        assert best is not None
-        raise best
+        for _ in pattern.matches(value, m, where, depth):
+            yield from _each(operands, k + 1, m, depth)
+    except _Refused as refused:
+        m._note(refused)
 
 
 @dataclass(frozen=True)
@@ -277,18 +332,23 @@ class Refusal:
 
 
 def match(rule: Rule, graph: Graph, node: Node) -> Match | Refusal:
-    """Match ``rule`` at ``node``: the ``Match`` if the pattern matches and the check agrees,
-    else a ``Refusal`` saying why not."""
+    """Match ``rule`` at ``node``: the ``Match`` if the pattern matches and the check agrees
+    (with the first way of matching that it agrees with), else a ``Refusal`` saying why not:
+    the check's reason if the pattern matched, else the pattern's deepest refusal."""
     m = Match(graph, node)
+    check_reason = None
     try:
-        rule.pattern.match_node(node, m)
+        for _ in rule.pattern.matches_node(node, m):
+            reason = rule.check(m) if rule.check is not None else None
+            if not reason:
+                return m._detached()
+            check_reason = check_reason or reason
     except _Refused as refused:
-        return Refusal(rule.name, node.describe(), refused.reason, refused.structural)
-    if rule.check is not None:
-        reason = rule.check(m)
-        if reason:
-            return Refusal(rule.name, node.describe(), reason)
-    return m
+        m._note(refused)
+    if check_reason:
+        return Refusal(rule.name, node.describe(), check_reason)
+    assert m._best is not None
+    return Refusal(rule.name, node.describe(), m._best.reason, m._best.structural)
 
 
 class Rewriter:
@@ -348,8 +408,12 @@ class Rewriter:
             if value.is_constant and value.graph is g and not value.uses \
                     and not value.is_graph_output:
                 g.erase_constant(value)
+        for value, wanted in self._constant_names:
+            if value.graph is g and value.name != wanted and not g.has_value(wanted):
+                g.rename_value(value, wanted)
         made = {id(v) for n in self.inserted for v in n.outputs}
-        for new, old_name, was_output in self._renames:
+        made.update(id(v) for v, _ in self._constant_names)
+        for new, old_name, was_output in self._renames:  # after the constants: these win
             if new.graph is not g or new.name == old_name or g.has_value(old_name):
                 continue
             if id(new) in made or was_output:
@@ -357,9 +421,6 @@ class Rewriter:
                     raise RewriteError(f"graph output %{old_name} would become graph input "
                                        f"%{new.name}")
                 g.rename_value(new, old_name)
-        for value, wanted in self._constant_names:
-            if value.graph is g and value.name != wanted and not g.has_value(wanted):
-                g.rename_value(value, wanted)
         for node, wanted in self._node_names:
             if node.graph is g and node.name != wanted and wanted not in g._node_names:
                 g.rename_node(node, wanted)
@@ -370,14 +431,16 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], *, refusals: list[Refusal] 
     """Apply ``rules`` over the graph until none fires; return how often each fired.
 
     Nodes are visited in order; at each node the rules rooted at its op are tried in the given
-    order and the first that matches fires. Refusals are appended to ``refusals`` (once each).
+    order and the first that matches fires. Refusals are appended to ``refusals`` (once each,
+    and only where the rule did not fire at that node in a later sweep).
     """
     by_op: dict[str, list[Rule]] = {}
     for rule in rules:
         for op in rule.pattern.ops:
             by_op.setdefault(op, []).append(rule)
     counts: dict[str, int] = {}
-    seen: set[Refusal] = set()
+    found_refusals: dict[Refusal, None] = {}
+    fired: set[tuple[str, str]] = set()
     for _ in range(max_sweeps):
         changed = False
         for node in list(graph.nodes):
@@ -386,15 +449,17 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], *, refusals: list[Refusal] 
             for rule in by_op.get(node.op, ()):
                 found = match(rule, graph, node)
                 if isinstance(found, Refusal):
-                    if refusals is not None and found not in seen:
-                        seen.add(found)
-                        refusals.append(found)
+                    found_refusals.setdefault(found)
                     continue
+                fired.add((rule.name, node.describe()))
                 _rewrite(graph, rule, found)
                 counts[rule.name] = counts.get(rule.name, 0) + 1
                 changed = True
                 break
         if not changed:
+            if refusals is not None:  # a refusal the rule overcame later is no reason
+                refusals.extend(r for r in found_refusals if (r.rule, r.node) not in fired
+                                and r not in refusals)
             return counts
     raise RewriteError(f"rules {', '.join(r.name for r in rules)} still fired after "
                        f"{max_sweeps} sweeps; two rules probably undo each other")

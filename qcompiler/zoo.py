@@ -87,6 +87,17 @@ class _Net:
         prod = self.node("Mul", [x, clipped], f"{name}.mul")
         return self.node("Div", [prod, self.scalar(f"{name}.six", 6.0)], f"{name}.div")
 
+    def hardsigmoid(self, x: str, name: str, alpha: float, beta: float,
+                    decomposed: bool = False) -> str:
+        """HardSigmoid, or ``Clip(x * alpha + beta, 0, 1)`` as paddle2onnx writes it for opsets
+        without the op's preferred form (Mul, Add and Clip nodes)."""
+        if not decomposed:
+            return self.node("HardSigmoid", [x], name, alpha=alpha, beta=beta)
+        scaled = self.node("Mul", [x, self.scalar(f"{name}.alpha", alpha)], f"{name}.mul")
+        shifted = self.node("Add", [scaled, self.scalar(f"{name}.beta", beta)], f"{name}.add")
+        return self.node("Clip", [shifted, self.scalar(f"{name}.min", 0.0),
+                                  self.scalar(f"{name}.max", 1.0)], name)
+
     def linear(self, x: str, cin: int, cout: int, name: str) -> str:
         w = self.rng.normal(0, np.sqrt(1 / cin), (cout, cin)).astype(np.float32)
         b = self.rng.normal(0, 0.1, cout).astype(np.float32)
@@ -138,10 +149,14 @@ def mobilenetv2_block(batch: Batch = 1, channels: int = 16, size: int = 16, expa
 
 
 def mobilenetv3_block(batch: Batch = 1, channels: int = 16, size: int = 16, expand: int = 4,
-                      seed: int = 0) -> onnx.ModelProto:
+                      seed: int = 0, hardsigmoid: str = "op") -> onnx.ModelProto:
     """MobileNetV3 bottleneck as paddle2onnx emits it: Conv without bias and an unfused
     BatchNormalization, HardSwish spelled x * Clip(x + 3, 0, 6) / 6, squeeze-excite
-    (GlobalAveragePool, Conv, Relu, Conv, HardSigmoid, Mul), residual Add."""
+    (GlobalAveragePool, Conv, Relu, Conv, HardSigmoid, Mul), residual Add. With
+    ``hardsigmoid="decomposed"`` the squeeze-excite gate is ``Clip(x * 0.1666666716337204 +
+    0.5, 0, 1)`` (Mul, Add, Clip), as paddle2onnx writes hardsigmoid for older opsets."""
+    if hardsigmoid not in ("op", "decomposed"):
+        raise ValueError(f"hardsigmoid must be 'op' or 'decomposed', not {hardsigmoid!r}")
     net = _Net(seed)
     hidden = channels * expand
     y = net.conv_bn("x", channels, hidden, 1, "expand", act="hardswish")
@@ -150,7 +165,7 @@ def mobilenetv3_block(batch: Batch = 1, channels: int = 16, size: int = 16, expa
     s = net.conv(pooled, hidden, hidden // 4, 1, "se.reduce", bias=True)
     s = net.node("Relu", [s], "se.relu")
     s = net.conv(s, hidden // 4, hidden, 1, "se.expand", bias=True)
-    s = net.node("HardSigmoid", [s], "se.hardsigmoid", alpha=1 / 6, beta=0.5)
+    s = net.hardsigmoid(s, "se.hardsigmoid", 1 / 6, 0.5, decomposed=hardsigmoid == "decomposed")
     y = net.node("Mul", [y, s], "se.scale")
     y = net.conv_bn(y, hidden, channels, 1, "project", act=None)
     net.node("Add", [y, "x"], "y")
