@@ -29,9 +29,27 @@ def test_digits_convnet_matches_onnxruntime_and_its_accuracy(digits):
     assert round(accuracy, 3) == 0.980
 
 
+def test_float_pipeline_removes_every_batchnorm_and_standalone_relu(digits):
+    g = qc.load_onnx(str(EXAMPLES / "digits_convnet.onnx"))
+    assert g.op_counts() == {"Conv": 3, "BatchNormalization": 3, "Relu": 4, "MaxPool": 1,
+                             "Flatten": 1, "Gemm": 2}
+    pm = qc.PassManager("canonicalize,fold-bn,fuse")
+    result = pm.run(g)
+    assert result.graph.op_counts() == {"Conv": 3, "MaxPool": 1, "Flatten": 1, "Gemm": 2}
+    assert result.stats == {"fold-bn: fold-into-producer": 3, "fuse: fuse-relu": 4}
+    fused = {n.name: n.attrs.get("activation") for n in result.graph.nodes}
+    assert fused == {"conv1_conv": "Relu", "conv2_conv": "Relu", "pool2": None,
+                     "conv3_conv": "Relu", "flatten": None, "fc1": "Relu", "fc2": None}
+    ref = qc.compile(g).run({"image": digits["test_x"]})["logits"]
+    out = qc.compile(result.graph).run({"image": digits["test_x"]})["logits"]
+    assert np.max(np.abs(out - ref)) <= 1e-5 * np.max(np.abs(ref))
+    assert round(float((out.argmax(1) == digits["test_y"]).mean()), 3) == 0.980
+
+
 def test_demo_command_reports_accuracy(capsys):
     assert cli.main(["demo", "--repeats", "2"]) == 0
     out = capsys.readouterr().out
+    assert "passes canonicalize,fold-bn,fuse: 14 -> 7 nodes" in out
     assert "numpy backend (fp32)  accuracy 0.980" in out
     assert "onnxruntime (fp32)    accuracy 0.980" in out
     assert "numpy backend / onnxruntime =" in out
