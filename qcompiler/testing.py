@@ -901,28 +901,21 @@ def _const_arith(kit: GraphKit, x: Value, op: str) -> Value:
     return _binary(kit, op, x, c, op.lower())
 
 
-@register_builder("add_const")
-def _b_add_const(kit: GraphKit, x: Value) -> Value:
-    """Add of a scalar, per-channel or full-shape constant (either operand order)."""
-    return _const_arith(kit, x, "Add")
+def _const_arith_builder(op: str, doc: str) -> Callable[[GraphKit, Value], Value]:
+    def build(kit: GraphKit, x: Value) -> Value:
+        return _const_arith(kit, x, op)
+
+    build.__doc__ = doc
+    return build
 
 
-@register_builder("mul_const")
-def _b_mul_const(kit: GraphKit, x: Value) -> Value:
-    """Mul by a scalar, per-channel or full-shape constant with |c| in [0.5, 2]."""
-    return _const_arith(kit, x, "Mul")
-
-
-@register_builder("sub_const")
-def _b_sub_const(kit: GraphKit, x: Value) -> Value:
-    """x - c or c - x with a scalar, per-channel or full-shape constant."""
-    return _const_arith(kit, x, "Sub")
-
-
-@register_builder("div_const")
-def _b_div_const(kit: GraphKit, x: Value) -> Value:
-    """x / c with |c| in [0.5, 2], scalar, per channel or full shape."""
-    return _const_arith(kit, x, "Div")
+for _op, _doc in (
+    ("Add", "Add of a scalar, per-channel or full-shape constant (either operand order)."),
+    ("Mul", "Mul by a scalar, per-channel or full-shape constant with |c| in [0.5, 2]."),
+    ("Sub", "x - c or c - x with a scalar, per-channel or full-shape constant."),
+    ("Div", "x / c with |c| in [0.5, 2], scalar, per channel or full shape."),
+):
+    register_builder(f"{_op.lower()}_const")(_const_arith_builder(_op, _doc))
 
 
 @register_builder("bias_add", ranks=(2, 3, 4, 5), accepts=lambda kit, x: _has_producer(kit, x))

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 from op_check import infer, refuse, run_kernel
-from test_ops_nn import conv_cases, conv_transpose_cases, maybe, rand
+from test_ops_nn import conv_cases, conv_transpose_cases, gemm_cases, rand
 
 import qcompiler as qc
 from qcompiler import ops
@@ -104,20 +104,9 @@ def test_conv_transpose(name, case, f16, data):
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
-@given(data=st.data())
-def test_gemm(name, data):
-    m, k, n = (data.draw(st.integers(1, 5)) for _ in range(3))
-    trans_a, trans_b = data.draw(st.integers(0, 1)), data.draw(st.integers(0, 1))
-    a = rand(data.draw, (k, m) if trans_a else (m, k))
-    b = rand(data.draw, (n, k) if trans_b else (k, n))
-    c_shape = data.draw(st.sampled_from([None, (n,), (m, 1), (m, n)]))
-    inputs = [a, b] + ([] if c_shape is None else [rand(data.draw, c_shape)])
-    attrs: dict = {}
-    maybe(data.draw, attrs, "transA", trans_a, 0)
-    maybe(data.draw, attrs, "transB", trans_b, 0)
-    maybe(data.draw, attrs, "alpha", data.draw(st.sampled_from([1.0, 0.5, -2.0])), 1.0)
-    maybe(data.draw, attrs, "beta", data.draw(st.sampled_from([1.0, 0.0, 3.0])), 1.0)
-    f16 = data.draw(st.booleans())
+@given(case=gemm_cases(("none", "n", "m1", "mn")), f16=st.booleans(), data=st.data())
+def test_gemm(name, case, f16, data):
+    inputs, attrs = case
     check_fused("Gemm", as_f16(inputs) if f16 else inputs, attrs, name,
                 draw_params(data.draw, name))
 

@@ -368,19 +368,31 @@ def test_lrn_even_size():
 # Matrix products
 
 
-@given(st.data())
-def test_gemm(data):
-    m, k, n = (data.draw(st.integers(1, 5)) for _ in range(3))
-    trans_a, trans_b = data.draw(st.integers(0, 1)), data.draw(st.integers(0, 1))
-    a = rand(data.draw, (k, m) if trans_a else (m, k))
-    b = rand(data.draw, (n, k) if trans_b else (k, n))
-    c_shape = data.draw(st.sampled_from([None, (), (1,), (n,), (1, n), (m, 1), (m, n), (1, 1)]))
-    inputs = [a, b] + ([] if c_shape is None else [rand(data.draw, c_shape)])
+GEMM_C_SHAPES = ("none", "scalar", "1", "n", "1n", "m1", "mn", "11")
+
+
+@st.composite
+def gemm_cases(draw, c_shapes: tuple[str, ...] = GEMM_C_SHAPES) -> tuple[list, dict]:
+    """(inputs, attrs) of a Gemm: sizes, transA/transB, alpha, beta, and C of one of
+    ``c_shapes`` (named by how they broadcast against the [m, n] output)."""
+    m, k, n = (draw(st.integers(1, 5)) for _ in range(3))
+    trans_a, trans_b = draw(st.integers(0, 1)), draw(st.integers(0, 1))
+    a = rand(draw, (k, m) if trans_a else (m, k))
+    b = rand(draw, (n, k) if trans_b else (k, n))
+    c_shape = {"none": None, "scalar": (), "1": (1,), "n": (n,), "1n": (1, n), "m1": (m, 1),
+               "mn": (m, n), "11": (1, 1)}[draw(st.sampled_from(c_shapes))]
+    inputs = [a, b] + ([] if c_shape is None else [rand(draw, c_shape)])
     attrs: dict = {}
-    maybe(data.draw, attrs, "transA", trans_a, 0)
-    maybe(data.draw, attrs, "transB", trans_b, 0)
-    maybe(data.draw, attrs, "alpha", data.draw(st.sampled_from([1.0, 0.5, -2.0])), 1.0)
-    maybe(data.draw, attrs, "beta", data.draw(st.sampled_from([1.0, 0.0, 3.0])), 1.0)
+    maybe(draw, attrs, "transA", trans_a, 0)
+    maybe(draw, attrs, "transB", trans_b, 0)
+    maybe(draw, attrs, "alpha", draw(st.sampled_from([1.0, 0.5, -2.0])), 1.0)
+    maybe(draw, attrs, "beta", draw(st.sampled_from([1.0, 0.0, 3.0])), 1.0)
+    return inputs, attrs
+
+
+@given(gemm_cases())
+def test_gemm(case):
+    inputs, attrs = case
     check_op("Gemm", inputs, attrs, rtol=RTOL, atol=ATOL)
 
 
