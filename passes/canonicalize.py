@@ -97,6 +97,11 @@ def make_reshapes_static(graph: Graph, refusals: list[Refusal]) -> int:
     return changed
 
 
+# Binary ops whose operands commute bit for bit (IEEE addition and multiplication are
+# commutative; a Sum of three is not, its rounding depends on the order).
+COMMUTATIVE = frozenset({"Add", "Mul", "Max", "Min"})
+
+
 def _node_key(node: Node) -> tuple | None:
     """Nodes with equal keys compute the same outputs (attributes compared with their defaults
     filled in, so ``group = 1`` spelled out or not makes no difference)."""
@@ -104,8 +109,10 @@ def _node_key(node: Node) -> tuple | None:
         return None
     full = node.opdef.full_attrs(node.attrs)
     attrs = tuple(sorted((k, _hashable(v)) for k, v in full.items()))
-    return node.op, tuple(id(v) if v is not None else None for v in node.inputs), attrs, \
-        len(node.outputs)
+    operands = tuple(id(v) if v is not None else None for v in node.inputs)
+    if node.op in COMMUTATIVE:
+        operands = tuple(sorted(operands))
+    return node.op, operands, attrs, len(node.outputs)
 
 
 def _hashable(value: object) -> object:
