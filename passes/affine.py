@@ -28,15 +28,28 @@ def channels(producer: Node) -> int | str:
     return producer.outputs[0].shape[channel_axis(producer)]
 
 
-def producer_problem(producer: Node) -> str | None:
-    """Why ``producer`` cannot absorb an affine map, or None."""
+def output_problem(producer: Node) -> str | None:
+    """Why nothing more can be fused onto ``producer``'s output (an integer result, or an
+    activation that would have to come after it), or None."""
     out = producer.outputs[0]
     if out.dtype.value not in FLOAT_DTYPES:
         return f"{short(producer)} computes {out.dtype}, not a float"
     activation = producer.attrs.get("activation")
     if activation:
-        return f"{short(producer)} already applies {activation}; the map would come after it"
-    if producer.op == "Conv" and len(producer.inputs) > 3 and producer.inputs[3] is not None:
+        return f"{short(producer)} already applies {activation}"
+    return None
+
+
+def has_residual(producer: Node) -> bool:
+    return producer.op == "Conv" and len(producer.inputs) > 3 and producer.inputs[3] is not None
+
+
+def producer_problem(producer: Node) -> str | None:
+    """Why ``producer`` cannot absorb an affine map, or None."""
+    problem = output_problem(producer)
+    if problem:
+        return problem
+    if has_residual(producer):
         return f"{short(producer)} already adds a residual"
     w = producer.inputs[1]
     if w is None or not w.is_constant:
@@ -51,11 +64,11 @@ def producer_problem(producer: Node) -> str | None:
     return None
 
 
-def per_channel(producer: Node, const: Value, operand_of: Value) -> np.ndarray | str:
+def per_channel(producer: Node, const: Value) -> np.ndarray | str:
     """The per-channel vector an elementwise constant operand amounts to, or why it is not one.
 
-    ``const`` must broadcast against ``operand_of`` (the producer's output) without changing
-    its shape and vary only along the channel axis."""
+    ``const`` must broadcast against the producer's output without changing its shape and vary
+    only along the channel axis."""
     out = producer.outputs[0]
     data = const.data
     rank = len(out.shape)
@@ -72,9 +85,9 @@ def per_channel(producer: Node, const: Value, operand_of: Value) -> np.ndarray |
 
 
 def _bias(producer: Node) -> Value | None:
-    index = 2
+    """Input 2: Conv/ConvTranspose B, Gemm C, MatMul bias."""
     inputs = producer.inputs
-    return inputs[index] if len(inputs) > index else None
+    return inputs[2] if len(inputs) > 2 else None
 
 
 def fold_affine(rw: Rewriter, producer: Node, scale: np.ndarray | None,
@@ -84,40 +97,43 @@ def fold_affine(rw: Rewriter, producer: Node, scale: np.ndarray | None,
     m = int(channels(producer))
     s = np.ones(m) if scale is None else np.asarray(scale, dtype=np.float64)
     t = np.zeros(m) if shift is None else np.asarray(shift, dtype=np.float64)
-    w_value = producer.inputs[1]
-    w = w_value.data.astype(np.float64)
-    dtype = w_value.dtype.np
     bias_value = _bias(producer)
     bias = None if bias_value is None else bias_value.data.astype(np.float64)
     attrs = dict(producer.attrs)
-    if producer.op == "Conv":
-        w = w * s.reshape((m,) + (1,) * (w.ndim - 1))
-    elif producer.op == "ConvTranspose":
-        group = attrs.get("group", 1)
-        mg = w.shape[1]
-        w = (w.reshape(group, w.shape[0] // group, mg, *w.shape[2:])
-             * s.reshape((group, 1, mg) + (1,) * (w.ndim - 2))).reshape(w.shape)
-    elif producer.op == "Gemm":
-        w = w * (s[:, None] if attrs.get("transB", 0) else s[None, :])
+    if producer.op == "Gemm":
         if bias is not None:
             bias = bias * attrs.get("beta", 1.0)
         if bias is not None or "beta" in attrs:
             attrs["beta"] = 1.0  # the new C is the whole bias, also where there was no C
-    else:  # MatMul: columns are the last axis of B
-        w = w * s
+    inputs = list(producer.inputs)
+    if scale is not None:  # a bias alone leaves the weights (and their name) as they were
+        w_value = producer.inputs[1]
+        inputs[1] = rw.constant(_scale_weights(producer, w_value.data, s).astype(w_value.dtype.np),
+                                _folded(w_value.name))
     if bias is None:
         new_bias = None if shift is None else t
     else:
         new_bias = bias * s + t if producer.op == "Gemm" else bias.reshape(-1) * s + t
-    inputs = list(producer.inputs)
-    if scale is not None:  # a bias alone leaves the weights (and their name) as they were
-        inputs[1] = rw.constant(w.astype(dtype), _folded(w_value.name))
     if new_bias is not None:
         name = _folded(bias_value.name) if bias_value is not None else f"{producer.name}.bias"
-        bias_const = rw.constant(new_bias.astype(dtype), name)
         inputs = (inputs + [None])[:max(len(inputs), 3)]
-        inputs[2] = bias_const
+        inputs[2] = rw.constant(new_bias.astype(producer.outputs[0].dtype.np), name)
     return rw.add(producer.op, inputs, attrs, name=producer.name)
+
+
+def _scale_weights(producer: Node, weights: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The producer's weights with output channel ``c`` multiplied by ``s[c]``, in float64."""
+    w = weights.astype(np.float64)
+    if producer.op == "Conv":  # W [M, C/group, k...]
+        return w * s.reshape((len(s),) + (1,) * (w.ndim - 1))
+    if producer.op == "ConvTranspose":  # W [C, M/group, k...], output channel g * M/group + j
+        group = producer.attrs.get("group", 1)
+        mg = w.shape[1]
+        return (w.reshape(group, w.shape[0] // group, mg, *w.shape[2:])
+                * s.reshape((group, 1, mg) + (1,) * (w.ndim - 2))).reshape(w.shape)
+    if producer.op == "Gemm":  # columns of op(B)
+        return w * (s[:, None] if producer.attrs.get("transB", 0) else s[None, :])
+    return w * s  # MatMul: columns are the last axis of B
 
 
 def _folded(name: str) -> str:

@@ -40,21 +40,27 @@ def _remove_identity(rw: Rewriter, m: Match) -> None:
     rw.replace(m.root.outputs[0], m["x"])
 
 
+def _read_mask(dropout: Node) -> Value | None:
+    """Dropout's mask output when something reads it (inference mode: all true)."""
+    if len(dropout.outputs) > 1:
+        mask = dropout.outputs[1]
+        if mask.uses or mask.is_graph_output:
+            return mask
+    return None
+
+
 def _check_dropout(m: Match) -> str | None:
-    node = m.root
-    if len(node.outputs) > 1 and (node.outputs[1].uses or node.outputs[1].is_graph_output):
-        mask = node.outputs[1]
-        if not mask.type.is_static:
-            return f"its mask %{mask.name} is read and has the dynamic shape {mask.type}"
-    return _keeps_names(node.outputs[0], m["x"])
+    mask = _read_mask(m.root)
+    if mask is not None and not mask.type.is_static:
+        return f"its mask %{mask.name} is read and has the dynamic shape {mask.type}"
+    return _keeps_names(m.root.outputs[0], m["x"])
 
 
 def _remove_dropout(rw: Rewriter, m: Match) -> None:
-    node = m.root
-    if len(node.outputs) > 1 and (node.outputs[1].uses or node.outputs[1].is_graph_output):
-        mask = node.outputs[1]
+    mask = _read_mask(m.root)
+    if mask is not None:
         rw.replace(mask, rw.constant(np.ones(mask.shape, dtype=np.bool_), f"{mask.name}.const"))
-    rw.replace(node.outputs[0], m["x"])
+    rw.replace(m.root.outputs[0], m["x"])
 
 
 IDENTITY = Rule("remove-identity", Op("Identity", Var("x")), _remove_identity, _check_identity)

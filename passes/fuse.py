@@ -20,14 +20,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qcompiler import ops
 from qcompiler.graph import Node
 from qcompiler.pass_manager import register_pass
 from qcompiler.rewriter import ANY, Const, Match, Op, Opt, RewritePass, Rewriter, Rule, Var, short
 
-from .affine import PRODUCERS, fold_affine, per_channel, producer_problem
+from .affine import (
+    PRODUCERS,
+    fold_affine,
+    has_residual,
+    output_problem,
+    per_channel,
+    producer_problem,
+)
 
-ACTIVATIONS = {"relu": "Relu", "clip": "Clip", "leakyrelu": "LeakyRelu",
-               "hardsigmoid": "HardSigmoid", "hardswish": "HardSwish"}
+# option spelling -> the activation op (those a fused producer can carry)
+ACTIVATIONS = {name.lower(): name for name in ops.ACTIVATIONS}
 
 
 def _producer(name: str = "producer", ops: tuple[str, ...] = PRODUCERS) -> Op:
@@ -130,7 +138,7 @@ def _affine_rule(op: str, commutative: bool) -> Rule:
         problem = producer_problem(producer)
         if problem:
             return problem
-        vector = per_channel(producer, m["c"], producer.outputs[0])
+        vector = per_channel(producer, m["c"])
         if isinstance(vector, str):
             return vector
         if op == "Div" and not np.all(vector):
@@ -139,7 +147,7 @@ def _affine_rule(op: str, commutative: bool) -> Rule:
 
     def rewrite(rw: Rewriter, m: Match) -> None:
         producer = m["producer"]
-        vector = per_channel(producer, m["c"], producer.outputs[0])
+        vector = per_channel(producer, m["c"])
         assert not isinstance(vector, str)
         scale, shift = {"Mul": (vector, None), "Div": (1.0 / vector, None),
                         "Add": (None, vector), "Sub": (None, -vector)}[op]
@@ -158,16 +166,15 @@ SCALE_RULES = [_affine_rule("Mul", True), _affine_rule("Div", False)]
 
 def _residual_check(m: Match) -> str | None:
     conv, z = m["conv"], m["z"]
-    if conv.attrs.get("activation"):
-        return f"{short(conv)} applies {conv.attrs['activation']} before the Add"
-    if len(conv.inputs) > 3 and conv.inputs[3] is not None:
+    problem = output_problem(conv)
+    if problem:
+        return f"{problem}, which would have to come after the Add"
+    if has_residual(conv):
         return f"{short(conv)} already adds a residual"
     out = conv.outputs[0]
     if z.type.shape != out.shape or z.dtype != out.dtype:
         return (f"the other operand %{z.name} is {z.type}, the Add would broadcast it against "
                 f"%{out.name} {out.type}")
-    if out.dtype.value not in ("f32", "f16"):
-        return f"{short(conv)} computes {out.dtype}, not a float"
     return None
 
 
@@ -186,25 +193,19 @@ RESIDUAL = Rule("residual-add",
 
 
 def _activation_params(node: Node, m: Match) -> tuple[float, ...]:
+    """The fused activation's params: Clip's bounds (inputs), the others' float attributes."""
     if node.op == "Clip":
         lo, hi = m.get("min"), m.get("max")
         return (float(lo.data.reshape(-1)[0]) if lo is not None else -np.inf,
                 float(hi.data.reshape(-1)[0]) if hi is not None else np.inf)
     attrs = node.opdef.full_attrs(node.attrs)
-    if node.op == "LeakyRelu":
-        return (float(attrs["alpha"]),)
-    if node.op == "HardSigmoid":
-        return (float(attrs["alpha"]), float(attrs["beta"]))
-    return ()
+    return tuple(float(attrs[p]) for p in ops.ACTIVATIONS[node.op])
 
 
 def _activation_check(m: Match) -> str | None:
-    producer = m["producer"]
-    if producer.attrs.get("activation"):
-        return f"{short(producer)} already applies {producer.attrs['activation']}"
-    out = producer.outputs[0]
-    if out.dtype.value not in ("f32", "f16"):
-        return f"{short(producer)} computes {out.dtype}, not a float"
+    problem = output_problem(m["producer"])
+    if problem:
+        return problem
     for key in ("min", "max"):
         bound = m.get(key)
         if bound is not None and bound.data.size != 1:

@@ -39,7 +39,6 @@ from .pass_manager import (
     available_passes,
     get_pass,
     register_pass,
-    run_pipeline,
 )
 from .types import DType, QuantParams, TensorType
 
@@ -52,5 +51,5 @@ __all__ = [
     "QCompilerError", "QuantParams", "RewriteError", "ShapeInferenceError", "TensorType",
     "UnknownInputError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
-    "parse", "register_pass", "run_pipeline",
+    "parse", "register_pass",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import onnx
 
     from .executable import Executable
+    from .pass_manager import PipelineSpec
 
 
 def load_onnx(path: str | Path,
@@ -43,12 +44,13 @@ def parse(text: str, constants: Mapping[str, np.ndarray] | None = None) -> Graph
 DEFAULT_FLOAT_PIPELINE = "canonicalize,fold-bn,fuse"
 
 
-def optimize(graph: Graph, pipeline: str = DEFAULT_FLOAT_PIPELINE) -> Graph:
-    """The float graph after ``pipeline`` (default: cleanup, BatchNorm folding, fusion); the
-    graph given is left as it was."""
+def optimize(graph: Graph, pipeline: PipelineSpec = DEFAULT_FLOAT_PIPELINE,
+             **options: Any) -> Graph:
+    """The graph after ``pipeline`` (default: cleanup, BatchNorm folding, fusion), run by a
+    ``PassManager(pipeline, **options)``; the graph given is left as it was."""
     from .pass_manager import PassManager
 
-    return PassManager(pipeline).run(graph).graph
+    return PassManager(pipeline, **options).run(graph).graph
 
 
 def compile(graph: Graph, backend: str = "numpy") -> Executable:

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TextIO
 
-from .errors import PassError, PipelineError, QCompilerError, RewriteError, VerificationError
+from .errors import PassError, PipelineError, QCompilerError, VerificationError
 from .graph import Graph
 
 
@@ -329,12 +329,9 @@ class PassManager:
         start = time.perf_counter()
         try:
             result = p.run(graph)
-        except RewriteError as exc:
-            raise PassError(f"pass {p.name!r} failed{_after(ran)}: {exc}", p.name, exc.node,
-                            ran) from exc
-        except QCompilerError as exc:
+        except QCompilerError as exc:  # a RewriteError knows the node it was rewriting
             raise PassError(f"pass {p.name!r} failed{_after(ran)}: {exc}", p.name,
-                            passes_run=ran) from exc
+                            getattr(exc, "node", None), ran) from exc
         except Exception as exc:
             raise PassError(f"pass {p.name!r} crashed{_after(ran)}: {type(exc).__name__}: {exc}",
                             p.name, passes_run=ran) from exc
@@ -367,11 +364,6 @@ class PassManager:
             lines.append(f"{r.name:<24} {r.round:>5} {r.seconds * 1e3:>9.2f} "
                          f"{r.nodes_before:>5}->{r.nodes_after:<5}  {changes}")
         return "\n".join(lines)
-
-
-def run_pipeline(graph: Graph, pipeline: PipelineSpec, **options: Any) -> Graph:
-    """Shorthand for ``PassManager(pipeline, **options).run(graph).graph``."""
-    return PassManager(pipeline, **options).run(graph).graph
 
 
 def _as_passes(pipeline: PipelineSpec) -> list[Pass]:

@@ -360,7 +360,6 @@ class Rewriter:
         self.graph = graph
         self.match = m
         self.inserted: list[Node] = []
-        self.erased = 0
         self._node_names: list[tuple[Node, str]] = []
         self._renames: list[tuple[Value, str, bool]] = []
         self._replaced: list[Value] = []
@@ -403,7 +402,6 @@ class Rewriter:
                 continue
             operands.extend(v for v in node.inputs if v is not None)
             g.erase(node)
-            self.erased += 1
         for value in operands:
             if value.is_constant and value.graph is g and not value.uses \
                     and not value.is_graph_output:
@@ -458,8 +456,9 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], *, refusals: list[Refusal] 
                 break
         if not changed:
             if refusals is not None:  # a refusal the rule overcame later is no reason
+                known = set(refusals)
                 refusals.extend(r for r in found_refusals if (r.rule, r.node) not in fired
-                                and r not in refusals)
+                                and r not in known)
             return counts
     raise RewriteError(f"rules {', '.join(r.name for r in rules)} still fired after "
                        f"{max_sweeps} sweeps; two rules probably undo each other")

@@ -1361,11 +1361,12 @@ def assert_equivalent(
     """Run both graphs on ``inputs`` and check that they give the same outputs, by name.
 
     Both must have the same output names, and each output the same shape and dtype. Float
-    outputs must satisfy ``max|a - b| <= atol + rtol * max|reference|`` where the reference is
-    g1's output: the tolerance is relative to the tensor's largest magnitude, not to each
-    element, so a correct rewrite whose rounding shows up as cancellation near zero does not
-    fail. Integer and bool outputs must be equal (unless ``steps``). Equal NaN positions are
-    fine; a NaN on one side only fails.
+    outputs must satisfy ``max|a - b| <= max(atol, rtol * max|reference|)`` where the
+    reference is g1's output: the tolerance is relative to the tensor's largest magnitude, not
+    to each element, so a correct rewrite whose rounding shows up as cancellation near zero does
+    not fail, and ``atol`` is its floor for outputs near zero everywhere. Integer and bool
+    outputs must be equal (unless ``steps``). Equal NaN positions are fine; a NaN on one side
+    only fails.
 
     ``steps=k`` gives the tolerance in quantization steps instead: integer (quantized) outputs
     may differ by k, float outputs by ``k * scale``, with ``scale`` given or else taken from the
@@ -1402,8 +1403,8 @@ def assert_equivalent(
         elif a.dtype.kind == "f":
             finite = np.abs(a[np.isfinite(a)].astype(np.float64))
             peak = float(finite.max()) if finite.size else 0.0
-            tol = atol + rtol * peak
-            how = f"atol {atol:g} + rtol {rtol:g} * max|g1| {peak:.6g}"
+            tol = max(atol, rtol * peak)
+            how = f"max(atol {atol:g}, rtol {rtol:g} * max|g1| {peak:.6g})"
         else:
             tol, how = 0.0, "exact"
         message = _compare(name, a, b, tol, how)

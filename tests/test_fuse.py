@@ -16,7 +16,7 @@ from qcompiler import zoo
 from qcompiler.errors import PipelineError
 from qcompiler.graph import Graph
 from qcompiler.pass_manager import PassManager
-from qcompiler.testing import graphs, inputs, run_graph
+from qcompiler.testing import assert_equivalent, graphs, pass_property
 
 PIPELINE = "canonicalize,fold-bn,fuse"
 FUSE_BUILDERS = [
@@ -32,14 +32,7 @@ SIXTHS = [1 / 6, 0.16666667, 0.1666666716337204]  # as torch, as printed, as pad
 def assert_close(before: Graph, after: Graph, feeds: dict[str, np.ndarray]) -> None:
     """Same outputs: ``max|a - b| <= 1e-5 * max(1, max|ref|)`` for every output (a decomposed
     HardSwish and the fused one differ by float rounding)."""
-    ref, out = run_graph(before, feeds), run_graph(after, feeds)
-    assert sorted(ref) == sorted(out)
-    for name, a in ref.items():
-        b = out[name]
-        assert a.shape == b.shape and a.dtype == b.dtype, name
-        peak = max(1.0, float(np.max(np.abs(a), initial=0.0)))
-        err = float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
-        assert err <= 1e-5 * peak, f"output {name!r}: max |a - b| = {err:g}, max |ref| = {peak:g}"
+    assert_equivalent(before, after, feeds, rtol=1e-5, atol=1e-5)
 
 
 def random_feeds(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
@@ -211,17 +204,7 @@ def producer_chains(draw) -> Graph:
 
 
 def keeps_outputs(pipeline: str, strategy=fuse_graphs):
-    @given(st.data())
-    def test(data: st.DataObject) -> None:
-        graph = data.draw(strategy, label="graph")
-        before = graph.copy()
-        feeds = data.draw(inputs(before), label="inputs")
-        after = PassManager(pipeline).run(graph).graph
-        assert graph == before, f"{pipeline} changed the graph it was given"
-        after.verify()
-        assert_close(before, after, feeds)
-
-    return test
+    return pass_property(pipeline, strategy, rtol=1e-5, atol=1e-5)
 
 
 test_fuse_keeps_outputs = keeps_outputs("fuse")

@@ -25,7 +25,6 @@ from qcompiler.pass_manager import (
     get_pass,
     parse_pipeline,
     register_pass,
-    run_pipeline,
 )
 from qcompiler.rewriter import Op, RewritePass, Rule, Var
 from qcompiler.types import TensorType
@@ -534,5 +533,5 @@ def test_pipelines_from_pass_objects_classes_and_strings():
     pm = PassManager([Canonicalize(cse=False), FoldBatchNorm, "canonicalize{dce=false}"])
     assert [type(p) for p in pm.passes] == [Canonicalize, FoldBatchNorm, Canonicalize]
     assert PassManager(FoldBatchNorm()).pipeline == "fold-bn"
-    g = run_pipeline(conv_two_readers(), "fold-bn")
+    g = qc.optimize(conv_two_readers(), "fold-bn")
     assert "BatchNormalization" not in str(g)
