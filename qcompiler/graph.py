@@ -7,6 +7,7 @@ Every edge edit goes through the mutation helpers (``Node.set_input``, ``replace
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Container, Iterator, Sequence
 from typing import Any
@@ -69,15 +70,24 @@ class Value:
 class Node:
     """One op application. ``name`` is the stable debug handle: the user's layer name."""
 
-    __slots__ = ("op", "_inputs", "outputs", "attrs", "name", "graph")
+    __slots__ = ("op", "_inputs", "outputs", "attrs", "name", "graph", "origins")
 
-    def __init__(self, op: str, name: str, attrs: dict[str, Any] | None = None):
+    def __init__(self, op: str, name: str, attrs: dict[str, Any] | None = None,
+                 origins: Sequence[str] | None = None):
         self.op = op
         self.name = name
-        self.attrs: dict[str, Any] = dict(attrs or {})
+        self.attrs: dict[str, Any] = {k: _frozen(v) for k, v in (attrs or {}).items()}
         self._inputs: list[Value | None] = []
         self.outputs: list[Value] = []
         self.graph: Graph | None = None
+        # The user's layer names this node computes: its own name when imported, the union of
+        # the matched nodes' origins when a rewrite made it (a fused Conv{relu} keeps the conv,
+        # bn and relu layers), so errors and reports can name what the user wrote.
+        self.origins: tuple[str, ...] = tuple(origins) if origins else (name,)
+
+    def merge_origins(self, *others: Sequence[str]) -> None:
+        """Add the layer names in ``others`` to this node's origins (kept in first-seen order)."""
+        self.origins = merged_origins(self.origins, *others)
 
     @property
     def inputs(self) -> tuple[Value | None, ...]:
@@ -105,12 +115,28 @@ class Node:
                 self.set_input(i, new)
 
     def describe(self) -> str:
-        """How errors name this node: op, node name (the user's layer) and first output."""
+        """How errors name this node: op, node name, the user's layers it came from when they
+        are more than its name, and its first output."""
         out = f" -> %{self.outputs[0].name}" if self.outputs else ""
-        return f"{self.op} node {self.name!r}{out}"
+        layers = ""
+        if self.origins != (self.name,):
+            layers = f" (layers {', '.join(self.origins)})"
+        return f"{self.op} node {self.name!r}{layers}{out}"
 
     def __repr__(self) -> str:
         return f"Node({self.describe()})"
+
+
+def _frozen(value: Any) -> Any:
+    """Attribute lists as tuples, so attributes hash and compare the same however given."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def merged_origins(*groups: Sequence[str]) -> tuple[str, ...]:
+    """The layer names of ``groups`` in first-seen order, each once."""
+    return tuple(dict.fromkeys(name for group in groups for name in group))
 
 
 def _drop_use(value: Value, node: Node, index: int) -> None:
@@ -133,6 +159,7 @@ class Graph:
         self._names: dict[str, Value] = {}
         self._node_names: set[str] = set()
         self._counter = itertools.count()
+        self._in_transaction = False
 
     # -- naming ---------------------------------------------------------------------------------
 
@@ -236,15 +263,28 @@ class Graph:
         before: Node | None = None,
         after: Node | None = None,
         types: Sequence[TensorType] | None = None,
+        origins: Sequence[str] | None = None,
     ) -> Node:
         """Create a node, infer its output types, and insert it (at the end by default).
 
         ``outputs`` is a list of output names or a count (names are made fresh from the node
         name); ``types`` skips inference and sets the output types (used by parsers/importers
-        that already know them; ``verify`` still checks them).
+        that already know them; ``verify`` still checks them); ``origins`` are the user's layer
+        names the node stands for (default: its own name). Everything is checked before the
+        graph is touched: a refused call leaves the graph exactly as it was.
         """
         opdef = ops.get(op)
-        node = Node(op, self.fresh_node_name(name or op.lower()), attrs)
+        if before is not None and after is not None:
+            raise IRError(f"{op}: give either before= or after=, not both")
+        anchor = before if before is not None else after
+        position = len(self.nodes) if anchor is None else (
+            self._index(anchor) + (0 if before is not None else 1))
+        for value in inputs:
+            if value is not None and (value.graph is not self
+                                      or self._names.get(value.name) is not value):
+                raise IRError(f"{op}: operand %{value.name} belongs to another graph, not "
+                              f"{self.name!r}")
+        node = Node(op, self.fresh_node_name(name or op.lower()), attrs, origins)
         if isinstance(outputs, int) or outputs is None:
             count = outputs if isinstance(outputs, int) else len(
                 [o for o in opdef.outputs if not o.endswith("?")]
@@ -252,35 +292,36 @@ class Graph:
             out_names = [node.name if k == 0 else f"{node.name}.{k}" for k in range(count)]
         else:
             out_names = list(outputs)
-        for value in inputs:
-            if value is not None and value.graph is not self:
-                raise IRError(f"{op}: operand %{value.name} belongs to another graph")
+        if types is not None and len(types) != len(out_names):
+            raise IRError(f"{node.describe()}: {len(types)} output types for "
+                          f"{len(out_names)} outputs")
         node._inputs = list(inputs)
-        if types is None:
-            try:
+        try:
+            if types is None:
                 inferred = self._infer(node, len(out_names))
-            except (ShapeInferenceError, UnsupportedModelError):
-                node._inputs = []
-                raise
-        else:
-            inferred = [Out(t.dtype.value, t.shape) for t in types]
+            else:
+                inferred = [Out(t.dtype.value, t.shape) for t in types]
+            if len(inferred) != len(out_names):
+                raise IRError(f"{node.describe()}: {len(inferred)} output types for "
+                              f"{len(out_names)} outputs")
+            out_types = [TensorType(out.dtype, out.shape,
+                                    types[k].quant if types is not None else None)
+                         for k, out in enumerate(inferred)]
+        finally:
+            node._inputs = []
+        # Nothing below can fail: the graph changes only now.
+        node._inputs = list(inputs)
         for k, value in enumerate(node._inputs):
             if value is not None:
                 value.uses.append((node, k))
-        for k, (out_name, out) in enumerate(zip(out_names, inferred, strict=True)):
-            quant = types[k].quant if types is not None else None
-            value = Value(self.fresh_name(out_name), TensorType(out.dtype, out.shape, quant))
+        for out_name, out, out_type in zip(out_names, inferred, out_types):
+            value = Value(self.fresh_name(out_name), out_type)
             value.sym = out.sym
             value.producer = node
             node.outputs.append(self._adopt(value))
         node.graph = self
         self._node_names.add(node.name)
-        if before is not None:
-            self.nodes.insert(self._index(before), node)
-        elif after is not None:
-            self.nodes.insert(self._index(after) + 1, node)
-        else:
-            self.nodes.append(node)
+        self.nodes.insert(position, node)
         return node
 
     def insert_before(self, anchor: Node, op: str, inputs: Sequence[Value | None],
@@ -299,13 +340,56 @@ class Graph:
 
     # -- mutation -------------------------------------------------------------------------------
 
-    def replace_all_uses_with(self, old: Value, new: Value) -> None:
-        """Every reader of ``old`` (nodes and graph outputs) reads ``new`` instead."""
+    def replace_all_uses_with(self, old: Value, new: Value, *, retype: bool = False,
+                              exclude: Container[Node] = ()) -> None:
+        """Every reader of ``old`` (nodes and graph outputs) reads ``new`` instead, except the
+        nodes in ``exclude`` (how a node inserted after ``old`` keeps reading it).
+
+        Refused with an ``IRError`` naming both values, before anything changes: a value from
+        another graph; one of another type (dtype, shape or quantization) unless ``retype``
+        says the change is intended; and one that depends on a reader it would redirect
+        (``replace(y, Abs(y))`` would make ``%y = Abs(%y)``). The node producing ``new``
+        inherits the layer origins of the node producing ``old``.
+        """
         if old is new:
             return
+        for value in (old, new):
+            if value.graph is not self or self._names.get(value.name) is not value:
+                raise IRError(f"cannot replace %{old.name} by %{new.name}: %{value.name} "
+                              f"belongs to another graph, not {self.name!r}")
+        if not retype and old.type != new.type:
+            raise IRError(f"cannot replace %{old.name}: {old.type} by %{new.name}: {new.type}: "
+                          f"the types differ (pass retype=True if the change is intended)")
+        redirected = [node for node, _ in old.uses if node not in exclude]
+        cycle = self._depends_on(new, redirected)
+        if cycle is not None:
+            raise IRError(f"cannot replace %{old.name} by %{new.name}: %{new.name} depends on "
+                          f"{cycle.describe()}, which reads %{old.name}; the graph would get a "
+                          f"cycle")
         for node, index in list(old.uses):
-            node.set_input(index, new)
+            if node not in exclude:
+                node.set_input(index, new)
         self.outputs = [new if v is old else v for v in self.outputs]
+        if old.producer is not None and new.producer is not None:
+            new.producer.merge_origins(old.producer.origins)
+
+    def _depends_on(self, value: Value, nodes: Sequence[Node]) -> Node | None:
+        """The first of ``nodes`` that ``value`` is computed from (or produced by), else None."""
+        targets = {id(n) for n in nodes}
+        if not targets or value.producer is None:
+            return None
+        seen: set[int] = set()
+        stack = [value.producer]
+        while stack:
+            node = stack.pop()
+            if id(node) in targets:
+                return node
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.extend(v.producer for v in node._inputs
+                         if v is not None and v.producer is not None)
+        return None
 
     def erase(self, node: Node) -> None:
         """Remove a node whose outputs nobody reads any more."""
@@ -427,10 +511,52 @@ class Graph:
     # -- copying, text and equality ---------------------------------------------------------------
 
     def copy(self) -> Graph:
-        """A deep copy of the structure; constant arrays (read-only) are shared."""
-        from .text import copy_graph
+        """A structural deep copy; constant arrays (read-only) are shared, not copied."""
+        new = Graph(self.name)
+        mapping: dict[int, Value] = {}
+        for value in self.inputs:
+            mapping[id(value)] = new.add_input(value.name, value.type)
+        for value in self.constants.values():
+            mapping[id(value)] = new.add_constant(value.data, value.name, value.type.quant)
+            mapping[id(value)].sym = value.sym
+        for node in self.nodes:
+            attrs = {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                     for k, v in node.attrs.items()}
+            twin = new.add_node(node.op, [None if v is None else mapping[id(v)]
+                                          for v in node.inputs],
+                                attrs, name=node.name, outputs=[v.name for v in node.outputs],
+                                types=[v.type for v in node.outputs], origins=node.origins)
+            for old, fresh in zip(node.outputs, twin.outputs):
+                fresh.sym = old.sym
+                mapping[id(old)] = fresh
+        new.set_outputs([mapping[id(v)] for v in self.outputs])
+        return new
 
-        return copy_graph(self)
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Graph]:
+        """Edits inside the block either all happen or, if the block raises, none do: the graph
+        is restored to its state at entry (``Node`` and ``Value`` objects taken from it before
+        then are stale after a rollback). Nested blocks roll back with the outermost one."""
+        if self._in_transaction:
+            yield self
+            return
+        snapshot = self.copy()
+        self._in_transaction = True
+        try:
+            yield self
+        except BaseException:
+            self._become(snapshot)
+            raise
+        finally:
+            self._in_transaction = False
+
+    def _become(self, other: Graph) -> None:
+        """Take over ``other``'s whole state (its nodes and values now belong to ``self``)."""
+        self.__dict__.update(other.__dict__)
+        for value in self._names.values():
+            value.graph = self
+        for node in self.nodes:
+            node.graph = self
 
     def to_text(self, inline_constants: bool | int = False) -> str:
         from .text import print_graph
@@ -447,18 +573,49 @@ class Graph:
         return f"<Graph {self.name!r}: {len(self.nodes)} nodes, {len(self.constants)} constants>"
 
     def __eq__(self, other: object) -> bool:
+        """Structural equality: the same inputs, constants (by content), nodes (op, name,
+        attributes, operands, outputs and their types, origins) in the same order, outputs."""
         if not isinstance(other, Graph):
             return NotImplemented
-        if str(self) != str(other) or self.constants.keys() != other.constants.keys():
+        if self.name != other.name or len(self.nodes) != len(other.nodes):
+            return False
+
+        def signature(values: Sequence[Value | None]) -> list[tuple[str, TensorType] | None]:
+            return [None if v is None else (v.name, v.type) for v in values]
+
+        if (signature(self.inputs) != signature(other.inputs)
+                or signature(self.outputs) != signature(other.outputs)
+                or self.constants.keys() != other.constants.keys()):
             return False
         for name, value in self.constants.items():
-            a, b = value.data, other.constants[name].data
-            if a.dtype != b.dtype or a.shape != b.shape:
+            theirs = other.constants[name]
+            if value.type != theirs.type or not _same_array(value.data, theirs.data):
                 return False
-            if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+        for a, b in zip(self.nodes, other.nodes):
+            if (a.op, a.name, a.origins) != (b.op, b.name, b.origins):
+                return False
+            if signature(a.inputs) != signature(b.inputs):
+                return False
+            if signature(a.outputs) != signature(b.outputs):
+                return False
+            if a.attrs.keys() != b.attrs.keys() or not all(
+                    _same_attr(a.attrs[k], b.attrs[k]) for k in a.attrs):
                 return False
         return True
 
     __hash__ = None  # type: ignore[assignment]
 
 
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f")))
+
+
+def _same_attr(a: Any, b: Any) -> bool:
+    """Attribute values compared by content and kind (a tensor is not a list, 1 is not 1.0)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and _same_array(a, b)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
+                and len(a) == len(b) and all(_same_attr(x, y) for x, y in zip(a, b)))
+    return type(a) is type(b) and a == b

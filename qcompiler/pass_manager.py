@@ -326,6 +326,7 @@ class PassManager:
 
     def _run_one(self, p: Pass, graph: Graph, round_: int, ran: tuple[str, ...]) -> PassResult:
         before = len(graph.nodes)
+        signature = _signature(graph)
         start = time.perf_counter()
         try:
             result = p.run(graph)
@@ -339,6 +340,10 @@ class PassManager:
         if not isinstance(result, PassResult):
             raise PassError(f"pass {p.name!r} returned {type(result).__name__}, not a "
                             "PassResult", p.name, passes_run=ran)
+        changed = _signature_change(signature, _signature(result.graph))
+        if changed:
+            raise PassError(f"pass {p.name!r} changed the graph's signature{_after(ran)}: "
+                            f"{changed}", p.name, passes_run=ran)
         if self.verify:
             try:
                 result.graph.verify()
@@ -384,6 +389,31 @@ def _as_passes(pipeline: PipelineSpec) -> list[Pass]:
     if not passes:
         raise PipelineError("the pipeline is empty")
     return passes
+
+
+Signature = tuple[list[tuple[str, str, tuple]], list[tuple[str, str, tuple]]]
+
+
+def _signature(graph: Graph) -> Signature:
+    """Names, dtypes and shapes of the graph's inputs and outputs."""
+    return ([(v.name, v.dtype.value, v.shape) for v in graph.inputs],
+            [(v.name, v.dtype.value, v.shape) for v in graph.outputs])
+
+
+def _signature_change(before: Signature, after: Signature) -> str | None:
+    """How a pass changed the graph's signature, or None. An output dimension that was unknown
+    (``?``) may become known: that is inference learning more, not a change."""
+    for kind, old, new in (("inputs", before[0], after[0]), ("outputs", before[1], after[1])):
+        if [n for n, _, _ in old] != [n for n, _, _ in new]:
+            return (f"its {kind} were {', '.join('%' + n for n, _, _ in old) or 'none'}, now "
+                    f"{', '.join('%' + n for n, _, _ in new) or 'none'}")
+        for (name, dtype, shape), (_, dtype2, shape2) in zip(old, new):
+            refined = kind == "outputs" and len(shape) == len(shape2) and all(
+                a == b or a == "?" for a, b in zip(shape, shape2))
+            if dtype != dtype2 or (shape != shape2 and not refined):
+                return (f"{kind[:-1]} %{name} was {dtype}[{','.join(map(str, shape))}], now "
+                        f"{dtype2}[{','.join(map(str, shape2))}]")
+    return None
 
 
 def _after(ran: tuple[str, ...]) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import QCompilerError, RewriteError
-from .graph import Graph, Node, Value
+from .graph import Graph, Node, Value, merged_origins
 from .pass_manager import Pass, PassResult
 
 
@@ -310,7 +310,8 @@ def _each(operands: list[tuple[Pattern | None, Value | None, str]], k: int, m: M
 @dataclass(frozen=True)
 class Rule:
     """A rewrite: ``pattern`` (rooted at an ``Op``), an optional ``check`` returning a reason
-    to refuse (``None`` to go ahead), and ``rewrite(rewriter, match)``."""
+    to refuse (``None`` to go ahead; any string, even ``""``, refuses), and
+    ``rewrite(rewriter, match)``."""
 
     name: str
     pattern: Op
@@ -340,9 +341,9 @@ def match(rule: Rule, graph: Graph, node: Node) -> Match | Refusal:
     try:
         for _ in rule.pattern.matches_node(node, m):
             reason = rule.check(m) if rule.check is not None else None
-            if not reason:
+            if reason is None:
                 return m._detached()
-            check_reason = check_reason or reason
+            check_reason = check_reason or reason or "the rule's check refused (no reason given)"
     except _Refused as refused:
         m._note(refused)
     if check_reason:
@@ -370,7 +371,8 @@ class Rewriter:
         """Insert a node before the root and return its first output. ``name`` (default: the
         root's name) is the node's name once the nodes it replaces are gone."""
         wanted = name or self.match.root.name
-        node = self.graph.add_node(op, inputs, attrs, name=wanted, before=self.match.root)
+        node = self.graph.add_node(op, inputs, attrs, name=wanted, before=self.match.root,
+                                   origins=merged_origins(*(n.origins for n in self.match.nodes)))
         self.inserted.append(node)
         self._node_names.append((node, wanted))
         return node.outputs[0]
@@ -381,12 +383,15 @@ class Rewriter:
         self._constant_names.append((value, name))
         return value
 
-    def replace(self, old: Value, new: Value) -> None:
+    def replace(self, old: Value, new: Value, *, retype: bool = False) -> None:
         """Every reader of ``old`` reads ``new``; a value this rewrite created (or one that now
-        stands for a graph output) takes ``old``'s name."""
-        self._renames.append((new, old.name, old.is_graph_output))
+        stands for a graph output) takes ``old``'s name. Refused, as by
+        ``Graph.replace_all_uses_with``, when ``new`` is of another type (unless ``retype``),
+        from another graph, or computed from a reader of ``old``."""
+        was_output = old.is_graph_output
+        self.graph.replace_all_uses_with(old, new, retype=retype)
+        self._renames.append((new, old.name, was_output))
         self._replaced.append(old)
-        self.graph.replace_all_uses_with(old, new)
 
     def finish(self) -> None:
         g = self.graph
@@ -430,8 +435,15 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], *, refusals: list[Refusal] 
 
     Nodes are visited in order; at each node the rules rooted at its op are tried in the given
     order and the first that matches fires. Refusals are appended to ``refusals`` (once each,
-    and only where the rule did not fire at that node in a later sweep).
+    and only where the rule did not fire at that node in a later sweep). If a rewrite fails,
+    the ``RewriteError`` leaves ``graph`` as it was before the call.
     """
+    with graph.transaction():
+        return _apply_rules(graph, rules, refusals, max_sweeps)
+
+
+def _apply_rules(graph: Graph, rules: Sequence[Rule], refusals: list[Refusal] | None,
+                 max_sweeps: int) -> dict[str, int]:
     by_op: dict[str, list[Rule]] = {}
     for rule in rules:
         for op in rule.pattern.ops:
@@ -499,9 +511,10 @@ class RewritePass(Pass):
         """Run the phases on ``graph`` in place: (how often each rule fired, every refusal)."""
         refusals: list[Refusal] = []
         stats: dict[str, int] = {}
-        for rules in self.phases():
-            for name, count in apply_rules(graph, rules, refusals=refusals).items():
-                stats[name] = stats.get(name, 0) + count
+        with graph.transaction():  # a failing phase undoes the phases before it too
+            for rules in self.phases():
+                for name, count in apply_rules(graph, rules, refusals=refusals).items():
+                    stats[name] = stats.get(name, 0) + count
         return stats, refusals
 
     def explain(self, graph: Graph, verbose: bool = False) -> list[str]:

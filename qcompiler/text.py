@@ -4,9 +4,11 @@
       %conv1_w: f32[12,1,3,3] = const @conv1_w
       %axes: i64[1] = const dense<[0]>
       %conv1_c: f32[N,12,8,8] = Conv(%image, %conv1_w, %conv1_b) {group = 1} @"conv1"
+      %y: f32[N,24,8,8] = Conv(%conv1_c, %w2) {activation = "Relu"} @conv2 from [conv2, bn2, relu2]
       return %logits
     }
 
+A node whose layer origins are more than its own name lists them after ``from``.
 Constants are printed by reference (``@name``, resolved from the ``constants`` mapping given to
 ``parse``) or inline (``dense<[...]>``); small ones are always inline. Floats are printed in their
 shortest round-tripping form, so ``parse(print(g)) == g`` holds exactly.
@@ -120,6 +122,8 @@ def print_graph(g: Graph, inline_constants: bool | int = False) -> str:
             items = ", ".join(f"{k} = {format_attr(v)}" for k, v in sorted(node.attrs.items()))
             line += " {" + items + "}"
         line += " @" + _name(node.name)
+        if node.origins != (node.name,):
+            line += " from [" + ", ".join(_name(o) for o in node.origins) + "]"
         lines.append(line)
     lines.append("  return " + ", ".join(_value_ref(v) for v in g.outputs))
     lines.append("}")
@@ -285,11 +289,18 @@ def _statement(g: Graph, toks: _Tokens, constants: Mapping[str, np.ndarray]) -> 
     attrs = _fields(toks, "}") if toks.accept("{") else {}
     toks.expect("@")
     node_name = toks.name()
+    origins = None
+    if toks.accept("from"):
+        toks.expect("[")
+        origins = _items(toks, "]", toks.name)
+        if not origins:
+            raise toks.error(f"node {node_name!r} comes from an empty list of layers")
     for name in names:
         if g.has_value(name):
             raise toks.error(f"%{name} is defined twice")
     try:
-        node = g.add_node(op, inputs, attrs, name=node_name, outputs=names, types=types)
+        node = g.add_node(op, inputs, attrs, name=node_name, outputs=names, types=types,
+                          origins=origins)
     except KeyError as exc:
         raise toks.error(f"unknown op {op!r}") from exc
     if node.name != node_name:
@@ -410,35 +421,3 @@ def _attr(toks: _Tokens) -> Any:
         toks.next()
         return text
     raise toks.error("expected an attribute value")
-
-
-# -- copying -------------------------------------------------------------------------------------
-
-
-def copy_graph(g: Graph) -> Graph:
-    """A structural deep copy; constant arrays (read-only) are shared, not copied."""
-    new = Graph(g.name)
-    mapping: dict[int, Value] = {}
-    for value in g.inputs:
-        mapping[id(value)] = new.add_input(value.name, value.type)
-    for value in g.constants.values():
-        mapping[id(value)] = new.add_constant(value.data, value.name, value.type.quant)
-        mapping[id(value)].sym = value.sym
-    for node in g.nodes:
-        copy = new.add_node(
-            node.op,
-            [None if v is None else mapping[id(v)] for v in node.inputs],
-            _copy_attrs(node.attrs),
-            name=node.name,
-            outputs=[v.name for v in node.outputs],
-            types=[v.type for v in node.outputs],
-        )
-        for old, fresh in zip(node.outputs, copy.outputs):
-            fresh.sym = old.sym
-            mapping[id(old)] = fresh
-    new.set_outputs([mapping[id(v)] for v in g.outputs])
-    return new
-
-
-def _copy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in attrs.items()}

@@ -91,11 +91,12 @@ class QuantParams:
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "zero_point", zero)
         object.__setattr__(self, "dtype", DType(self.dtype))
-        info = np.iinfo(self.dtype.np)
-        if self.qmin is None:
-            object.__setattr__(self, "qmin", int(info.min))
-        if self.qmax is None:
-            object.__setattr__(self, "qmax", int(info.max))
+        if self.dtype.is_integer:  # a float "quantized" dtype is reported by problems()
+            info = np.iinfo(self.dtype.np)
+            if self.qmin is None:
+                object.__setattr__(self, "qmin", int(info.min))
+            if self.qmax is None:
+                object.__setattr__(self, "qmax", int(info.max))
 
     @property
     def per_channel(self) -> bool:
@@ -103,10 +104,10 @@ class QuantParams:
 
     def problems(self) -> list[str]:
         """Reasons these parameters are invalid (empty when they are fine)."""
+        if not self.dtype.is_integer:
+            return [f"quantized dtype must be an integer type, not {self.dtype}"]
         out = []
         info = np.iinfo(self.dtype.np)
-        if not self.dtype.is_integer:
-            out.append(f"quantized dtype must be an integer type, not {self.dtype}")
         if not info.min <= self.qmin <= self.qmax <= info.max:
             out.append(f"[qmin, qmax] = [{self.qmin}, {self.qmax}] is not inside {self.dtype}")
         if len(self.scale) != len(self.zero_point):

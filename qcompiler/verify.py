@@ -36,6 +36,11 @@ def graph_problems(g: Graph) -> list[str]:
                 problems.append(f"%{value.name} is {value.dtype} but its quantization is {q.dtype}")
             if q.axis is not None and not -value.type.rank <= q.axis < value.type.rank:
                 problems.append(f"%{value.name}: quantization axis {q.axis} is out of range")
+            elif q.axis is not None:
+                size = value.shape[q.axis]
+                if isinstance(size, int) and size != len(q.scale):
+                    problems.append(f"%{value.name}: {len(q.scale)} per-channel scales for "
+                                    f"axis {q.axis} of size {size}")
 
     for value in g.inputs:
         define(value, "graph input")
@@ -63,7 +68,9 @@ def graph_problems(g: Graph) -> list[str]:
         for index, value in enumerate(node.inputs):
             if value is None:
                 continue
-            if id(value) not in defined:
+            if any(value is out for out in node.outputs):
+                problems.append(f"{where} reads its own output %{value.name}")
+            elif id(value) not in defined:
                 problems.append(f"{where} reads %{value.name} before it is defined "
                                 f"(or it is not in the graph)")
             expected_uses.setdefault(id(value), []).append((id(node), index))

@@ -67,8 +67,8 @@ def test_notes_explain_what_stayed():
     pm = PassManager("canonicalize", explain=True)
     pm.run(g)
     (note,) = pm.explanations["canonicalize"]
-    assert note == ("cse: Relu node 'relu3' -> %r3: it repeats Relu node 'relu1' -> %r1 but its "
-                    "output is a graph output with a name of its own")
+    assert note == ("cse: Relu node 'relu3' -> %r3: it repeats Relu node 'relu1' (layers relu1, "
+                    "relu2) -> %r1 but its output is a graph output with a name of its own")
 
 
 def test_a_reshape_target_that_is_not_the_inputs_dimension_stays():

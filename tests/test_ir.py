@@ -46,11 +46,10 @@ def test_set_input_and_replace_all_uses_with_keep_use_lists():
 def test_replace_all_uses_with_updates_graph_outputs():
     g = chain()
     mul = g.nodes[-1]
-    new = g.add_node("Neg", [mul.outputs[0]], name="neg").outputs[0]
-    g.replace_all_uses_with(mul.outputs[0], new)
-    # the Neg node itself now reads its own output: rewire it back, as a pass would
-    g.node("neg").set_input(0, mul.outputs[0])
-    assert g.outputs == [new]
+    neg = g.add_node("Neg", [mul.outputs[0]], name="neg")
+    g.replace_all_uses_with(mul.outputs[0], neg.outputs[0], exclude={neg})
+    assert g.outputs == [neg.outputs[0]]
+    assert neg.inputs == (mul.outputs[0],)
     g.verify()
 
 

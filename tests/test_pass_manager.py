@@ -50,15 +50,19 @@ class Toy(Pass):
 
 @dataclass
 class PeelNeg(Pass):
-    """Removes the first Neg node, if any (so a fixpoint needs one round per Neg)."""
+    """Removes the first Neg node, if any (so a fixpoint needs one round per Neg); a graph
+    output keeps its name."""
 
     name = "peel-neg"
 
     def run(self, graph: Graph) -> PassResult:
         for node in graph.nodes:
             if node.op == "Neg":
-                graph.replace_all_uses_with(node.outputs[0], node.inputs[0])
+                out, src = node.outputs[0], node.inputs[0]
+                graph.replace_all_uses_with(out, src)
                 graph.erase(node)
+                if out.name != src.name and src.producer is not None and src.is_graph_output:
+                    graph.rename_value(src, out.name)
                 return PassResult(graph, True, {"peeled": 1})
         return PassResult(graph, False)
 
