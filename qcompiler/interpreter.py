@@ -49,7 +49,9 @@ class Interpreter:
         self.graph = graph
         self.before_hooks = [before] if callable(before) else list(before)
         self.after_hooks = [after] if callable(after) else list(after)
-        self.keep = keep
+        if isinstance(keep, str):
+            keep = [keep]
+        self.keep = keep if isinstance(keep, bool) else {graph.value(n).name for n in keep}
         self.stop_after = graph.node(stop_after) if stop_after is not None else None
         self.stopped_at: Node | None = None
         self._env: dict[Value, np.ndarray] = {}

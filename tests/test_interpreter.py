@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import qcompiler as qc
 from qcompiler import zoo
 from qcompiler.graph import Graph, Node
 from qcompiler.interpreter import STOP, Interpreter
+from qcompiler.testing import graphs, inputs
 from qcompiler.types import TensorType
 
 
@@ -37,6 +40,16 @@ def test_gives_what_the_numpy_backend_gives_bit_for_bit(model):
     expected = qc.compile(g, backend="numpy").run(feeds)
     got = Interpreter(g).run(feeds)
     assert got.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+
+
+@given(st.data())
+def test_gives_what_the_numpy_backend_gives_on_drawn_graphs(data):
+    g = data.draw(graphs(batch=st.sampled_from([1, 2, "N"])), label="graph")
+    feeds = data.draw(inputs(g), label="feeds")
+    expected = qc.compile(g, backend="numpy").run(feeds)
+    got = Interpreter(g).run(feeds)
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name])
 
@@ -142,10 +155,14 @@ def test_keep_holds_every_value_or_the_named_ones():
     interp.run({"x": x23()})
     assert interp.peak == 10 and len(interp.held) == 11
     np.testing.assert_array_equal(interp.value("n4"), -x23())
-    interp = Interpreter(chain(10), keep=["n3"])
+    interp = Interpreter(chain(10), keep="n3")
     interp.run({"x": x23()})
     assert set(interp.held) == {"n3", "n9"}
     np.testing.assert_array_equal(interp.value(interp.graph.value("n3")), x23())
+    with pytest.raises(qc.IRError, match="freed after its last reader"):
+        interp.value("n4")
+    with pytest.raises(qc.IRError, match="no value %nope"):
+        Interpreter(chain(2), keep=["nope"])
 
 
 def test_a_subclass_overriding_run_node_replaces_results():
