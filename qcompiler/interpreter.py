@@ -39,7 +39,8 @@ Hook = Callable[["Interpreter", Node, list], object]
 class Interpreter:
     """Run ``graph`` node by node, in its node order, with hooks before and after each node.
 
-    ``keep`` is True (hold every value) or the names of values to hold after their last reader;
+    ``keep`` is True (hold every value), or a value name or names to hold after their last
+    reader (graph outputs are always held);
     ``stop_after`` is the name of a node after which the run ends.
     """
 
