@@ -2,7 +2,9 @@
 
 Repeats until nothing changes: constant folding (including the ``Shape -> Gather -> Concat``
 chains whose contents inference already knows, and Reshape targets built from a dynamic batch,
-which become constants with a 0 "copy this dimension" entry), Identity and inference-mode
+which become constants with a 0 "copy this dimension" entry; results much larger than their
+operands stay ops, see ``qcompiler.folding``; stored types are refined from inference as
+operands become constant), Identity and inference-mode
 Dropout removal, common subexpression elimination (equal ops on the same operands with equal
 attributes, and constants with equal contents), and dead-code elimination.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qcompiler.folding import NEVER_FOLD, eliminate_dead_code, fold_constants
+from qcompiler.folding import FOLD_LIMIT, NEVER_FOLD, eliminate_dead_code, fold_constants
 from qcompiler.graph import Graph, Node, Value
 from qcompiler.ops._schema import UNKNOWN
 from qcompiler.pass_manager import Pass, PassResult, register_pass
@@ -166,13 +168,17 @@ def eliminate_common_subexpressions(graph: Graph, refusals: list[Refusal]) -> in
 @register_pass
 @dataclass
 class Canonicalize(Pass):
-    """Constant folding, Identity/Dropout removal, CSE and dead-code elimination to a fixpoint."""
+    """Constant folding, Identity/Dropout removal, CSE and dead-code elimination to a fixpoint.
+
+    ``fold_limit``: results up to this many bytes always fold, larger ones only when at most
+    ``FOLD_GROWTH`` times their operands (None: every size folds)."""
 
     name = "canonicalize"
     fold: bool = True
     identities: bool = True
     cse: bool = True
     dce: bool = True
+    fold_limit: int | None = FOLD_LIMIT
 
     def run(self, graph: Graph) -> PassResult:
         stats: dict[str, int] = {}
@@ -186,7 +192,7 @@ class Canonicalize(Pass):
         for _ in range(_MAX_ROUNDS):
             changed = 0
             if self.fold:
-                changed += count("folded", fold_constants(graph))
+                changed += count("folded", fold_constants(graph, self.fold_limit))
                 changed += count("static-reshape", make_reshapes_static(graph, refusals))
             if self.identities:
                 fired = apply_rules(graph, [IDENTITY, DROPOUT], refusals=refusals)

@@ -32,6 +32,7 @@ from .errors import (
 )
 from .executable import Executable
 from .graph import Graph, Node, Value
+from .interpreter import Interpreter
 from .pass_manager import (
     Pass,
     PassManager,
@@ -52,4 +53,5 @@ __all__ = [
     "UnknownInputError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
     "parse", "register_pass",
+    "Interpreter",
 ]

@@ -7,7 +7,7 @@ happen per call (names, dtype, rank, dimensions and consistent symbolic dimensio
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,6 @@ class Executable(abc.ABC):
     def __init__(self, inputs: list[InputSpec], outputs: list[str]):
         self.inputs = inputs
         self.outputs = outputs
-        self._input_names = {spec.name for spec in inputs}
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays = self.check_inputs(feeds)
@@ -68,26 +67,7 @@ class Executable(abc.ABC):
 
     def check_inputs(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """The feeds as arrays in input order, or a typed error saying what was expected."""
-        unknown = [name for name in feeds if name not in self._input_names]
-        if unknown:
-            expected = ", ".join(s.name for s in self.inputs)
-            raise UnknownInputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the "
-                                    f"model's inputs are: {expected}")
-        arrays, bound = [], {}
-        for spec in self.inputs:
-            if spec.name not in feeds:
-                raise MissingInputError(f"input {spec.name!r} ({spec.describe()}) is missing")
-            array = feeds[spec.name]
-            if not isinstance(array, np.ndarray):
-                array = np.asarray(array)
-                if array.dtype == np.float64 and spec.dtype == DType.F32:
-                    array = array.astype(np.float32)
-            if array.dtype != spec.dtype.np:
-                raise InputDTypeError(f"input {spec.name!r} must be {spec.dtype} "
-                                      f"({spec.dtype.np.name}), got {array.dtype.name}")
-            _check_shape(spec, array.shape, bound)
-            arrays.append(array)
-        return arrays
+        return check_feeds(self.inputs, feeds)
 
     @abc.abstractmethod
     def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -96,6 +76,32 @@ class Executable(abc.ABC):
     @abc.abstractmethod
     def save(self, path: str) -> None:
         """Write the executable to folder ``path`` (no pickle); ``qcompiler.load`` reads it."""
+
+
+def check_feeds(specs: Sequence[InputSpec], feeds: Mapping[str, Any]) -> list[np.ndarray]:
+    """``feeds`` as arrays in the order of ``specs``, or a typed error saying what was expected
+    (shared by every backend's ``Executable.run`` and by the ``Interpreter``)."""
+    names = {spec.name for spec in specs}
+    unknown = [name for name in feeds if name not in names]
+    if unknown:
+        expected = ", ".join(s.name for s in specs)
+        raise UnknownInputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the "
+                                f"model's inputs are: {expected}")
+    arrays, bound = [], {}
+    for spec in specs:
+        if spec.name not in feeds:
+            raise MissingInputError(f"input {spec.name!r} ({spec.describe()}) is missing")
+        array = feeds[spec.name]
+        if not isinstance(array, np.ndarray):
+            array = np.asarray(array)
+            if array.dtype == np.float64 and spec.dtype == DType.F32:
+                array = array.astype(np.float32)
+        if array.dtype != spec.dtype.np:
+            raise InputDTypeError(f"input {spec.name!r} must be {spec.dtype} "
+                                  f"({spec.dtype.np.name}), got {array.dtype.name}")
+        _check_shape(spec, array.shape, bound)
+        arrays.append(array)
+    return arrays
 
 
 def _check_shape(

@@ -1,10 +1,22 @@
 """Constant folding and dead-code elimination: plain functions over the ``Graph`` API.
 
-``fold_constants`` evaluates every node whose inputs are all constants with the op's numpy
-reference kernel, and every node whose outputs' contents are already known as integers
-(``Value.sym``: the ``Shape -> Gather -> Concat`` chains of exported models), replacing the
-outputs by constants that keep the original tensor names. ``eliminate_dead_code`` then removes
-what nobody reads. Both only use the graph's mutation helpers, so use-lists stay exact.
+``fold_constants`` walks the nodes in order. It first re-infers each node's output types from
+its operands as they are now and refines what the graph stores (an unknown ``?`` dimension that
+inference now knows takes its value; shape-like contents, ``Value.sym``, likewise): once an
+earlier fold has made an operand constant, a reader such as ``Slice(x, 0, Add(1, 1))`` knows its
+shape, and so does everything downstream, so stored types never know less than inference. It
+then replaces the outputs of a node whose operands are all constants (evaluated by the
+``Interpreter``, the one way qcompiler runs nodes) or whose integer contents are already known
+(the ``Shape -> Gather -> Concat`` chains of exported models) by constants that keep the
+original tensor names. ``eliminate_dead_code`` then removes what nobody reads. Both only use
+the graph's mutation helpers, so use-lists stay exact.
+
+Size: a fold must not turn a few bytes of model into a huge constant (``Expand(0.5, [8192,
+8192])`` is 256 MiB). A result folds when it is at most ``limit`` bytes (``FOLD_LIMIT``, 64 KiB,
+by default; None: no limit) or at most ``FOLD_GROWTH`` (4) times the bytes of its operands
+(a transposed or reshaped weight, or an int8 or f16 weight widened to f32, still folds);
+otherwise the op stays and computes its result at run time. Shape-like integer contents always
+fold.
 """
 
 from __future__ import annotations
@@ -15,6 +27,9 @@ import numpy as np
 
 from .errors import ExecutionError, IRError
 from .graph import Graph, Node, Value
+from .interpreter import Interpreter
+from .ops._schema import UNKNOWN, Out
+from .types import TensorType
 
 # Ops never folded even when their inputs are constant: DequantizeLinear of int8 weights is how
 # a QDQ model says "this weight is quantized" (folding it would throw that away), and random
@@ -22,12 +37,22 @@ from .graph import Graph, Node, Value
 NEVER_FOLD = frozenset({"DequantizeLinear", "RandomNormal", "RandomNormalLike", "RandomUniform",
                         "RandomUniformLike", "Bernoulli", "Multinomial"})
 
+FOLD_LIMIT = 64 * 1024
+"""Bytes up to which a computed result always folds (the default of ``fold_constants``)."""
 
-def fold_constants(graph: Graph) -> int:
-    """Replace computable node outputs by constants; return the number of nodes folded."""
+FOLD_GROWTH = 4
+"""A larger result folds when it is at most this many times the bytes of its operands."""
+
+
+def fold_constants(graph: Graph, limit: int | None = FOLD_LIMIT) -> int:
+    """Refine stored types from inference and replace computable node outputs by constants
+    (results above ``limit`` bytes only when not much larger than their operands; ``limit``
+    None folds every size); return the number of nodes folded."""
+    interpreter = Interpreter(graph)
     folded = 0
     for node in list(graph.nodes):
-        arrays = _known_outputs(node)
+        refine_types(graph, node)
+        arrays = _known_outputs(node, interpreter, limit)
         if arrays is None:
             continue
         replaced = []
@@ -39,6 +64,30 @@ def fold_constants(graph: Graph) -> int:
             graph.rename_value(const, name)
         folded += 1
     return folded
+
+
+def refine_types(graph: Graph, node: Node) -> int:
+    """Give ``node``'s outputs what inference knows now and their stored types do not (unknown
+    dimensions and shape-like contents); return how many outputs changed. A disagreement is left
+    for ``verify`` to report."""
+    changed = 0
+    for value, out in zip(node.outputs, graph._infer(node, len(node.outputs)), strict=True):
+        if _refine(value, out):
+            changed += 1
+    return changed
+
+
+def _refine(value: Value, out: Out) -> bool:
+    before = (value.type, value.sym)
+    if out.dtype == value.dtype.value and len(out.shape) == value.type.rank:
+        shape = tuple(o if s == UNKNOWN else s for s, o in zip(value.shape, out.shape))
+        value.type = TensorType(value.dtype, shape, value.type.quant)
+    if out.sym is not None:
+        if value.sym is None:
+            value.sym = out.sym
+        elif len(value.sym) == len(out.sym):
+            value.sym = tuple(o if s == UNKNOWN else s for s, o in zip(value.sym, out.sym))
+    return (value.type, value.sym) != before
 
 
 def eliminate_dead_code(graph: Graph) -> int:
@@ -55,8 +104,10 @@ def eliminate_dead_code(graph: Graph) -> int:
     return removed
 
 
-def _known_outputs(node: Node) -> list[np.ndarray] | None:
-    """The outputs of ``node`` as arrays when they can be computed now, else None."""
+def _known_outputs(node: Node, interpreter: Interpreter,
+                   limit: int | None) -> list[np.ndarray] | None:
+    """The outputs of ``node`` as arrays when they can be computed now and are small enough to
+    keep as constants, else None."""
     if any(v.type.quant is not None for v in node.outputs):
         return None
     from_sym = [_sym_array(v) for v in node.outputs]
@@ -64,25 +115,28 @@ def _known_outputs(node: Node) -> list[np.ndarray] | None:
         return from_sym  # type: ignore[return-value]
     if node.op in NEVER_FOLD or not all(v.is_constant for v in node.inputs if v is not None):
         return None
-    opdef = node.opdef
+    operand_bytes = sum(v.data.nbytes for v in node.inputs if v is not None)
+    if all(v.type.is_static for v in node.outputs):  # too big: known before computing it
+        predicted = sum(math.prod(v.shape) * v.dtype.np.itemsize for v in node.outputs)
+        if not _small_enough(predicted, operand_bytes, limit):
+            return None
     try:
-        result = opdef.kernel(*[None if v is None else v.data for v in node.inputs],
-                              **opdef.full_attrs(node.attrs))
-    except Exception as exc:  # a kernel failing on constants fails at run time too: say where
-        raise ExecutionError(f"constant folding {node.describe()} failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
-    results = list(result) if isinstance(result, (tuple, list)) else [result]
-    if len(results) < len(node.outputs):
-        raise IRError(f"constant folding {node.describe()}: its kernel returned {len(results)} "
-                      f"output(s) for {len(node.outputs)}")
-    arrays = []
-    for value, out in zip(node.outputs, results[:len(node.outputs)], strict=True):
-        out = np.asarray(out)
+        results = interpreter.run_node(node, [None if v is None else v.data
+                                              for v in node.inputs])
+    except ExecutionError as exc:  # a kernel failing on constants fails at run time too
+        raise ExecutionError(f"constant folding: {exc}") from exc
+    for value, out in zip(node.outputs, results, strict=True):
         if value.type.is_static and tuple(out.shape) != value.shape:
             raise IRError(f"constant folding {node.describe()}: its kernel gave shape "
                           f"{list(out.shape)} for %{value.name}, inference said {value.type}")
-        arrays.append(out)
-    return arrays
+    if not _small_enough(sum(r.nbytes for r in results), operand_bytes, limit):
+        return None
+    return results
+
+
+def _small_enough(result_bytes: int, operand_bytes: int, limit: int | None) -> bool:
+    return (limit is None or result_bytes <= limit
+            or result_bytes <= FOLD_GROWTH * operand_bytes)
 
 
 def _sym_array(value: Value) -> np.ndarray | None:

@@ -56,6 +56,17 @@ def test_stats_count_what_was_done():
         "canonicalize: remove-dropout": 2, "canonicalize: folded": 1, "canonicalize: dead": 1}
 
 
+def test_cse_keeps_apart_nodes_whose_attributes_differ():
+    g = qc.parse(golden.load(golden.ROOT / "canonicalize" / "cse_attributes.ir").source)
+    result = PassManager("canonicalize").run(g)
+    assert result.stats == {"canonicalize: cse": 1}
+    assert result.graph.op_counts() == {"Conv": 2, "LeakyRelu": 2, "Flatten": 1, "Softmax": 2,
+                                        "Add": 2, "Sub": 1}
+    axes = {n.name: n.opdef.full_attrs(n.attrs)["axis"]
+            for n in result.graph.find_nodes("Softmax")}
+    assert axes == {"soft1": 0, "soft2": -1}
+
+
 def test_notes_explain_what_stayed():
     g = qc.parse(golden.load(golden.ROOT / "canonicalize" /
                              "identity_kept_between_graph_names.ir").source)
