@@ -100,7 +100,7 @@ class Interpreter:
             raise _node_failure(node, inputs, exc) from exc
         results = list(result) if isinstance(result, (tuple, list)) else [result]
         if len(results) < len(node.outputs):
-            raise ExecutionError(f"{_node_head(node)}: its kernel returned {len(results)} "
+            raise ExecutionError(f"{node.describe()}: its kernel returned {len(results)} "
                                  f"output(s) for {len(node.outputs)}")
         # numpy reductions of 0-d operands give scalars: hand back arrays
         return [np.asarray(r) for r in results[:len(node.outputs)]]
@@ -169,16 +169,11 @@ def _call_hooks(hooks: list[Hook], interp: Interpreter, node: Node, arrays: list
     return None
 
 
-def _node_head(node: Node) -> str:
-    out = f" (-> %{node.outputs[0].name})" if node.outputs else ""
-    return f"{node.op} node {node.name!r}{out}"
-
-
 def _node_failure(node: Node, inputs: Sequence[np.ndarray | None],
                   exc: Exception) -> ExecutionError:
-    """The numpy backend's wording: node, layer, operands' dtypes and shapes, the cause."""
+    """The node with its layers, its operands' dtypes and shapes, and the cause."""
     operands = [f"%{v.name}: {a.dtype}{list(a.shape)}"
                 for v, a in zip(node.inputs, inputs)
                 if v is not None and isinstance(a, np.ndarray)]
     shown = f" with operands {', '.join(operands)}" if operands else ""
-    return ExecutionError(f"{_node_head(node)} failed{shown}: {type(exc).__name__}: {exc}")
+    return ExecutionError(f"{node.describe()} failed{shown}: {type(exc).__name__}: {exc}")

@@ -281,6 +281,18 @@ def test_pass_manager_names_a_pass_that_changed_the_signature(signature_passes, 
     assert g == before
 
 
+def test_an_unknown_output_dimension_may_become_known():
+    g = Graph("g")
+    x = g.add_input("x", TensorType("f32", (2, 3, 4)))
+    one = g.add_constant(np.array([1]), "one")
+    ends = g.add_node("Add", [one, one], name="ends").outputs[0]
+    start, axis = g.add_constant(np.array([0]), "start"), g.add_constant(np.array([2]), "axis")
+    g.set_outputs(g.add_node("Slice", [x, start, ends, axis], name="y").outputs)
+    assert g.outputs[0].shape == (2, 3, "?")
+    refined = PassManager("canonicalize").run(g).graph
+    assert refined.outputs[0].name == "y" and refined.outputs[0].shape == (2, 3, 2)
+
+
 # -- verify --------------------------------------------------------------------------------------
 
 
