@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import IRError
+from .ops.dtypes import NUMPY_NAME
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -55,15 +56,8 @@ class DType(str, enum.Enum):
         raise IRError(f"numpy dtype {name} has no qcompiler dtype (supported: {_supported()})")
 
 
-_TO_NUMPY = {
-    DType.F32: "float32",
-    DType.F16: "float16",
-    DType.I8: "int8",
-    DType.U8: "uint8",
-    DType.I32: "int32",
-    DType.I64: "int64",
-    DType.BOOL: "bool",
-}
+_TO_NUMPY = {DType(name): numpy_name for name, numpy_name in NUMPY_NAME.items()}
+assert set(_TO_NUMPY) == set(DType), "DType and the dtype table disagree"
 
 
 def _supported() -> str:
