@@ -427,3 +427,32 @@ def test_explain_names_the_refused_constant():
         "residual-add: Add node 'add' -> %z: the other operand %b is f32[1,1,2,2], the Add "
         "would broadcast it against %y f32[1,2,2,2]",
     ]
+
+
+# -- the residual's same-shape guard ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conv_batch, other_shape", [
+    (1, ("N", 2, 2, 2)),  # the Add broadcasts the conv's output over the other's batch
+    ("N", (1, 2, 2, 2)),  # the Add broadcasts the other operand over the conv's batch
+    (1, (2, 1, 1)),  # a per-channel tensor, rank 3
+    (1, (1, 2, 1, 1)),  # a per-channel tensor, rank 4
+])
+def test_a_broadcasting_residual_add_is_not_fused(conv_batch, other_shape):
+    """Z is added to the conv's output without broadcasting, so the Add's other operand must
+    have exactly the conv's output shape; a broadcasting Add stays, with the reason."""
+    g = Graph("g")
+    x = g.add_input("x", qc.TensorType("f32", (conv_batch, 2, 2, 2)))
+    s = g.add_input("s", qc.TensorType("f32", other_shape))
+    w = g.add_constant(np.arange(1.0, 5.0, dtype=np.float32).reshape(2, 2, 1, 1), "w")
+    y = g.add_node("Conv", [x, w], name="conv").outputs[0]
+    g.set_outputs([g.add_node("Add", [y, s], name="add").outputs[0]])
+    result = fused(g)
+    assert "fuse: residual-add" not in result.stats
+    assert result.graph.op_counts() == {"Conv": 1, "Add": 1}
+    assert any(note.startswith("residual-add: ") and "would broadcast" in note
+               for note in Fuse().explain(g)), Fuse().explain(g)
+    rng = np.random.default_rng(0)
+    feeds = {v.name: rng.normal(size=[3 if d == "N" else d for d in v.shape]).astype(np.float32)
+             for v in g.inputs}
+    assert_equivalent(g, result.graph, feeds, rtol=0, atol=0)
