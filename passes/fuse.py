@@ -16,6 +16,7 @@ Four phases, each run to a fixpoint before the next:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,29 +133,57 @@ HARD_SWISH_RULES = [
 # -- phase 2: constants into the producer ----------------------------------------------------
 
 
+Affine = tuple[np.ndarray | None, np.ndarray | None]
+_SMALLEST_DIVISOR = 1.0 / float(np.finfo(np.float32).max)  # below it, 1/c overflows float32
+
+
+def _reciprocal(c: np.ndarray) -> Affine | str:
+    """``y / c`` as ``y * (1 / c)``, refused (before any 1/0 is computed) when ``c`` has a zero
+    or an element so small (a float32 subnormal) that its reciprocal overflows float32."""
+    if not np.all(c):
+        return "has a zero: dividing by it is not a scale"
+    if np.any(np.abs(c) < _SMALLEST_DIVISOR):
+        return "has an element whose reciprocal overflows float32: dividing by it is not a scale"
+    return 1.0 / c, None
+
+
+# y op c as the per-channel map y * scale + shift, or why it is not one
+AFFINE_MAPS: dict[str, Callable[[np.ndarray], Affine | str]] = {
+    "Add": lambda c: (None, c),
+    "Sub": lambda c: (None, -c),
+    "Mul": lambda c: (c, None),
+    "Div": _reciprocal,
+}
+
+
+def _affine_map(m: Match) -> Affine | str:
+    """The matched op's (scale, shift) per output channel of the producer, or why not."""
+    producer = m["producer"]
+    problem = producer_problem(producer)
+    if problem:
+        return problem
+    vector = per_channel(producer, m["c"])
+    if isinstance(vector, str):
+        return vector
+    found = AFFINE_MAPS[m.root.op](vector)
+    return f"%{m['c'].name} {found}" if isinstance(found, str) else found
+
+
+def _affine_check(m: Match) -> str | None:
+    found = _affine_map(m)
+    return found if isinstance(found, str) else None
+
+
+def _affine(rw: Rewriter, m: Match) -> None:
+    found = _affine_map(m)
+    assert not isinstance(found, str)
+    rw.replace(m.root.outputs[0], fold_affine(rw, m["producer"], *found))
+
+
 def _affine_rule(op: str, commutative: bool) -> Rule:
-    def check(m: Match) -> str | None:
-        producer = m["producer"]
-        problem = producer_problem(producer)
-        if problem:
-            return problem
-        vector = per_channel(producer, m["c"])
-        if isinstance(vector, str):
-            return vector
-        if op == "Div" and not np.all(vector):
-            return f"%{m['c'].name} has a zero: dividing by it is not a scale"
-        return None
-
-    def rewrite(rw: Rewriter, m: Match) -> None:
-        producer = m["producer"]
-        vector = per_channel(producer, m["c"])
-        assert not isinstance(vector, str)
-        scale, shift = {"Mul": (vector, None), "Div": (1.0 / vector, None),
-                        "Add": (None, vector), "Sub": (None, -vector)}[op]
-        rw.replace(m.root.outputs[0], fold_affine(rw, producer, scale, shift))
-
     name = {"Add": "bias-add", "Sub": "bias-sub", "Mul": "scale-mul", "Div": "scale-div"}[op]
-    return Rule(name, Op(op, _producer(), Const("c"), commutative=commutative), rewrite, check)
+    return Rule(name, Op(op, _producer(), Const("c"), commutative=commutative), _affine,
+                _affine_check)
 
 
 BIAS_RULES = [_affine_rule("Add", True), _affine_rule("Sub", False)]

@@ -4,6 +4,8 @@ outputs before and after, idempotence), the exporter-style zoo models, options a
 
 from __future__ import annotations
 
+import warnings
+
 import golden
 import numpy as np
 import pytest
@@ -456,3 +458,46 @@ def test_a_broadcasting_residual_add_is_not_fused(conv_batch, other_shape):
     feeds = {v.name: rng.normal(size=[3 if d == "N" else d for d in v.shape]).astype(np.float32)
              for v in g.inputs}
     assert_equivalent(g, result.graph, feeds, rtol=0, atol=0)
+
+
+# -- constants with zeros: no numpy warning, a fold or a refusal ----------------------------------
+
+ZERO_SCALES = """
+graph g(%x: f32[1,2,2,2]) {
+  %w: f32[2,2,1,1] = const dense<[1.0, 2.0, 3.0, 4.0]>
+  %c: f32[2,1,1] = const dense<[2.0, 0.0]>
+  %y: f32[1,2,2,2] = Conv(%x, %w) @conv
+  %z: f32[1,2,2,2] = OP(%y, %c) @scale
+  return %z
+}
+"""
+
+
+@pytest.mark.parametrize("op, fires", [("Mul", True), ("Div", False)])
+def test_a_zero_in_a_scale_raises_no_numpy_warning(op, fires):
+    """Paddle exports multiply and divide conv outputs by per-channel constants that contain 0:
+    a Mul by 0 folds (that channel's weights become 0), a Div by 0 is refused; neither may
+    compute 1/0 on the way."""
+    graph = qc.parse(ZERO_SCALES.replace("OP", op))
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        result = fused(graph)
+        notes = Fuse().explain(graph)
+    assert fuse_stats(result.stats) == ({"scale-mul": 1} if fires else {})
+    if not fires:
+        assert notes == ["scale-div: Div node 'scale' -> %z: %c has a zero: dividing by it is "
+                         "not a scale"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            assert_equivalent(graph, result.graph, random_feeds(graph))
+    else:
+        assert_equivalent(graph, result.graph, random_feeds(graph), rtol=1e-6, atol=0)
+
+
+def test_a_divisor_whose_reciprocal_overflows_is_refused():
+    graph = qc.parse(ZERO_SCALES.replace("OP", "Div").replace("0.0]", "1e-45]"))
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        assert not fused(graph).changed
+        assert Fuse().explain(graph) == [
+            "scale-div: Div node 'scale' -> %z: %c has an element whose reciprocal overflows "
+            "float32: dividing by it is not a scale"]
