@@ -3,10 +3,10 @@
 Four phases, each run to a fixpoint before the next:
 
 1. ``decomposed``: the spellings exporters use for HardSigmoid and HardSwish become those ops:
-   ``Clip(x * a + b, 0, 1)`` and ``Clip(x / d + b, 0, 1)`` are ``HardSigmoid``;
-   ``x * Clip(x + 3, 0, 6) / 6`` (in its operand orders, with ``* 1/6`` for ``/ 6``, the
-   division applied to the product, to the Clip or to x) and
-   ``x * HardSigmoid(x)`` with alpha 1/6 and beta 0.5 are ``HardSwish``.
+   ``Clip(x * a + b, 0, 1)``, ``Clip(x / d + b, 0, 1)`` and ``Clip(x + 3, 0, 6) / 6`` (the
+   h_sigmoid of MobileNetV3 ports) are ``HardSigmoid``; ``x * Clip(x + 3, 0, 6) / 6`` (in its
+   operand orders, with ``* 1/6`` for ``/ 6``, the division applied to the product, to the Clip
+   or to x) and ``x * HardSigmoid(x)`` with alpha 1/6 and beta 0.5 are ``HardSwish``.
 2. ``bias`` and ``scale``: Add/Sub (bias) and Mul/Div (scale) of a per-channel constant after a
    producer whose output nothing else reads go into its weights and bias.
 3. ``residual``: ``Add(Conv(...), z)`` becomes a Conv with the residual input ``Z``.
@@ -77,24 +77,36 @@ def _hard_sigmoid(rw: Rewriter, m: Match) -> None:
     rw.replace(m.root.outputs[0], rw.add("HardSigmoid", [m["x"]], {"alpha": alpha, "beta": beta}))
 
 
+def _hard_sigmoid_sixth(rw: Rewriter, m: Match) -> None:
+    """relu6(x + 3) / 6 = Clip(x / 6 + 0.5, 0, 1)."""
+    rw.replace(m.root.outputs[0], rw.add("HardSigmoid", [m["x"]], {"alpha": 1 / 6, "beta": 0.5}))
+
+
 def _clip01(inner: Op) -> Op:
     return Op("Clip", Op("Add", inner, Const("beta"), commutative=True),
               Const(value=0.0), Const(value=1.0))
 
 
-HARD_SIGMOID_MUL = Rule(
-    "hardsigmoid-form",
-    _clip01(Op("Mul", Var("x"), Const("alpha"), commutative=True)),
-    _hard_sigmoid, _hard_sigmoid_check)
-HARD_SIGMOID_DIV = Rule(
-    "hardsigmoid-div-form",
-    _clip01(Op("Div", Var("x"), Const("divisor"))),
-    _hard_sigmoid, _hard_sigmoid_check)
-
 _RELU6_OF_X_PLUS_3 = Op("Clip", Op("Add", Var("x"), Const(value=3.0), commutative=True),
                         Const(value=0.0), Const(value=6.0))
 _SIXTH = Const(value=1.0 / 6.0)
 _SIX = Const(value=6.0)
+
+
+def _sixths(p: Op | Var) -> list[tuple[str, Op]]:
+    """``p / 6`` and ``p * 1/6``, the two ways exporters divide by six."""
+    return [("div", Op("Div", p, _SIX)), ("mul", Op("Mul", p, _SIXTH, commutative=True))]
+
+
+# Clip(x * a + b, 0, 1), Clip(x / d + b, 0, 1) and relu6(x + 3) / 6 (h_sigmoid).
+HARD_SIGMOID_RULES = [
+    Rule("hardsigmoid-form", _clip01(Op("Mul", Var("x"), Const("alpha"), commutative=True)),
+         _hard_sigmoid, _hard_sigmoid_check),
+    Rule("hardsigmoid-div-form", _clip01(Op("Div", Var("x"), Const("divisor"))),
+         _hard_sigmoid, _hard_sigmoid_check),
+    *(Rule(f"hardsigmoid-{kind}-relu6", scaled, _hard_sigmoid_sixth, _same_shape)
+      for kind, scaled in _sixths(_RELU6_OF_X_PLUS_3)),
+]
 
 
 def _hard_swish(rw: Rewriter, m: Match) -> None:
@@ -109,18 +121,11 @@ def _hard_sigmoid_is_sixth(m: Match) -> str | None:
     return _same_shape(m)
 
 
-def _sixths(p: Op | Var) -> list[tuple[str, Op]]:
-    """``p / 6`` and ``p * 1/6``, the two ways exporters divide by six."""
-    return [("div", Op("Div", p, _SIX)), ("mul", Op("Mul", p, _SIXTH, commutative=True))]
-
-
-# x * relu6(x + 3) / 6 with the division on the product, on relu6(x + 3) or on x.
+# x * relu6(x + 3) / 6 with the division on the product or on x; with the division on
+# relu6(x + 3) it is x * HardSigmoid(x) once the h_sigmoid rules above have run.
 HARD_SWISH_RULES = [
     *(Rule(f"hardswish-{kind}-product", scaled, _hard_swish, _same_shape)
       for kind, scaled in _sixths(Op("Mul", Var("x"), _RELU6_OF_X_PLUS_3, commutative=True))),
-    *(Rule(f"hardswish-{kind}-relu6", Op("Mul", Var("x"), scaled, commutative=True),
-           _hard_swish, _same_shape)
-      for kind, scaled in _sixths(_RELU6_OF_X_PLUS_3)),
     *(Rule(f"hardswish-{kind}-x", Op("Mul", scaled, _RELU6_OF_X_PLUS_3, commutative=True),
            _hard_swish, _same_shape)
       for kind, scaled in _sixths(Var("x"))),
@@ -281,7 +286,7 @@ class Fuse(RewritePass):
     def phases(self) -> list[list[Rule]]:
         phases = []
         if self.decomposed:
-            phases.append([HARD_SIGMOID_MUL, HARD_SIGMOID_DIV, *HARD_SWISH_RULES])
+            phases.append([*HARD_SIGMOID_RULES, *HARD_SWISH_RULES])
         constants = (BIAS_RULES if self.bias else []) + (SCALE_RULES if self.scale else [])
         if constants:
             phases.append(constants)

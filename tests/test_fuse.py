@@ -67,7 +67,7 @@ def test_golden(path):
 POST_OPS = ["add", "sub", "mul", "div", "residual", "relu", "relu6", "clip_min", "clip_max",
             "leaky_relu", "hard_sigmoid", "hard_swish", "hswish_div", "hswish_mul_sixth",
             "hswish_clip_div", "hswish_clip_mul", "hswish_hardsigmoid", "hsigmoid_mul",
-            "hsigmoid_div"]
+            "hsigmoid_div", "hsigmoid_relu6"]
 
 
 class _Chain:
@@ -175,6 +175,8 @@ def _post_op(c: _Chain, y, op: str):
         alpha = draw(st.sampled_from([*SIXTHS, 0.2]))
         gate = c.node("HardSigmoid", [y], {"alpha": alpha, "beta": 0.5}, name="hardsigmoid")
         return c.binary("Mul", y, gate, "hswish.mul")
+    if op == "hsigmoid_relu6":
+        return c.sixth(c.relu6(y, "hsigmoid"), "hsigmoid")
     if op == "hsigmoid_mul":
         alpha = c.const(draw(st.sampled_from([*SIXTHS, 0.2, -0.5])))
         scaled = c.binary("Mul", y, alpha, "hsigmoid.mul")

@@ -456,13 +456,18 @@ def _divide_by_six(kit: GraphKit, x: Value, name: str) -> Value:
     return _binary(kit, "Mul", x, _scalar(kit, SIXTH, f"{name}.sixth"), f"{name}.mul")
 
 
+def _relu6_of_x_plus_3(kit: GraphKit, x: Value, name: str) -> Value:
+    """Clip(x + 3, 0, 6), the Add's operands in either order."""
+    return _clip(kit, _binary(kit, "Add", x, _scalar(kit, 3.0, f"{name}.three"), f"{name}.add"),
+                 0.0, 6.0)
+
+
 @register_builder("hard_swish_decomposed")
 def _b_hard_swish_decomposed(kit: GraphKit, x: Value) -> Value:
     """x * Clip(x + 3, 0, 6) / 6 as exporters write it: Add and Mul operands in either order,
     Div by 6 or Mul by 1/6, the division after the product or applied to x or to the Clip
     before it."""
-    shifted = _binary(kit, "Add", x, _scalar(kit, 3.0, "hswish.three"), "hswish.add")
-    clipped = _clip(kit, shifted, 0.0, 6.0)
+    clipped = _relu6_of_x_plus_3(kit, x, "hswish")
     where = kit.choice(["after", "clip", "x"])
     if where == "after":
         return _divide_by_six(kit, _binary(kit, "Mul", x, clipped, "hswish.mul"), "hswish")
@@ -474,9 +479,12 @@ def _b_hard_swish_decomposed(kit: GraphKit, x: Value) -> Value:
 @register_builder("hard_sigmoid_decomposed")
 def _b_hard_sigmoid_decomposed(kit: GraphKit, x: Value) -> Value:
     """Clip(x / 6 + 0.5, 0, 1), Clip(x * 0.16666667 + 0.5, 0, 1) or Clip(x * alpha + beta, 0,
-    1) with paddle's alpha 0.1666666716337204, torch's 1/6 or ONNX's 0.2; Add operands in
-    either order."""
-    form = kit.choice(["div", "mul", "alpha"])
+    1) with paddle's alpha 0.1666666716337204, torch's 1/6 or ONNX's 0.2 (Add operands in
+    either order), or relu6(x + 3) / 6, the h_sigmoid of MobileNetV3 ports (Div by 6 or Mul
+    by 1/6)."""
+    form = kit.choice(["div", "mul", "alpha", "relu6"])
+    if form == "relu6":
+        return _divide_by_six(kit, _relu6_of_x_plus_3(kit, x, "hsig"), "hsig")
     if form == "div":
         scaled = kit.node("Div", [x, _scalar(kit, 6.0, "hsig.six")], name="hsig.div")
     else:
