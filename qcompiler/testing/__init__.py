@@ -20,7 +20,7 @@ The modules, one concern each:
     graph_strategy  graphs()
     strategies      inputs(), quant_params()
     equivalence     run_graph(), assert_equivalent()
-    properties      pass_property()
+    properties      pass_property(), rule_names(), Firing
 
 hypothesis is a test extra: ``import qcompiler`` never imports it, this package does.
 """
@@ -38,10 +38,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 from .equivalence import assert_equivalent, run_graph
 from .graph_strategy import graphs
 from .kit import BUILDERS, Builder, GraphKit, register_builder
-from .properties import pass_property
+from .properties import Firing, pass_property, rule_names
 from .strategies import DISTRIBUTIONS, inputs, quant_params
 
 __all__ = [
-    "BUILDERS", "DISTRIBUTIONS", "Builder", "GraphKit", "assert_equivalent", "graphs", "inputs",
-    "pass_property", "quant_params", "register_builder", "run_graph",
+    "BUILDERS", "DISTRIBUTIONS", "Builder", "Firing", "GraphKit", "assert_equivalent", "graphs",
+    "inputs", "pass_property", "quant_params", "register_builder", "rule_names", "run_graph",
 ]
