@@ -18,16 +18,18 @@ from qcompiler import zoo
 from qcompiler.errors import PipelineError
 from qcompiler.graph import Graph
 from qcompiler.pass_manager import PassManager
-from qcompiler.testing import assert_equivalent, graphs, pass_property
+from qcompiler.testing import assert_equivalent, graphs, pass_property, rule_names
 
 PIPELINE = "canonicalize,fold-bn,fuse"
 FUSE_BUILDERS = [
     "conv", "conv_transpose", "gemm", "matmul", "bias_add", "conv_mul_const", "add_const",
     "mul_const", "sub_const", "div_const", "residual_add", "relu", "clip", "leaky_relu",
     "hard_sigmoid", "hard_swish", "hard_swish_decomposed", "hard_sigmoid_decomposed",
-    "multi_use", "conv_bn", "bn", "flatten", "global_average_pool",
+    "multi_use", "conv_bn", "bn", "flatten", "global_average_pool", "producer_chain",
 ]
 fuse_graphs = graphs(builders=FUSE_BUILDERS)
+# producers followed by what fuse folds into them, and the decomposed activations on their own
+CHAIN_BUILDERS = ["producer_chain", "hard_swish_decomposed", "hard_sigmoid_decomposed"]
 SIXTHS = [1 / 6, 0.16666667, 0.1666666716337204]  # as torch, as printed, as paddle writes it
 
 
@@ -207,11 +209,15 @@ def producer_chains(draw) -> Graph:
 # -- properties ----------------------------------------------------------------------------------
 
 
-def keeps_outputs(pipeline: str, strategy=fuse_graphs):
-    return pass_property(pipeline, strategy, rtol=1e-5, atol=1e-5)
+def keeps_outputs(pipeline: str, strategy=fuse_graphs, must_fire=True):
+    return pass_property(pipeline, strategy, rtol=1e-5, atol=1e-5, must_fire=must_fire)
 
 
 test_fuse_keeps_outputs = keeps_outputs("fuse")
+# every rule of fuse (read from the pass: a new rule is required at once) fires at least once
+test_fuse_keeps_outputs_and_fires_every_rule = keeps_outputs(
+    "fuse", graphs(builders=CHAIN_BUILDERS, min_steps=4, max_steps=12),
+    must_fire=rule_names("fuse"))
 test_pipeline_keeps_outputs = keeps_outputs(PIPELINE)
 test_fuse_keeps_outputs_of_producer_chains = keeps_outputs("fuse", producer_chains())
 

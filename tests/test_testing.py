@@ -33,6 +33,7 @@ REQUIRED = {
     "identity": "Identity", "dropout": "Dropout", "duplicate": None,
     "constant_subexpression": None, "shape_subgraph": "Reshape", "multi_use": None,
     "transpose": "Transpose", "reshape": "Reshape", "concat": "Concat", "softmax": "Softmax",
+    "producer_chain": None,
 }
 # Builders whose first op must read the output of one of these producers.
 FOLLOWS = {

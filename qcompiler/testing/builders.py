@@ -544,26 +544,70 @@ for _op, _doc in (
     register_builder(f"{_op.lower()}_const")(_const_arith_builder(_op, _doc))
 
 
+def _channel_const(kit: GraphKit, op: str, y: Value, data: Callable[[tuple[int, ...]], Any],
+                   name: str) -> Value:
+    """A constant varying along the output channels of producer ``op``'s output ``y``: Conv
+    [M,1,1] or [1,M,1,1], Gemm/MatMul [M] or [1, M]; ``data(shape)`` fills it."""
+    if op == "Conv":
+        shape = _channel_shape(y, kit.coin())
+    else:
+        m = y.shape[-1]
+        shape = kit.choice([(m,), (1, m)])
+    return kit.const(data(shape), name)
+
+
+def _bias(kit: GraphKit, op: str, y: Value, arith: str = "Add") -> Value:
+    """``y + b`` (either operand order) or ``y - b`` with a per-channel ``b`` ~ N(0, 0.5)."""
+    b = _channel_const(kit, op, y, lambda shape: kit.rng.normal(0.0, 0.5, shape), "bias")
+    if arith == "Sub":
+        return kit.node("Sub", [y, b], name="bias_sub")
+    return _binary(kit, "Add", y, b, "bias_add")
+
+
+def _scale(kit: GraphKit, op: str, y: Value, arith: str = "Mul") -> Value:
+    """``y * s`` (either operand order) or ``y / s`` with a per-channel |s| in [0.5, 2]."""
+    s = _channel_const(kit, op, y, lambda shape: _signed(kit.rng, shape), "scale")
+    if arith == "Div":
+        return kit.node("Div", [y, s], name="scale_div")
+    return _binary(kit, "Mul", y, s, "scale_mul")
+
+
 @register_builder("bias_add", ranks=(2, 3, 4, 5), accepts=lambda kit, x: _has_producer(kit, x))
 def _b_bias_add(kit: GraphKit, x: Value) -> Value:
     """Conv/Gemm/MatMul immediately followed by Add of a per-channel (Conv: [M,1,1] or
     [1,M,1,1]) or last-dim ([M] or [1, M]) constant, operands in either order."""
-    op, y = _producer(kit, x)
-    m = y.shape[1] if op == "Conv" else y.shape[-1]
-    if op == "Conv":
-        shape = _channel_shape(y, kit.coin())
-    else:
-        shape = kit.choice([(m,), (1, m)])
-    bias = kit.const(kit.rng.normal(0.0, 0.5, shape), "bias")
-    return _binary(kit, "Add", y, bias, "bias_add")
+    return _bias(kit, *_producer(kit, x))
 
 
 @register_builder("conv_mul_const", ranks=_CONV_RANKS, accepts=_conv_accepts)
 def _b_conv_mul_const(kit: GraphKit, x: Value) -> Value:
     """Conv followed by a per-channel Mul (either operand order)."""
-    y = _conv(kit, x)
-    c = kit.const(_signed(kit.rng, _channel_shape(y, kit.coin())), "mul.const")
-    return _binary(kit, "Mul", y, c, "mul")
+    return _scale(kit, "Conv", _conv(kit, x))
+
+
+_CHAIN_ACTIVATIONS = (_b_relu, _b_clip, _b_leaky_relu, _b_hard_sigmoid, _b_hard_swish,
+                      _b_hard_swish_decomposed, _b_hard_sigmoid_decomposed)
+
+
+@register_builder("producer_chain", ranks=(2, 3, 4, 5),
+                  accepts=lambda kit, x: _has_producer(kit, x))
+def _b_producer_chain(kit: GraphKit, x: Value) -> Value:
+    """A Conv, Gemm or MatMul and what exporters write after it, in their order, each part
+    present or not: a per-channel bias (Add or Sub), a per-channel scale (Mul or Div), a
+    residual Add (then the Conv keeps the shape of ``x`` and the Add reads an existing value of
+    that shape), and an activation (Relu, Clip, LeakyRelu, HardSigmoid, HardSwish or a
+    decomposed HardSwish or HardSigmoid). What ``fuse`` folds into a producer, all together."""
+    partners = _same_shape_values(kit, x) if x.type.rank >= 3 and _spatial_ok(x) else []
+    residual = bool(partners) and kit.coin()
+    op, y = ("Conv", _conv(kit, x, same_shape=True)) if residual else _producer(kit, x)
+    if kit.coin():
+        y = _bias(kit, op, y, kit.choice(["Add", "Sub"]))
+    if kit.coin():
+        y = _scale(kit, op, y, kit.choice(["Mul", "Div"]))
+    if residual:
+        y = _binary(kit, "Add", y, kit.choice(partners), "residual")
+    activation = kit.choice((None, *_CHAIN_ACTIVATIONS))
+    return y if activation is None else activation(kit, y)
 
 
 # -- two-value ops -------------------------------------------------------------------------------
