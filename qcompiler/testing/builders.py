@@ -42,6 +42,10 @@ def _last_ok(x: Value) -> bool:
     return isinstance(x.shape[-1], int) and x.shape[-1] <= 4 * MAX_DIM
 
 
+def _same_shape_values(kit: GraphKit, x: Value) -> list[Value]:
+    return [v for v in kit.values() if v.shape == x.shape]
+
+
 def _channel_shape(x: Value, leading_one: bool) -> tuple[int, ...]:
     """Shape of a per-channel constant broadcasting along axis 1: [C,1,..] or [1,C,1,..]; for
     a rank-2 value (features last) it is [F]."""
@@ -611,10 +615,6 @@ def _b_producer_chain(kit: GraphKit, x: Value) -> Value:
 
 
 # -- two-value ops -------------------------------------------------------------------------------
-
-
-def _same_shape_values(kit: GraphKit, x: Value) -> list[Value]:
-    return [v for v in kit.values() if v.shape == x.shape]
 
 
 @register_builder("residual_add", ranks=_CONV_RANKS, accepts=_conv_accepts)

@@ -36,10 +36,11 @@ def graphs(
     A graph starts from 1 to ``max_inputs`` graph inputs (rank 4 NCHW with ``channels`` and
     ``spatial`` sizes; sometimes rank 2 ``[batch, features]`` or rank 3, when a chosen builder
     handles those ranks), then applies ``min_steps`` to ``max_steps`` builders, each to an
-    existing value it suits (most often the newest). Its outputs are the last value produced,
-    the values builders asked to keep, and sometimes one or two intermediate values, so some
-    values are read both by nodes and as graph outputs. ``batch`` may also draw a symbol name
-    (``st.just("N")``) for a dynamic batch dimension; ``inputs()`` binds it to a size.
+    existing value it suits (the newest in half of the steps, so chains are common). Its
+    outputs are the last value produced, the values builders asked to keep, and sometimes one or
+    two intermediate values, so some values are read both by nodes and as graph outputs.
+    ``batch`` may also draw a symbol name (``st.just("N")``) for a dynamic batch dimension;
+    ``inputs()`` binds it to a size.
     """
     if isinstance(builders, str):
         raise TypeError("builders must be a list of builder names, not a string")
