@@ -216,7 +216,7 @@ def keeps_outputs(pipeline: str, strategy=fuse_graphs, must_fire=True):
 test_fuse_keeps_outputs = keeps_outputs("fuse")
 # every rule of fuse (read from the pass: a new rule is required at once) fires at least once
 test_fuse_keeps_outputs_and_fires_every_rule = keeps_outputs(
-    "fuse", graphs(builders=CHAIN_BUILDERS, min_steps=4, max_steps=12),
+    "fuse", graphs(builders=CHAIN_BUILDERS, min_steps=6, max_steps=16),
     must_fire=rule_names("fuse"))
 test_pipeline_keeps_outputs = keeps_outputs(PIPELINE)
 test_fuse_keeps_outputs_of_producer_chains = keeps_outputs("fuse", producer_chains())
