@@ -27,7 +27,7 @@ FUSE_BUILDERS = [
     "hard_sigmoid", "hard_swish", "hard_swish_decomposed", "hard_sigmoid_decomposed",
     "multi_use", "conv_bn", "bn", "flatten", "global_average_pool", "producer_chain",
 ]
-fuse_graphs = graphs(builders=FUSE_BUILDERS)
+fuse_graphs = graphs(builders=FUSE_BUILDERS, min_steps=3, max_steps=10)
 # producers followed by what fuse folds into them, and the decomposed activations on their own
 CHAIN_BUILDERS = ["producer_chain", "hard_swish_decomposed", "hard_sigmoid_decomposed"]
 SIXTHS = [1 / 6, 0.16666667, 0.1666666716337204]  # as torch, as printed, as paddle writes it
