@@ -103,10 +103,12 @@ def neutral(kit: testing.GraphKit, x: Value) -> Value:
 
 test_remove_neutral = testing.pass_property(
     "remove-neutral",
-    testing.graphs(builders=["neutral", "conv", "relu", "add_const", "multi_use"]))
+    testing.graphs(builders=["neutral", "conv", "relu", "add_const", "multi_use"]),
+    must_fire=testing.rule_names("remove-neutral"))  # each rule fires, or the test fails
 
 
 if __name__ == "__main__":
     run_pipeline()
     test_remove_neutral()  # a hypothesis test: raises with a minimal failing graph if wrong
+    print(test_remove_neutral.firing.summary())
     print("property test passed")

@@ -3,10 +3,10 @@
 Four phases, each run to a fixpoint before the next:
 
 1. ``decomposed``: the spellings exporters use for HardSigmoid and HardSwish become those ops:
-   ``Clip(x * a + b, 0, 1)`` and ``Clip(x / d + b, 0, 1)`` are ``HardSigmoid``;
-   ``x * Clip(x + 3, 0, 6) / 6`` (in its operand orders, with ``* 1/6`` for ``/ 6``, the
-   division applied to the product, to the Clip or to x) and
-   ``x * HardSigmoid(x)`` with alpha 1/6 and beta 0.5 are ``HardSwish``.
+   ``Clip(x * a + b, 0, 1)``, ``Clip(x / d + b, 0, 1)`` and ``Clip(x + 3, 0, 6) / 6`` (the
+   h_sigmoid of MobileNetV3 ports) are ``HardSigmoid``; ``x * Clip(x + 3, 0, 6) / 6`` (in its
+   operand orders, with ``* 1/6`` for ``/ 6``, the division applied to the product, to the Clip
+   or to x) and ``x * HardSigmoid(x)`` with alpha 1/6 and beta 0.5 are ``HardSwish``.
 2. ``bias`` and ``scale``: Add/Sub (bias) and Mul/Div (scale) of a per-channel constant after a
    producer whose output nothing else reads go into its weights and bias.
 3. ``residual``: ``Add(Conv(...), z)`` becomes a Conv with the residual input ``Z``.
@@ -16,6 +16,7 @@ Four phases, each run to a fixpoint before the next:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,24 +77,36 @@ def _hard_sigmoid(rw: Rewriter, m: Match) -> None:
     rw.replace(m.root.outputs[0], rw.add("HardSigmoid", [m["x"]], {"alpha": alpha, "beta": beta}))
 
 
+def _hard_sigmoid_sixth(rw: Rewriter, m: Match) -> None:
+    """relu6(x + 3) / 6 = Clip(x / 6 + 0.5, 0, 1)."""
+    rw.replace(m.root.outputs[0], rw.add("HardSigmoid", [m["x"]], {"alpha": 1 / 6, "beta": 0.5}))
+
+
 def _clip01(inner: Op) -> Op:
     return Op("Clip", Op("Add", inner, Const("beta"), commutative=True),
               Const(value=0.0), Const(value=1.0))
 
 
-HARD_SIGMOID_MUL = Rule(
-    "hardsigmoid-form",
-    _clip01(Op("Mul", Var("x"), Const("alpha"), commutative=True)),
-    _hard_sigmoid, _hard_sigmoid_check)
-HARD_SIGMOID_DIV = Rule(
-    "hardsigmoid-div-form",
-    _clip01(Op("Div", Var("x"), Const("divisor"))),
-    _hard_sigmoid, _hard_sigmoid_check)
-
 _RELU6_OF_X_PLUS_3 = Op("Clip", Op("Add", Var("x"), Const(value=3.0), commutative=True),
                         Const(value=0.0), Const(value=6.0))
 _SIXTH = Const(value=1.0 / 6.0)
 _SIX = Const(value=6.0)
+
+
+def _sixths(p: Op | Var) -> list[tuple[str, Op]]:
+    """``p / 6`` and ``p * 1/6``, the two ways exporters divide by six."""
+    return [("div", Op("Div", p, _SIX)), ("mul", Op("Mul", p, _SIXTH, commutative=True))]
+
+
+# Clip(x * a + b, 0, 1), Clip(x / d + b, 0, 1) and relu6(x + 3) / 6 (h_sigmoid).
+HARD_SIGMOID_RULES = [
+    Rule("hardsigmoid-form", _clip01(Op("Mul", Var("x"), Const("alpha"), commutative=True)),
+         _hard_sigmoid, _hard_sigmoid_check),
+    Rule("hardsigmoid-div-form", _clip01(Op("Div", Var("x"), Const("divisor"))),
+         _hard_sigmoid, _hard_sigmoid_check),
+    *(Rule(f"hardsigmoid-{kind}-relu6", scaled, _hard_sigmoid_sixth, _same_shape)
+      for kind, scaled in _sixths(_RELU6_OF_X_PLUS_3)),
+]
 
 
 def _hard_swish(rw: Rewriter, m: Match) -> None:
@@ -108,18 +121,11 @@ def _hard_sigmoid_is_sixth(m: Match) -> str | None:
     return _same_shape(m)
 
 
-def _sixths(p: Op | Var) -> list[tuple[str, Op]]:
-    """``p / 6`` and ``p * 1/6``, the two ways exporters divide by six."""
-    return [("div", Op("Div", p, _SIX)), ("mul", Op("Mul", p, _SIXTH, commutative=True))]
-
-
-# x * relu6(x + 3) / 6 with the division on the product, on relu6(x + 3) or on x.
+# x * relu6(x + 3) / 6 with the division on the product or on x; with the division on
+# relu6(x + 3) it is x * HardSigmoid(x) once the h_sigmoid rules above have run.
 HARD_SWISH_RULES = [
     *(Rule(f"hardswish-{kind}-product", scaled, _hard_swish, _same_shape)
       for kind, scaled in _sixths(Op("Mul", Var("x"), _RELU6_OF_X_PLUS_3, commutative=True))),
-    *(Rule(f"hardswish-{kind}-relu6", Op("Mul", Var("x"), scaled, commutative=True),
-           _hard_swish, _same_shape)
-      for kind, scaled in _sixths(_RELU6_OF_X_PLUS_3)),
     *(Rule(f"hardswish-{kind}-x", Op("Mul", scaled, _RELU6_OF_X_PLUS_3, commutative=True),
            _hard_swish, _same_shape)
       for kind, scaled in _sixths(Var("x"))),
@@ -132,29 +138,57 @@ HARD_SWISH_RULES = [
 # -- phase 2: constants into the producer ----------------------------------------------------
 
 
+Affine = tuple[np.ndarray | None, np.ndarray | None]
+_SMALLEST_DIVISOR = 1.0 / float(np.finfo(np.float32).max)  # below it, 1/c overflows float32
+
+
+def _reciprocal(c: np.ndarray) -> Affine | str:
+    """``y / c`` as ``y * (1 / c)``, refused (before any 1/0 is computed) when ``c`` has a zero
+    or an element so small (a float32 subnormal) that its reciprocal overflows float32."""
+    if not np.all(c):
+        return "has a zero: dividing by it is not a scale"
+    if np.any(np.abs(c) < _SMALLEST_DIVISOR):
+        return "has an element whose reciprocal overflows float32: dividing by it is not a scale"
+    return 1.0 / c, None
+
+
+# y op c as the per-channel map y * scale + shift, or why it is not one
+AFFINE_MAPS: dict[str, Callable[[np.ndarray], Affine | str]] = {
+    "Add": lambda c: (None, c),
+    "Sub": lambda c: (None, -c),
+    "Mul": lambda c: (c, None),
+    "Div": _reciprocal,
+}
+
+
+def _affine_map(m: Match) -> Affine | str:
+    """The matched op's (scale, shift) per output channel of the producer, or why not."""
+    producer = m["producer"]
+    problem = producer_problem(producer)
+    if problem:
+        return problem
+    vector = per_channel(producer, m["c"])
+    if isinstance(vector, str):
+        return vector
+    found = AFFINE_MAPS[m.root.op](vector)
+    return f"%{m['c'].name} {found}" if isinstance(found, str) else found
+
+
+def _affine_check(m: Match) -> str | None:
+    found = _affine_map(m)
+    return found if isinstance(found, str) else None
+
+
+def _affine(rw: Rewriter, m: Match) -> None:
+    found = _affine_map(m)
+    assert not isinstance(found, str)
+    rw.replace(m.root.outputs[0], fold_affine(rw, m["producer"], *found))
+
+
 def _affine_rule(op: str, commutative: bool) -> Rule:
-    def check(m: Match) -> str | None:
-        producer = m["producer"]
-        problem = producer_problem(producer)
-        if problem:
-            return problem
-        vector = per_channel(producer, m["c"])
-        if isinstance(vector, str):
-            return vector
-        if op == "Div" and not np.all(vector):
-            return f"%{m['c'].name} has a zero: dividing by it is not a scale"
-        return None
-
-    def rewrite(rw: Rewriter, m: Match) -> None:
-        producer = m["producer"]
-        vector = per_channel(producer, m["c"])
-        assert not isinstance(vector, str)
-        scale, shift = {"Mul": (vector, None), "Div": (1.0 / vector, None),
-                        "Add": (None, vector), "Sub": (None, -vector)}[op]
-        rw.replace(m.root.outputs[0], fold_affine(rw, producer, scale, shift))
-
     name = {"Add": "bias-add", "Sub": "bias-sub", "Mul": "scale-mul", "Div": "scale-div"}[op]
-    return Rule(name, Op(op, _producer(), Const("c"), commutative=commutative), rewrite, check)
+    return Rule(name, Op(op, _producer(), Const("c"), commutative=commutative), _affine,
+                _affine_check)
 
 
 BIAS_RULES = [_affine_rule("Add", True), _affine_rule("Sub", False)]
@@ -252,7 +286,7 @@ class Fuse(RewritePass):
     def phases(self) -> list[list[Rule]]:
         phases = []
         if self.decomposed:
-            phases.append([HARD_SIGMOID_MUL, HARD_SIGMOID_DIV, *HARD_SWISH_RULES])
+            phases.append([*HARD_SIGMOID_RULES, *HARD_SWISH_RULES])
         constants = (BIAS_RULES if self.bias else []) + (SCALE_RULES if self.scale else [])
         if constants:
             phases.append(constants)

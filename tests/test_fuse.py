@@ -4,6 +4,8 @@ outputs before and after, idempotence), the exporter-style zoo models, options a
 
 from __future__ import annotations
 
+import warnings
+
 import golden
 import numpy as np
 import pytest
@@ -16,16 +18,18 @@ from qcompiler import zoo
 from qcompiler.errors import PipelineError
 from qcompiler.graph import Graph
 from qcompiler.pass_manager import PassManager
-from qcompiler.testing import assert_equivalent, graphs, pass_property
+from qcompiler.testing import assert_equivalent, graphs, pass_property, rule_names
 
 PIPELINE = "canonicalize,fold-bn,fuse"
 FUSE_BUILDERS = [
     "conv", "conv_transpose", "gemm", "matmul", "bias_add", "conv_mul_const", "add_const",
     "mul_const", "sub_const", "div_const", "residual_add", "relu", "clip", "leaky_relu",
     "hard_sigmoid", "hard_swish", "hard_swish_decomposed", "hard_sigmoid_decomposed",
-    "multi_use", "conv_bn", "bn", "flatten", "global_average_pool",
+    "multi_use", "conv_bn", "bn", "flatten", "global_average_pool", "producer_chain",
 ]
-fuse_graphs = graphs(builders=FUSE_BUILDERS)
+fuse_graphs = graphs(builders=FUSE_BUILDERS, min_steps=3, max_steps=10)
+# producers followed by what fuse folds into them, and the decomposed activations on their own
+CHAIN_BUILDERS = ["producer_chain", "hard_swish_decomposed", "hard_sigmoid_decomposed"]
 SIXTHS = [1 / 6, 0.16666667, 0.1666666716337204]  # as torch, as printed, as paddle writes it
 
 
@@ -65,7 +69,7 @@ def test_golden(path):
 POST_OPS = ["add", "sub", "mul", "div", "residual", "relu", "relu6", "clip_min", "clip_max",
             "leaky_relu", "hard_sigmoid", "hard_swish", "hswish_div", "hswish_mul_sixth",
             "hswish_clip_div", "hswish_clip_mul", "hswish_hardsigmoid", "hsigmoid_mul",
-            "hsigmoid_div"]
+            "hsigmoid_div", "hsigmoid_relu6"]
 
 
 class _Chain:
@@ -173,6 +177,8 @@ def _post_op(c: _Chain, y, op: str):
         alpha = draw(st.sampled_from([*SIXTHS, 0.2]))
         gate = c.node("HardSigmoid", [y], {"alpha": alpha, "beta": 0.5}, name="hardsigmoid")
         return c.binary("Mul", y, gate, "hswish.mul")
+    if op == "hsigmoid_relu6":
+        return c.sixth(c.relu6(y, "hsigmoid"), "hsigmoid")
     if op == "hsigmoid_mul":
         alpha = c.const(draw(st.sampled_from([*SIXTHS, 0.2, -0.5])))
         scaled = c.binary("Mul", y, alpha, "hsigmoid.mul")
@@ -203,11 +209,15 @@ def producer_chains(draw) -> Graph:
 # -- properties ----------------------------------------------------------------------------------
 
 
-def keeps_outputs(pipeline: str, strategy=fuse_graphs):
-    return pass_property(pipeline, strategy, rtol=1e-5, atol=1e-5)
+def keeps_outputs(pipeline: str, strategy=fuse_graphs, must_fire=True):
+    return pass_property(pipeline, strategy, rtol=1e-5, atol=1e-5, must_fire=must_fire)
 
 
 test_fuse_keeps_outputs = keeps_outputs("fuse")
+# every rule of fuse (read from the pass: a new rule is required at once) fires at least once
+test_fuse_keeps_outputs_and_fires_every_rule = keeps_outputs(
+    "fuse", graphs(builders=CHAIN_BUILDERS, min_steps=6, max_steps=16),
+    must_fire=rule_names("fuse"))
 test_pipeline_keeps_outputs = keeps_outputs(PIPELINE)
 test_fuse_keeps_outputs_of_producer_chains = keeps_outputs("fuse", producer_chains())
 
@@ -427,3 +437,75 @@ def test_explain_names_the_refused_constant():
         "residual-add: Add node 'add' -> %z: the other operand %b is f32[1,1,2,2], the Add "
         "would broadcast it against %y f32[1,2,2,2]",
     ]
+
+
+# -- the residual's same-shape guard ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conv_batch, other_shape", [
+    (1, ("N", 2, 2, 2)),  # the Add broadcasts the conv's output over the other's batch
+    ("N", (1, 2, 2, 2)),  # the Add broadcasts the other operand over the conv's batch
+    (1, (2, 1, 1)),  # a per-channel tensor, rank 3
+    (1, (1, 2, 1, 1)),  # a per-channel tensor, rank 4
+])
+def test_a_broadcasting_residual_add_is_not_fused(conv_batch, other_shape):
+    """Z is added to the conv's output without broadcasting, so the Add's other operand must
+    have exactly the conv's output shape; a broadcasting Add stays, with the reason."""
+    g = Graph("g")
+    x = g.add_input("x", qc.TensorType("f32", (conv_batch, 2, 2, 2)))
+    s = g.add_input("s", qc.TensorType("f32", other_shape))
+    w = g.add_constant(np.arange(1.0, 5.0, dtype=np.float32).reshape(2, 2, 1, 1), "w")
+    y = g.add_node("Conv", [x, w], name="conv").outputs[0]
+    g.set_outputs([g.add_node("Add", [y, s], name="add").outputs[0]])
+    result = fused(g)
+    assert "fuse: residual-add" not in result.stats
+    assert result.graph.op_counts() == {"Conv": 1, "Add": 1}
+    assert any(note.startswith("residual-add: ") and "would broadcast" in note
+               for note in Fuse().explain(g)), Fuse().explain(g)
+    rng = np.random.default_rng(0)
+    feeds = {v.name: rng.normal(size=[3 if d == "N" else d for d in v.shape]).astype(np.float32)
+             for v in g.inputs}
+    assert_equivalent(g, result.graph, feeds, rtol=0, atol=0)
+
+
+# -- constants with zeros: no numpy warning, a fold or a refusal ----------------------------------
+
+ZERO_SCALES = """
+graph g(%x: f32[1,2,2,2]) {
+  %w: f32[2,2,1,1] = const dense<[1.0, 2.0, 3.0, 4.0]>
+  %c: f32[2,1,1] = const dense<[2.0, 0.0]>
+  %y: f32[1,2,2,2] = Conv(%x, %w) @conv
+  %z: f32[1,2,2,2] = OP(%y, %c) @scale
+  return %z
+}
+"""
+
+
+@pytest.mark.parametrize("op, fires", [("Mul", True), ("Div", False)])
+def test_a_zero_in_a_scale_raises_no_numpy_warning(op, fires):
+    """Paddle exports multiply and divide conv outputs by per-channel constants that contain 0:
+    a Mul by 0 folds (that channel's weights become 0), a Div by 0 is refused; neither may
+    compute 1/0 on the way."""
+    graph = qc.parse(ZERO_SCALES.replace("OP", op))
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        result = fused(graph)
+        notes = Fuse().explain(graph)
+    assert fuse_stats(result.stats) == ({"scale-mul": 1} if fires else {})
+    if not fires:
+        assert notes == ["scale-div: Div node 'scale' -> %z: %c has a zero: dividing by it is "
+                         "not a scale"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            assert_equivalent(graph, result.graph, random_feeds(graph))
+    else:
+        assert_equivalent(graph, result.graph, random_feeds(graph), rtol=1e-6, atol=0)
+
+
+def test_a_divisor_whose_reciprocal_overflows_is_refused():
+    graph = qc.parse(ZERO_SCALES.replace("OP", "Div").replace("0.0]", "1e-45]"))
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        assert not fused(graph).changed
+        assert Fuse().explain(graph) == [
+            "scale-div: Div node 'scale' -> %z: %c has an element whose reciprocal overflows "
+            "float32: dividing by it is not a scale"]

@@ -33,6 +33,7 @@ REQUIRED = {
     "identity": "Identity", "dropout": "Dropout", "duplicate": None,
     "constant_subexpression": None, "shape_subgraph": "Reshape", "multi_use": None,
     "transpose": "Transpose", "reshape": "Reshape", "concat": "Concat", "softmax": "Softmax",
+    "producer_chain": None,
 }
 # Builders whose first op must read the output of one of these producers.
 FOLLOWS = {
@@ -387,3 +388,58 @@ def test_pass_property_catches_a_wrong_pass():
                              settings=settings(database=None, phases=[Phase.generate]))
     with pytest.raises(AssertionError, match=r"max \|g1 - g2\|"):
         check()
+
+
+@register_pass
+@dataclass
+class DoNothing(Pass):
+    """A pass that never changes anything: a property test of it proves nothing."""
+
+    name = "test-do-nothing"
+
+    def run(self, graph: Graph) -> PassResult:
+        return PassResult(graph, False)
+
+
+def test_pass_property_fails_when_the_pass_never_fired():
+    check = qt.pass_property("test-do-nothing", qt.graphs(builders=["relu"]),
+                             settings=settings(max_examples=5, database=None))
+    with pytest.raises(AssertionError, match=r"test-do-nothing never changed the graph in 5 "
+                                             r"examples"):
+        check()
+    assert check.firing.examples == 5 and check.firing.changed == 0
+
+
+def test_pass_property_reports_how_often_the_pass_fired():
+    check = qt.pass_property("fold-bn", qt.graphs(builders=["conv_bn", "bn"]),
+                             settings=settings(max_examples=10, database=None))
+    check()
+    firing = check.firing
+    assert firing.examples == 10
+    assert 0 < firing.changed <= 10
+    assert set(firing.rules) <= {"fold-bn: fold-into-producer", "fold-bn: scale-shift"}
+    assert sum(firing.rules.values()) >= firing.changed
+    summary = firing.summary()
+    assert summary.startswith(f"fold-bn changed the graph in {firing.changed} of 10 examples")
+    for rule, count in firing.rules.items():
+        assert f"{rule} in {count}" in summary
+    check()  # a second run counts afresh
+    assert check.firing.examples == 10
+
+
+def test_pass_property_can_require_every_rule():
+    assert qt.rule_names("fold-bn") == ("fold-bn: fold-into-producer", "fold-bn: scale-shift")
+    assert qt.rule_names("canonicalize,fold-bn") == qt.rule_names("fold-bn")
+    check = qt.pass_property("fold-bn", qt.graphs(builders=["bn"]),
+                             must_fire=qt.rule_names("fold-bn"),
+                             settings=settings(max_examples=5, database=None))
+    with pytest.raises(AssertionError, match=r"fold-bn: fold-into-producer never fired in 5 "
+                                             r"examples"):
+        check()
+
+
+def test_pass_property_settings_given_after_the_fact_apply():
+    check = settings(max_examples=3, database=None)(
+        qt.pass_property("fold-bn", qt.graphs(builders=["conv_bn"])))
+    check()
+    assert check.firing.examples == 3
