@@ -11,10 +11,10 @@ from ..types import QuantParams, TensorType
 
 
 def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run ``graph`` on ``inputs`` with the numpy backend (the reference); {output: array}."""
-    from ..api import compile
+    """Run ``graph`` on ``inputs`` with the ``Interpreter`` (the reference); {output: array}."""
+    from ..interpreter import Interpreter
 
-    return compile(graph, backend="numpy").run(dict(inputs))
+    return Interpreter(graph).run(inputs)
 
 
 def _scale_array(params: QuantParams, shape: tuple[int, ...]) -> np.ndarray:
