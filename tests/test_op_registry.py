@@ -32,15 +32,27 @@ def i64(*values):
     return np.array(values, np.int64)
 
 
+def i32(*shape):
+    return rng.integers(-5, 5, shape).astype(np.int32)
+
+
+def bools(*shape):
+    return rng.integers(0, 2, shape).astype(np.bool_)
+
+
 X = f32(2, 3, 6, 6)
 C3 = pos(3)
 # op -> (inputs, attrs, indices of inputs that are constants)
 EXAMPLES = {
     "Abs": ([f32(4)], {}, ()),
     "Add": ([f32(2, 3), f32(3)], {}, ()),
+    "And": ([bools(2, 3), bools(3)], {}, ()),
+    "ArgMax": ([f32(3, 4, 5)], {"axis": 1, "keepdims": 0}, ()),
+    "ArgMin": ([i32(3, 4)], {"axis": -1, "select_last_index": 1}, ()),
     "AveragePool": ([X], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, ()),
     "BatchNormalization": ([X, C3, f32(3), f32(3), C3], {}, ()),
     "Cast": ([f32(5)], {"to": 7}, ()),
+    "CastLike": ([f32(5) * 9, np.zeros(0, np.int8)], {}, ()),
     "Clip": ([f32(6), np.float32(-0.5), np.float32(0.5)], {}, (1, 2)),
     "Concat": ([f32(2, 3), f32(2, 1)], {"axis": 1}, ()),
     "Constant": ([], {"value": helper.make_tensor("v", 1, [2], [1.5, -2.0])}, ()),
@@ -50,7 +62,9 @@ EXAMPLES = {
     "DequantizeLinear": ([np.arange(-4, 4, dtype=np.int8), np.float32(0.5), np.int8(1)], {}, ()),
     "Div": ([f32(3), pos(3)], {}, ()),
     "Dropout": ([f32(4)], {}, ()),
+    "Einsum": ([f32(2, 3, 4), f32(2, 4, 5)], {"equation": "bij,bjk->bik"}, ()),
     "Elu": ([f32(5)], {"alpha": 0.5}, ()),
+    "Equal": ([i32(2, 3), i32(3)], {}, ()),
     "Erf": ([f32(5)], {}, ()),
     "Exp": ([f32(5)], {}, ()),
     "Expand": ([f32(3, 1), i64(2, 3, 4)], {}, (1,)),
@@ -60,25 +74,36 @@ EXAMPLES = {
     "Gemm": ([f32(2, 3), f32(4, 3), f32(4)], {"transB": 1, "alpha": 0.5}, ()),
     "GlobalAveragePool": ([X], {}, ()),
     "GlobalMaxPool": ([X], {}, ()),
+    "Greater": ([f32(2, 3), f32(2, 1)], {}, ()),
+    "GreaterOrEqual": ([i32(4), i32(4)], {}, ()),
     "HardSigmoid": ([f32(5)], {}, ()),
     "HardSwish": ([f32(5) * 4], {}, ()),
     "Identity": ([f32(3)], {}, ()),
     "InstanceNormalization": ([X, C3, f32(3)], {}, ()),
+    "IsInf": ([np.array([1, np.inf, -np.inf, np.nan], np.float32)], {"detect_negative": 0}, ()),
+    "IsNaN": ([np.array([1, np.inf, np.nan], np.float32)], {}, ()),
     "LRN": ([X], {"size": 3}, ()),
     "LayerNormalization": ([f32(2, 5), pos(5), f32(5)], {}, ()),
     "LeakyRelu": ([f32(5)], {"alpha": 0.1}, ()),
+    "Less": ([f32(4), f32(1)], {}, ()),
+    "LessOrEqual": ([i32(3, 2), i32(3, 1)], {}, ()),
     "Log": ([pos(5)], {}, ()),
     "LogSoftmax": ([f32(2, 5)], {}, ()),
     "MatMul": ([f32(2, 3, 4), f32(4, 5)], {}, ()),
     "Max": ([f32(3), f32(2, 3)], {}, ()),
     "MaxPool": ([X], {"kernel_shape": [2, 2], "strides": [2, 2]}, ()),
     "Min": ([f32(3), f32(2, 3)], {}, ()),
+    "Mod": ([i32(3, 4), np.array([3, -2, 5, 7], np.int32)], {}, ()),
     "Mul": ([f32(2, 3), f32(3)], {}, ()),
     "Neg": ([f32(4)], {}, ()),
+    "Not": ([bools(4)], {}, ()),
+    "Or": ([bools(4), bools(4)], {}, ()),
     "PRelu": ([X, f32(3, 1, 1)], {}, ()),
     "Pad": ([f32(2, 3), i64(0, 1, 1, 2)], {}, (1,)),
     "Pow": ([pos(4), f32(4)], {}, ()),
     "QuantizeLinear": ([f32(8) * 3, np.float32(0.1), np.uint8(128)], {}, ()),
+    "Range": ([np.array(1, np.int64), np.array(9, np.int64), np.array(3, np.int64)], {}, (0, 1, 2)),
+    "Reciprocal": ([pos(5)], {}, ()),
     "ReduceMax": ([f32(2, 3, 4), i64(1)], {}, (1,)),
     "ReduceMean": ([f32(2, 3, 4), i64(0, 2)], {"keepdims": 0}, (1,)),
     "ReduceSum": ([f32(2, 3, 4), i64(-1)], {}, (1,)),
@@ -88,6 +113,7 @@ EXAMPLES = {
     "Selu": ([f32(5)], {}, ()),
     "Shape": ([X], {"start": 1}, ()),
     "Sigmoid": ([f32(5)], {}, ()),
+    "Size": ([X], {}, ()),
     "Slice": ([f32(5, 4), i64(1), i64(4), i64(0), i64(2)], {}, (1, 2, 3, 4)),
     "Softmax": ([f32(2, 5)], {"axis": 0}, ()),
     "Softplus": ([f32(5)], {}, ()),
@@ -100,8 +126,10 @@ EXAMPLES = {
     "Tanh": ([f32(5)], {}, ()),
     "Tile": ([f32(2, 3), i64(2, 1)], {}, (1,)),
     "Transpose": ([X], {"perm": [0, 2, 3, 1]}, ()),
+    "Trilu": ([f32(2, 4, 5), np.array(1, np.int64)], {"upper": 0}, ()),
     "Unsqueeze": ([f32(3, 2), i64(0, 3)], {}, (1,)),
     "Where": ([f32(4) > 0, f32(4), f32(4)], {}, ()),
+    "Xor": ([bools(2, 2), bools(2, 1)], {}, ()),
 }
 N_OUTPUTS = {"Split": 2}
 

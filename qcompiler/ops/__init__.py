@@ -8,7 +8,7 @@ runs with numpy alone.
 
 from __future__ import annotations
 
-from . import elementwise, nn, quant, reduce, tensor  # noqa: F401  (registers the ops)
+from . import einsum, elementwise, logic, nn, quant, reduce, tensor  # noqa: F401  (registers the ops)
 from ._schema import OPS, REQUIRED, Ctx, InferError, OpDef, Out, op
 from .activation import ACTIVATIONS, apply_activation
 
