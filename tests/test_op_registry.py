@@ -1,12 +1,16 @@
 """The op registry: every op the foundation promises is there, and every registered op is
 checked against onnxruntime here at least once (the family test files go deeper)."""
 
+import re
+
 import numpy as np
 import pytest
 from onnx import helper
-from op_check import check_op
+from op_check import check_op, refuse
 
+import qcompiler as qc
 from qcompiler import ops
+from qcompiler.types import DType
 
 REQUIRED = """
 Conv ConvTranspose BatchNormalization Gemm MatMul Add Sub Mul Div Relu Clip LeakyRelu Sigmoid
@@ -148,3 +152,29 @@ def test_op_matches_onnxruntime(op_type):
     inputs = [np.asarray(a) if a is not None else None for a in inputs]
     check_op(op_type, inputs, attrs, n_outputs=N_OUTPUTS.get(op_type, 1),
              constant_inputs=constants)
+
+
+def test_unknown_op_is_a_qcompiler_error_with_a_suggestion():
+    with pytest.raises(qc.UnknownOpError, match="'Relux' is not registered; did you mean 'Relu'"):
+        ops.get("Relux")
+    with pytest.raises(KeyError):  # old ``except KeyError`` code keeps working
+        ops.get("NoSuchOp")
+    with pytest.raises(qc.QCompilerError, match="see qcompiler.ops.names"):
+        ops.get("NoSuchOp")
+
+
+@pytest.mark.parametrize(("op_type", "attrs", "message"), [
+    ("Transpose", {"perm": "abc"}, "attribute 'perm' must be a list of ints, got str 'abc'"),
+    ("Flatten", {"axis": 1.5}, "attribute 'axis' must be an int, got float 1.5"),
+    ("LeakyRelu", {"alpha": "x"}, "attribute 'alpha' must be a float, got str 'x'"),
+    ("Gelu", {"approximate": 1}, "attribute 'approximate' must be a string, got int 1"),
+    ("Transpose", {"perm": (0, 1.0)}, "'perm' must be a list of ints, got tuple"),
+])
+def test_wrong_typed_attribute_names_node_attribute_and_type(op_type, attrs, message):
+    refuse(op_type, [(DType.F32, (2, 3))], attrs, qc.ShapeInferenceError, re.escape(message))
+
+
+def test_every_attribute_has_a_known_type():
+    kinds = {"int", "float", "string", "ints", "floats", "tensor"}
+    assert {(d.name, k) for d in ops.OPS.values() for k in d.attrs
+            if d.attr_kinds[k] not in kinds} == set()

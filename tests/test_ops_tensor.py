@@ -515,8 +515,10 @@ def test_unknown_shape_inputs_give_the_rank():
     assert out("Slice", [n, g.add_constant(i64(0)), g.add_constant(i64(INT64_MAX))]) == ("N", 5)
     assert out("Slice", [n, g.add_constant(i64(1)), g.add_constant(i64(INT64_MAX))]) == (
         UNKNOWN, 5)
-    with pytest.raises(ShapeInferenceError, match="axes must be known"):
+    with pytest.raises(UnsupportedModelError, match="axes must be known"):
         g.add_node("Unsqueeze", [x, s1])
+    with pytest.raises(UnsupportedModelError, match="output rank is unknown"):
+        g.add_node("Reshape", [x, g.add_input("r", TensorType(DType.I64, ("R",)))])
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -537,7 +539,6 @@ def _errors():
         ("Split", [(f32, (5,))], {}, "needs the 'split' input or the num_outputs"),
         ("Split", [(f32, (5,)), i64(5)], {"num_outputs": 1}, "not both"),
         ("Squeeze", [(f32, (2, 1)), i64(0)], {}, "cannot squeeze axis 0"),
-        ("Squeeze", [(f32, ("N", 1))], {}, "pass axes"),
         ("Unsqueeze", [(f32, (2,)), i64(0, -3)], {}, "repeat an axis"),
         ("Transpose", [(f32, (2, 3))], {"perm": (0, 0)}, "not a permutation"),
         ("Gather", [(f32, (3, 4)), i64(3)], {}, "out of range"),
@@ -564,6 +565,8 @@ def _unsupported():
         ("Cast", [(f32, (2,))], {"to": 11}, "type 11 is not supported"),
         ("Dropout", [(f32, (2,)), np.array(0.5, np.float32), np.array(True)], {},
          "training mode"),
+        ("Squeeze", [(f32, ("N", 1))], {}, "pass axes"),
+        ("Squeeze", [(f32, (2, 1)), (DType.I64, (1,))], {}, "axes must be known"),
     ]
 
 

@@ -21,7 +21,8 @@ def _reduce(ctx: Ctx) -> list[Out]:
         axes = ctx.ints(1)
         if axes is None or not all(isinstance(a, int) for a in axes):
             if not keep:
-                ctx.fail("axes must be known at compile time (a constant) when keepdims=0")
+                ctx.unsupported("axes must be known at compile time (a constant) when "
+                                "keepdims=0: the output rank depends on them")
             return [Out(ctx.dtype(0), (UNKNOWN,) * len(shape))]
     if not axes:  # reduce over everything, or nothing with noop_with_empty_axes
         if ctx.attr("noop_with_empty_axes"):

@@ -111,14 +111,15 @@ def _shape_from(ctx: Ctx, i: int, what: str) -> tuple:
         return tuple(contents)
     n = ctx.shape(i)[0]
     if not isinstance(n, int):
-        ctx.fail(f"the length of {what} is unknown ({n}), so the output rank is unknown")
+        ctx.unsupported(f"the length of {what} is unknown ({n}), so the output rank is "
+                        f"unknown")
     return (UNKNOWN,) * n
 
 
 def _need_ints(ctx: Ctx, i: int, what: str) -> tuple[int, ...]:
     values = ctx.ints(i)
     if values is None or not all(isinstance(v, int) for v in values):
-        ctx.fail(f"{what} must be known at compile time (a constant)")
+        ctx.unsupported(f"{what} must be known at compile time (a constant)")
     return values
 
 
@@ -242,8 +243,8 @@ def _squeeze(ctx: Ctx) -> list[Out]:
     else:  # no (or empty) axes: every dimension of size 1
         unsure = [d for d in shape if not isinstance(d, int)]
         if unsure:
-            ctx.fail(f"Squeeze without axes needs static dims to know which to remove; "
-                     f"shape {list(shape)} has {unsure[0]}: pass axes")
+            ctx.unsupported(f"Squeeze without axes needs static dims to know which to "
+                            f"remove; shape {list(shape)} has {unsure[0]}: pass axes")
         axes = [a for a, d in enumerate(shape) if d == 1]
     out = tuple(d for a, d in enumerate(shape) if a not in axes)
     return [sym_out(ctx.dtype(0), out, known(ctx, 0))]
