@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 from onnx import helper
-from op_check import check_op, refuse
+import op_check
+from op_check import EXACT_OPS, check_op, is_exact, refuse
 
 import qcompiler as qc
 from qcompiler import ops
@@ -178,3 +179,48 @@ def test_every_attribute_has_a_known_type():
     kinds = {"int", "float", "string", "ints", "floats", "tensor"}
     assert {(d.name, k) for d in ops.OPS.values() for k in d.attrs
             if d.attr_kinds[k] not in kinds} == set()
+
+
+def test_exact_ops_are_declared():
+    data_movement = """Reshape Transpose Slice Gather Concat Split Pad Tile Expand Squeeze
+    Unsqueeze Flatten Identity Cast MaxPool Relu Clip Min Max Where Equal Less Greater Not
+    And Or Xor""".split()
+    assert sorted(set(data_movement) - EXACT_OPS) == []
+    assert sorted(EXACT_OPS - set(ops.OPS)) == []
+    assert is_exact("Resize", {"mode": "nearest"}) and is_exact("Resize", {})
+    assert not is_exact("Resize", {"mode": "linear"}) and not is_exact("Conv")
+
+
+def _one_ulp_off(monkeypatch):
+    """Make the kernels' float outputs one unit in the last place larger."""
+    real = op_check.run_kernel
+
+    def nudged(*args, **kwargs):
+        return [np.nextafter(a, np.inf).astype(a.dtype) if a.dtype.kind == "f" else a
+                for a in map(np.asarray, real(*args, **kwargs))]
+
+    monkeypatch.setattr(op_check, "run_kernel", nudged)
+
+
+EXACT_FLOAT_EXAMPLES = sorted(
+    op for op, (inputs, attrs, _) in EXAMPLES.items()
+    if is_exact(op, attrs) and op_check.run_kernel(
+        op, [np.asarray(a) if a is not None else None for a in inputs], attrs)[0].dtype.kind
+    == "f")
+
+
+@pytest.mark.parametrize("op_type", EXACT_FLOAT_EXAMPLES + ["Resize-nearest"])
+def test_exact_ops_are_compared_exactly(op_type, monkeypatch):
+    """One ulp off fails the comparison of an exact op: no tolerance hides it."""
+    if op_type == "Resize-nearest":
+        op_type, (inputs, attrs, constants) = "Resize", (
+            [X, None, np.array([1, 1, 2, 0.5], np.float32)], {"mode": "nearest"}, (2,))
+    else:
+        inputs, attrs, constants = EXAMPLES[op_type]
+    inputs = [np.asarray(a) if a is not None else None for a in inputs]
+    check_op(op_type, inputs, attrs, n_outputs=N_OUTPUTS.get(op_type, 1),
+             constant_inputs=constants)
+    _one_ulp_off(monkeypatch)
+    with pytest.raises(AssertionError, match="Mismatch|not equal"):
+        check_op(op_type, inputs, attrs, n_outputs=N_OUTPUTS.get(op_type, 1),
+                 constant_inputs=constants)
