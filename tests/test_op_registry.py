@@ -4,9 +4,9 @@ checked against onnxruntime here at least once (the family test files go deeper)
 import re
 
 import numpy as np
+import op_check
 import pytest
 from onnx import helper
-import op_check
 from op_check import EXACT_OPS, check_op, is_exact, refuse
 
 import qcompiler as qc
