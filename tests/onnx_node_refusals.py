@@ -387,6 +387,9 @@ REFUSED: dict[str, str] = {
 }
 
 DATA_FAULTS: dict[str, str] = {
+    "test_averagepool_2d_ceil_last_window_starts_on_pad": (
+        "the stored output is rounded to 4 decimals (0.1511 for 0.15105554): onnxruntime and "
+        "qcompiler agree to 3e-8 and both differ from it by 5.6e-5"),
     "test_resize_downsample_scales_linear_align_corners": (
         "onnx's reference computes align_corners on a downsampling scale "
         "differently: onnxruntime gives [1, 4], the stored output [1, 3.142857]"),
