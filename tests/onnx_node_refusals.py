@@ -369,6 +369,10 @@ REFUSED: dict[str, str] = {
     "test_unsqueeze_three_axes": "axes must be known at compile time",
     "test_unsqueeze_two_axes": "axes must be known at compile time",
     "test_unsqueeze_unsorted_axes": "axes must be known at compile time",
+    # GridSample mode 'cubic'
+    "test_gridsample_bicubic": "mode 'cubic' is not supported",
+    "test_gridsample_bicubic_align_corners_0_additional_1": "mode 'cubic' is not supported",
+    "test_gridsample_bicubic_align_corners_1_additional_1": "mode 'cubic' is not supported",
     # Resize mode 'cubic'
     "test_resize_downsample_scales_cubic": "mode 'cubic' is not supported",
     "test_resize_downsample_scales_cubic_A_n0p5_exclude_outside": "mode 'cubic' is not supported",

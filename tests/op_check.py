@@ -25,12 +25,15 @@ MaxPool GlobalMaxPool ReduceMax ArgMax ArgMin Relu Clip Min Max Where Neg Abs
 Equal Less LessOrEqual Greater GreaterOrEqual Not And Or Xor IsNaN IsInf
 """.split())
 
+# Ops that are exact in their nearest mode, with their default mode.
+NEAREST_DEFAULT = {"Resize": "nearest", "GridSample": "linear"}
+
 
 def is_exact(op_type: str, attrs: dict[str, Any] | None = None) -> bool:
     """Whether a node's outputs must equal the reference exactly: an ``EXACT_OPS`` op, or a
-    nearest-neighbour Resize (it only copies pixels)."""
-    if op_type == "Resize":
-        return (attrs or {}).get("mode", "nearest") == "nearest"
+    nearest-neighbour Resize or GridSample (they only copy pixels)."""
+    if op_type in NEAREST_DEFAULT:
+        return (attrs or {}).get("mode", NEAREST_DEFAULT[op_type]) == "nearest"
     return op_type in EXACT_OPS
 
 

@@ -79,6 +79,8 @@ EXAMPLES = {
     "Gemm": ([f32(2, 3), f32(4, 3), f32(4)], {"transB": 1, "alpha": 0.5}, ()),
     "GlobalAveragePool": ([X], {}, ()),
     "GlobalMaxPool": ([X], {}, ()),
+    "GridSample": ([X, rng.uniform(-1.2, 1.2, (2, 4, 5, 2)).astype(np.float32)],
+                   {"padding_mode": "border"}, ()),
     "Greater": ([f32(2, 3), f32(2, 1)], {}, ()),
     "GreaterOrEqual": ([i32(4), i32(4)], {}, ()),
     "HardSigmoid": ([f32(5)], {}, ()),
