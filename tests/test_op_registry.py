@@ -226,3 +226,14 @@ def test_exact_ops_are_compared_exactly(op_type, monkeypatch):
     with pytest.raises(AssertionError, match="Mismatch|not equal"):
         check_op(op_type, inputs, attrs, n_outputs=N_OUTPUTS.get(op_type, 1),
                  constant_inputs=constants)
+
+
+def test_wrong_typed_attribute_in_an_onnx_file():
+    x = helper.make_tensor_value_info("x", 1, [2, 3])
+    y = helper.make_tensor_value_info("y", 1, [3, 2])
+    node = helper.make_node("Transpose", ["x"], ["y"], name="tr1", perm="abc")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(qc.ShapeInferenceError,
+                       match="Transpose node 'tr1': attribute 'perm' must be a list of ints"):
+        qc.from_onnx(model)
