@@ -15,7 +15,7 @@ from ._schema import OPS, REQUIRED, Ctx, InferError, OpDef, Out, op
 from .activation import ACTIVATIONS, apply_activation
 
 __all__ = ["ACTIVATIONS", "OPS", "REQUIRED", "Ctx", "InferError", "OpDef", "Out",
-           "apply_activation", "op", "get", "names"]
+           "UnknownOpError", "apply_activation", "op", "get", "names"]
 
 
 try:

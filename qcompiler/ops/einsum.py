@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._schema import REQUIRED, UNKNOWN, Ctx, InferError, Out, broadcast_shapes, op
+from ._schema import REQUIRED, Ctx, InferError, Out, broadcast_shapes, op
+from .tensor import merge_dim
 
 ELLIPSIS = "..."
 
@@ -72,7 +73,7 @@ def _einsum(ctx: Ctx) -> list[Out]:
     for i, term in enumerate(eq.inputs):
         shape = ctx.shape(i)
         n_labels = len(term.replace(".", ""))
-        if len(shape) != n_labels and "." not in term or len(shape) < n_labels:
+        if len(shape) < n_labels or (len(shape) != n_labels and "." not in term):
             ctx.fail(f"input {i} has rank {len(shape)} but its term {term!r} has "
                      f"{n_labels} labels")
         lead = len(shape) - n_labels
@@ -82,14 +83,8 @@ def _einsum(ctx: Ctx) -> list[Out]:
                 broadcast.append(tuple(shape[k:k + lead]))
                 k += lead
                 continue
-            d = shape[k]
+            dims[label] = merge_dim(dims.get(label, shape[k]), shape[k], f"label {label!r}")
             k += 1
-            seen = dims.setdefault(label, d)
-            if seen != d:
-                if isinstance(seen, int) and isinstance(d, int):
-                    ctx.fail(f"label {label!r} is {seen} in one place and {d} in another")
-                dims[label] = seen if isinstance(seen, int) else d if isinstance(d, int) \
-                    else UNKNOWN
     ellipsis = broadcast_shapes(*broadcast) if broadcast else ()
     out: list = []
     for label in eq.output:
