@@ -107,7 +107,7 @@ def _float_only(ctx: Ctx) -> list[Out]:
 
 @op("Reciprocal", ["X"], infer=_float_only)
 def reciprocal(x):
-    with np.errstate(divide="ignore"):  # 1/0 is inf, as in IEEE
+    with np.errstate(divide="ignore", over="ignore"):  # 1/0 and 1/subnormal are inf, as in IEEE
         return np.reciprocal(x)
 
 
