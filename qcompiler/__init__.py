@@ -27,6 +27,7 @@ from .errors import (
     RewriteError,
     ShapeInferenceError,
     UnknownInputError,
+    UnknownOpError,
     UnsupportedModelError,
     VerificationError,
 )
@@ -50,7 +51,7 @@ __all__ = [
     "InputDTypeError", "InputError", "InputShapeError", "MissingInputError", "ModelLoadError",
     "Node", "ParseError", "Pass", "PassError", "PassManager", "PassResult", "PipelineError",
     "QCompilerError", "QuantParams", "RewriteError", "ShapeInferenceError", "TensorType",
-    "UnknownInputError", "UnsupportedModelError", "Value", "VerificationError",
+    "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
     "parse", "register_pass",
     "Interpreter",

@@ -101,3 +101,11 @@ class PassError(QCompilerError):
         self.pass_name = pass_name
         self.node = node
         self.passes_run = passes_run
+
+
+class UnknownOpError(QCompilerError, KeyError):
+    """An op type that is not in the op registry (``ops.get``). A ``KeyError`` too, so code
+    written as ``except KeyError`` keeps working; the message suggests registered names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

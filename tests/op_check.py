@@ -16,6 +16,35 @@ from qcompiler.errors import UnsupportedModelError
 from qcompiler.graph import Graph
 from qcompiler.types import DType, TensorType
 
+# Ops whose result is exact (it moves, selects, compares or converts values, or rounds
+# nothing): their outputs are compared with ``assert_array_equal``, never with a tolerance.
+EXACT_OPS = frozenset("""
+Reshape Transpose Slice Gather Concat Split Pad Tile Expand Squeeze Unsqueeze Flatten Identity
+Dropout Shape Size Constant ConstantOfShape Cast CastLike Trilu
+MaxPool GlobalMaxPool ReduceMax ArgMax ArgMin Relu Clip Min Max Where Neg Abs
+Equal Less LessOrEqual Greater GreaterOrEqual Not And Or Xor IsNaN IsInf
+""".split())
+
+# Ops that are exact in their nearest mode, with their default mode.
+NEAREST_DEFAULT = {"Resize": "nearest", "GridSample": "linear"}
+
+
+def is_exact(op_type: str, attrs: dict[str, Any] | None = None) -> bool:
+    """Whether a node's outputs must equal the reference exactly: an ``EXACT_OPS`` op, or a
+    nearest-neighbour Resize or GridSample (they only copy pixels)."""
+    if op_type in NEAREST_DEFAULT:
+        return (attrs or {}).get("mode", NEAREST_DEFAULT[op_type]) == "nearest"
+    return op_type in EXACT_OPS
+
+
+def assert_outputs_equal(op_type: str, attrs: dict[str, Any], actual: np.ndarray,
+                         expected: np.ndarray, rtol: float, atol: float, what: str) -> None:
+    """Exact ops and integer outputs exactly; other float outputs within rtol/atol."""
+    if is_exact(op_type, attrs) or actual.dtype.kind != "f":
+        np.testing.assert_array_equal(actual, expected, err_msg=what)
+    else:
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
 
 def ir_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """ONNX-helper attribute values in their IR form: lists as tuples, tensors as arrays."""
@@ -67,7 +96,8 @@ def check_op(
     atol: float = 1e-6,
     opset: int = 21,
 ) -> list[np.ndarray]:
-    """Our kernel vs onnxruntime on ``inputs``; inferred dtype/shape must match exactly."""
+    """Our kernel vs onnxruntime on ``inputs``; inferred dtype/shape must match exactly, and
+    the values too for exact ops (``is_exact``), else within ``rtol``/``atol``."""
     attrs = dict(attrs or {})
     expected = run_node(op_type, inputs, attrs, n_outputs, opset, constant_inputs)
     actual = run_kernel(op_type, inputs, attrs, n_outputs)
@@ -79,11 +109,7 @@ def check_op(
         assert a.shape == e.shape, f"{op_type} output {k}: shape {a.shape} vs ort {e.shape}"
         assert t.dtype.np == a.dtype, f"{op_type} output {k}: inferred {t} for {a.dtype}"
         assert t.shape == a.shape, f"{op_type} output {k}: inferred {t} for {a.shape}"
-        if a.dtype.kind == "f":
-            np.testing.assert_allclose(a, e, rtol=rtol, atol=atol,
-                                       err_msg=f"{op_type} output {k}")
-        else:
-            np.testing.assert_array_equal(a, e, err_msg=f"{op_type} output {k}")
+        assert_outputs_equal(op_type, attrs, a, e, rtol, atol, f"{op_type} output {k}")
     return actual
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from op_check import check_op, run_kernel
+from op_check import check_op, infer, run_kernel
 
 from qcompiler.errors import ShapeInferenceError
 from qcompiler.graph import Graph
@@ -267,3 +267,38 @@ def test_arithmetic_folds_shape_contents():
     assert plus.outputs[0].shape == (0,) and plus.outputs[0].sym == ()  # () + ("N",) is ()
     plus = g.add_node("Add", [empty, g.add_constant(np.array([1], np.int64))]).outputs[0]
     assert plus.shape == (0,)
+
+
+@pytest.mark.parametrize("fmod", [0, 1])
+@given(dtype=st.sampled_from([np.int8, np.uint8, np.int32, np.int64]), data=st.data())
+def test_mod_integer(fmod, dtype, data):
+    """fmod=0 takes the divisor's sign, fmod=1 the dividend's; divisors are never 0."""
+    a, b = data.draw(operands(2, dtype, ints(dtype)))
+    b = np.where(b == 0, dtype(3), b).astype(dtype)
+    if np.dtype(dtype).kind == "i":  # INT_MIN % -1 traps in C
+        a = np.where(a == np.iinfo(dtype).min, dtype(0), a).astype(dtype)
+    check_op("Mod", [a, b], {"fmod": fmod})
+
+
+@given(dtype=st.sampled_from([np.float32, np.float16]), data=st.data())
+def test_mod_float(dtype, data):
+    a, b = data.draw(operands(2, dtype))
+    b = np.where(np.abs(b) < 0.25, dtype(1.5), b).astype(dtype)
+    check_op("Mod", [a, b], {"fmod": 1})
+
+
+def test_mod_signs():
+    a = np.array([7, -7, 7, -7], np.int32)
+    b = np.array([3, 3, -3, -3], np.int32)
+    np.testing.assert_array_equal(check_op("Mod", [a, b])[0], [1, 2, -2, -1])
+    np.testing.assert_array_equal(check_op("Mod", [a, b], {"fmod": 1})[0], [1, -1, 1, -1])
+
+
+def test_float_mod_needs_fmod():
+    with pytest.raises(ShapeInferenceError, match="need fmod=1"):
+        infer("Mod", [np.ones(2, np.float32)] * 2, {})
+
+
+@given(x=hnp.arrays(np.float32, SHAPES, elements=floats(lo=-8, hi=8).filter(lambda v: v != 0)))
+def test_reciprocal(x):
+    check_op("Reciprocal", [x])

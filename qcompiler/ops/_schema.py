@@ -142,6 +142,8 @@ class OpDef:
     kernel: Callable[..., Any]
     doc: str = ""
     extensions: frozenset[str] = frozenset()
+    attr_types: dict[str, str] = field(default_factory=dict)
+    attr_kinds: dict[str, str] = field(init=False)
     min_inputs: int = field(init=False)
     variadic_inputs: bool = field(init=False)
     variadic_outputs: bool = field(init=False)
@@ -154,6 +156,12 @@ class OpDef:
         if unknown:
             raise ValueError(f"op {self.name}: extensions {unknown} are neither inputs nor "
                              f"attributes")
+        self.attr_kinds = {k: self.attr_types.get(k) or _kind_of(k, v)
+                           for k, v in self.attrs.items()}
+        undeclared = sorted(k for k, kind in self.attr_kinds.items() if kind not in _KIND_TEXT)
+        if undeclared:
+            raise ValueError(f"op {self.name}: the type of attribute(s) {undeclared} is not "
+                             f"shown by the default: declare it in attr_types")
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -161,14 +169,21 @@ class OpDef:
         return tuple(n.rstrip("?*") for n in self.inputs)
 
     def full_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        """Attributes with defaults filled in; unknown or missing required ones raise."""
+        """Attributes with defaults filled in; unknown, missing required or wrong-typed ones
+        raise (a wrong-typed one names the attribute and the ONNX type it needs)."""
         unknown = sorted(set(attrs) - set(self.attrs))
         if unknown:
             raise InferError(f"{self.name} has no attribute(s) {', '.join(unknown)}")
         out = {}
         for key, default in self.attrs.items():
             if key in attrs:
-                out[key] = attrs[key]
+                value = attrs[key]
+                if not (value is None and default is None) and not _is_kind(
+                        self.attr_kinds[key], value):
+                    raise InferError(
+                        f"attribute {key!r} must be {_KIND_TEXT[self.attr_kinds[key]]}, got "
+                        f"{type(value).__name__} {_short(value)}")
+                out[key] = value
             elif default is REQUIRED:
                 raise InferError(f"{self.name} needs attribute {key!r}")
             else:
@@ -191,6 +206,67 @@ class OpDef:
 
 OPS: dict[str, OpDef] = {}
 
+# ---------------------------------------------------------------------------------------------
+# Attribute types. An attribute's ONNX type is read from its default when the default shows it;
+# these names have one type across ONNX, so a default of None or REQUIRED needs no declaration.
+
+ATTR_TYPES = {
+    "activation_params": "floats", "axes": "ints", "axis": "int", "dilations": "ints",
+    "end": "int", "equation": "string", "kernel_shape": "ints", "num_outputs": "int",
+    "output_padding": "ints", "output_shape": "ints", "pads": "ints", "perm": "ints",
+    "seed": "int", "size": "int", "strides": "ints", "to": "int", "value": "tensor",
+}
+_KIND_TEXT = {
+    "int": "an int", "float": "a float", "string": "a string", "ints": "a list of ints",
+    "floats": "a list of floats", "tensor": "a tensor (numpy array)",
+}
+
+
+def _kind_of(name: str, default: Any) -> str | None:
+    if isinstance(default, (bool, int, np.integer)):
+        return "int"
+    if isinstance(default, (float, np.floating)):
+        return "float"
+    if isinstance(default, str):
+        return "string"
+    if isinstance(default, np.ndarray):
+        return "tensor"
+    if isinstance(default, tuple) and default:
+        return "ints" if _is_kind("ints", default) else "floats"
+    return ATTR_TYPES.get(name)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating))
+
+
+def _is_kind(kind: str, value: Any) -> bool:
+    """Whether ``value`` is an attribute value of ONNX type ``kind`` (ints pass as floats; a
+    list, tuple or 1-D array as a list)."""
+    if kind == "int":
+        return _is_int(value)
+    if kind == "float":
+        return _is_number(value)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "tensor":
+        return isinstance(value, np.ndarray)
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        return False
+    return all(map(_is_int if kind == "ints" else _is_number, value))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 
 def op(
     name: str,
@@ -199,12 +275,16 @@ def op(
     attrs: dict[str, Any] | None = None,
     infer: Callable[[Ctx], list[Out]] | None = None,
     extensions: Iterable[str] = (),
+    attr_types: dict[str, str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated numpy function as the reference kernel of op ``name``.
 
     The kernel is called as ``kernel(*inputs, **attrs)`` (attributes with defaults filled in,
     empty optional inputs as None) and returns one array, or a tuple for several outputs.
     ``extensions`` lists the inputs and attributes that are not ONNX (see ``OpDef``).
+    ``attr_types`` gives the ONNX type ("int", "float", "string", "ints", "floats", "tensor")
+    of an attribute whose default (None, ``REQUIRED``, an empty tuple) does not show it and
+    whose name is not in ``ATTR_TYPES``.
     """
 
     def register(kernel: Callable[..., Any]) -> Callable[..., Any]:
@@ -219,6 +299,7 @@ def op(
             kernel=kernel,
             doc=inspect.cleandoc(kernel.__doc__ or ""),
             extensions=frozenset(extensions),
+            attr_types=dict(attr_types or {}),
         )
         return kernel
 

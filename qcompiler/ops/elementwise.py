@@ -1,4 +1,6 @@
-"""Elementwise ops: arithmetic with numpy broadcasting, activations, comparisons-free math."""
+"""Elementwise ops: arithmetic with numpy broadcasting, activations, math functions.
+
+Comparisons and boolean logic are in ``logic``."""
 
 from __future__ import annotations
 
@@ -80,6 +82,33 @@ def div(a, b):
         return _int_div(a, b)
     with np.errstate(divide="ignore", invalid="ignore"):  # x/0 is +-inf or NaN, as in IEEE
         return np.divide(a, b)
+
+
+def _mod(ctx: Ctx) -> list[Out]:
+    out = _broadcast(ctx)
+    if out[0].dtype in ("f32", "f16") and not ctx.attr("fmod"):
+        ctx.fail("float operands need fmod=1 (C fmod); fmod=0 is defined for integers only")
+    return out
+
+
+@op("Mod", ["A", "B"], ["C"], attrs={"fmod": 0}, infer=_mod)
+def mod(a, b, fmod):
+    """Remainder: with ``fmod=0`` it takes the divisor's sign (Python's %), with ``fmod=1`` the
+    dividend's (C's fmod). An integer remainder by 0 is 0 here (undefined in ONNX)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (np.fmod if fmod else np.mod)(a, b)
+
+
+def _float_only(ctx: Ctx) -> list[Out]:
+    if ctx.dtype(0) not in ("f32", "f16"):
+        ctx.fail(f"input must be a float tensor, got {ctx.dtype(0)}")
+    return [Out(ctx.dtype(0), ctx.shape(0))]
+
+
+@op("Reciprocal", ["X"], infer=_float_only)
+def reciprocal(x):
+    with np.errstate(divide="ignore", over="ignore"):  # 1/0 and 1/subnormal are inf, as in IEEE
+        return np.reciprocal(x)
 
 
 @op("Relu", ["X"], infer=same_as(0))

@@ -21,7 +21,8 @@ def _reduce(ctx: Ctx) -> list[Out]:
         axes = ctx.ints(1)
         if axes is None or not all(isinstance(a, int) for a in axes):
             if not keep:
-                ctx.fail("axes must be known at compile time (a constant) when keepdims=0")
+                ctx.unsupported("axes must be known at compile time (a constant) when "
+                                "keepdims=0: the output rank depends on them")
             return [Out(ctx.dtype(0), (UNKNOWN,) * len(shape))]
     if not axes:  # reduce over everything, or nothing with noop_with_empty_axes
         if ctx.attr("noop_with_empty_axes"):
@@ -77,3 +78,39 @@ def reduce_max(x, axes, keepdims):
     else:
         lowest = np.iinfo(x.dtype).min
     return np.max(x, axis=axes, keepdims=keepdims, initial=lowest)
+
+
+def _arg_reduce(ctx: Ctx) -> list[Out]:
+    shape = ctx.shape(0)
+    if ctx.dtype(0) == "bool":
+        ctx.fail("input must be numeric, got bool")
+    axis = norm_axis(ctx.attr("axis"), len(shape))
+    if shape[axis] == 0:
+        ctx.fail(f"axis {axis} is empty: there is no index to return")
+    out = tuple(1 if a == axis else d for a, d in enumerate(shape)
+                if ctx.attr("keepdims") or a != axis)
+    return [Out("i64", out)]
+
+
+def _arg(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An ArgMax/ArgMin kernel on numpy's ``fn`` (which returns the first extreme index);
+    ``select_last_index`` searches the reversed axis and maps the index back."""
+
+    def kernel(data, axis=0, keepdims=1, select_last_index=0):
+        axis %= data.ndim
+        if select_last_index:
+            index = data.shape[axis] - 1 - fn(np.flip(data, axis), axis=axis, keepdims=True)
+        else:
+            index = fn(data, axis=axis, keepdims=True)
+        index = index.astype(np.int64)
+        return index if keepdims else np.squeeze(index, axis)
+
+    kernel.__doc__ = (f"Index of the {fn.__name__[3:]} along ``axis`` (the first one, or the last "
+                      f"with ``select_last_index``), as int64.")
+    kernel.__name__ = fn.__name__
+    return kernel
+
+
+_ARG_ATTRS = {"axis": 0, "keepdims": 1, "select_last_index": 0}
+op("ArgMax", ["data"], ["reduced"], attrs=dict(_ARG_ATTRS), infer=_arg_reduce)(_arg(np.argmax))
+op("ArgMin", ["data"], ["reduced"], attrs=dict(_ARG_ATTRS), infer=_arg_reduce)(_arg(np.argmin))

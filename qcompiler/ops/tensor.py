@@ -111,14 +111,15 @@ def _shape_from(ctx: Ctx, i: int, what: str) -> tuple:
         return tuple(contents)
     n = ctx.shape(i)[0]
     if not isinstance(n, int):
-        ctx.fail(f"the length of {what} is unknown ({n}), so the output rank is unknown")
+        ctx.unsupported(f"the length of {what} is unknown ({n}), so the output rank is "
+                        f"unknown")
     return (UNKNOWN,) * n
 
 
 def _need_ints(ctx: Ctx, i: int, what: str) -> tuple[int, ...]:
     values = ctx.ints(i)
     if values is None or not all(isinstance(v, int) for v in values):
-        ctx.fail(f"{what} must be known at compile time (a constant)")
+        ctx.unsupported(f"{what} must be known at compile time (a constant)")
     return values
 
 
@@ -242,8 +243,8 @@ def _squeeze(ctx: Ctx) -> list[Out]:
     else:  # no (or empty) axes: every dimension of size 1
         unsure = [d for d in shape if not isinstance(d, int)]
         if unsure:
-            ctx.fail(f"Squeeze without axes needs static dims to know which to remove; "
-                     f"shape {list(shape)} has {unsure[0]}: pass axes")
+            ctx.unsupported(f"Squeeze without axes needs static dims to know which to "
+                            f"remove; shape {list(shape)} has {unsure[0]}: pass axes")
         axes = [a for a, d in enumerate(shape) if d == 1]
     out = tuple(d for a, d in enumerate(shape) if a not in axes)
     return [sym_out(ctx.dtype(0), out, known(ctx, 0))]
@@ -651,15 +652,42 @@ def _cast(ctx: Ctx) -> list[Out]:
     return [sym_out(target, ctx.shape(0), known(ctx, 0))]
 
 
-@op("Cast", ["input"], ["output"], attrs={"to": REQUIRED, "saturate": 1}, infer=_cast)
-def cast(x, to, saturate):
-    """Convert to ONNX type ``to``. Float to integer truncates toward zero; out-of-range values
-    (undefined in ONNX) go through int32 first, as onnxruntime's x86 conversion does."""
-    target = np.dtype(NP_DTYPES[ONNX_DTYPES[to]])
+def convert(x: np.ndarray, target: Any) -> np.ndarray:
+    """``x`` converted to numpy dtype ``target`` as Cast does. Float to integer truncates toward
+    zero; out-of-range values (undefined in ONNX) go through int32 first, as onnxruntime's x86
+    conversion does."""
+    target = np.dtype(target)
     with np.errstate(invalid="ignore", over="ignore"):
         if x.dtype.kind == "f" and target.kind in "iu" and target.itemsize < 4:
             return x.astype(np.int32).astype(target)
         return x.astype(target)
+
+
+@op("Cast", ["input"], ["output"], attrs={"to": REQUIRED, "saturate": 1}, infer=_cast)
+def cast(x, to, saturate):
+    """Convert to ONNX type ``to`` (see ``convert``)."""
+    return convert(x, NP_DTYPES[ONNX_DTYPES[to]])
+
+
+def _cast_like(ctx: Ctx) -> list[Out]:
+    return [sym_out(ctx.dtype(1), ctx.shape(0), known(ctx, 0))]
+
+
+@op("CastLike", ["input", "target_type"], ["output"], attrs={"saturate": 1}, infer=_cast_like)
+def cast_like(x, target_type, saturate):
+    """Convert to the element type of ``target_type`` (see ``convert``)."""
+    return convert(x, target_type.dtype)
+
+
+def _size(ctx: Ctx) -> list[Out]:
+    n = prod_dims(ctx.shape(0))
+    return [Out("i64", (), (n,) if n != UNKNOWN else None)]
+
+
+@op("Size", ["data"], ["size"], infer=_size)
+def size(data):
+    """The number of elements, as an int64 scalar."""
+    return np.array(data.size, dtype=np.int64)
 
 
 _ZERO = np.zeros(1, np.float32)
@@ -699,3 +727,66 @@ def _constant(ctx: Ctx) -> list[Out]:
 @op("Constant", [], ["output"], attrs={"value": REQUIRED}, infer=_constant)
 def constant(value):
     return np.array(value, copy=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated tensors.
+
+
+def _scalar(ctx: Ctx, i: int, what: str) -> None:
+    dims = ctx.shape(i)
+    if dims and not (len(dims) == 1 and dims[0] == 1):
+        ctx.fail(f"{what} must be a scalar, got shape {list(dims)}")
+
+
+def _range_length(start: Any, limit: Any, delta: Any) -> int:
+    """ONNX's element count max(ceil((limit - start) / delta), 0), exact for integers."""
+    if all(isinstance(v, (int, np.integer)) for v in (start, limit, delta)):
+        start, limit, delta = int(start), int(limit), int(delta)
+        return max(-((start - limit) // delta), 0)
+    return max(math.ceil((float(limit) - float(start)) / float(delta)), 0)
+
+
+def _range(ctx: Ctx) -> list[Out]:
+    dtype = ctx.dtype(0)
+    if dtype not in ("f32", "i32", "i64") or {ctx.dtype(1), ctx.dtype(2)} != {dtype}:
+        ctx.fail(f"start, limit and delta must share one dtype among f32, i32 and i64, got "
+                 f"{ctx.dtype(0)}, {ctx.dtype(1)} and {ctx.dtype(2)}")
+    for i, what in enumerate(("start", "limit", "delta")):
+        _scalar(ctx, i, what)
+    given = [ctx.const(i) for i in range(3)]
+    if any(v is None for v in given):
+        return [Out(dtype, (UNKNOWN,))]
+    start, limit, delta = (v.reshape(-1)[0] for v in given)
+    if delta == 0:
+        ctx.fail("delta must not be 0")
+    n = _range_length(start, limit, delta)
+    contents = None
+    if dtype == "i64" and n <= SYM_MAX:
+        contents = tuple(int(v) for v in range_(*given))
+    return [sym_out(dtype, (n,), contents)]
+
+
+@op("Range", ["start", "limit", "delta"], ["output"], infer=_range)
+def range_(start, limit, delta):
+    """``start + k * delta`` for k below ``max(ceil((limit - start) / delta), 0)``."""
+    start, limit, delta = (np.asarray(v).reshape(-1)[0] for v in (start, limit, delta))
+    n = _range_length(start, limit, delta)
+    return (start + np.arange(n, dtype=start.dtype) * delta).astype(start.dtype)
+
+
+def _trilu(ctx: Ctx) -> list[Out]:
+    if ctx.rank(0) < 2:
+        ctx.fail(f"input must have rank >= 2, got shape {list(ctx.shape(0))}")
+    if ctx.has(1):
+        if ctx.dtype(1) != "i64":
+            ctx.fail(f"k must be i64, got {ctx.dtype(1)}")
+        _scalar(ctx, 1, "k")
+    return [Out(ctx.dtype(0), ctx.shape(0))]
+
+
+@op("Trilu", ["input", "k?"], ["output"], attrs={"upper": 1}, infer=_trilu)
+def trilu(x, k=None, upper=1):
+    """The upper (or lower) triangle of the last two axes from diagonal ``k``, zeros elsewhere."""
+    k = 0 if k is None else int(np.asarray(k).reshape(-1)[0])
+    return np.triu(x, k) if upper else np.tril(x, k)
