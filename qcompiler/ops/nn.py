@@ -132,7 +132,7 @@ def conv(x, w, b=None, z=None, *, activation, activation_params, auto_pad, dilat
                  and not any(win.begin) and not any(win.end))
     if pointwise and group == 1:
         # 1x1 convolution: a plain matmul over the pixels, without any copy of x.
-        y = np.matmul(w.reshape(m, c), x.reshape(n, c, -1))
+        y = np.matmul(w.reshape(m, c), x.reshape(n, c, math.prod(x.shape[2:])))
     elif group == c and cg == 1:
         y = _depthwise(x, w, kernel, win)
     elif group == 1 and n > 1 and math.prod(win.out) <= _SMALL_IMAGE:
@@ -178,7 +178,8 @@ def _conv_gemm(xp: np.ndarray, w: np.ndarray, kernel: tuple, win: Window,
         block = view[lead + (slice(r, r + step),)]
         cols = buffer[:block.size].reshape(block.shape)
         np.copyto(cols, block)
-        np.matmul(weights, cols.reshape(n, group, depth, -1),
+        pixels = math.prod(block.shape[2 + len(kernel):])
+        np.matmul(weights, cols.reshape(n, group, depth, pixels),
                   out=y[..., r * rest:(r + step) * rest])
     return y
 
@@ -203,9 +204,9 @@ def _conv_gemm_batch(x: np.ndarray, w: np.ndarray, kernel: tuple, win: Window) -
     view = np.ndarray((n, *win.out, *kernel, c), np.float32, buffer=xp, strides=(
         sn, *(st * s for st, s in zip(ss, win.strides)),
         *(st * d for st, d in zip(ss, win.dilations)), sc))
-    cols = view.reshape(n * math.prod(win.out), -1)
+    cols = view.reshape(n * math.prod(win.out), math.prod(kernel) * c)
     weights = np.moveaxis(w, 1, -1).reshape(m, -1)
-    return (cols @ weights.T).reshape(n, -1, m).transpose(0, 2, 1)
+    return (cols @ weights.T).reshape(n, math.prod(win.out), m).transpose(0, 2, 1)
 
 
 def _depthwise(x: np.ndarray, w: np.ndarray, kernel: tuple, win: Window) -> np.ndarray:
@@ -228,7 +229,7 @@ def _depthwise(x: np.ndarray, w: np.ndarray, kernel: tuple, win: Window) -> np.n
     xp = pad_spatial(x, win.begin, (win.end[0] + 1, *win.end[1:]))
     steps = [math.prod(xp.shape[3 + i:]) for i in range(len(kernel))]  # elements per axis step
     length = win.out[0] * steps[0]
-    planes = xp.reshape(n, c, 1, -1)
+    planes = xp.reshape(n, c, 1, math.prod(xp.shape[2:]))
     offsets = (sum(t * d * e for t, d, e in zip(tap, win.dilations, steps)) for tap in kernel_taps)
     y = _accumulate_taps((planes[..., o:o + length] for o in offsets), weights,
                          (n, c, mult, length))
@@ -271,7 +272,8 @@ def conv_transpose(x, w, b=None, *, activation, activation_params, auto_pad, dil
     win = transpose_window("ConvTranspose", tuple(spatial), kernel, a)
     # cols[n, g*mg + j, tap, pixel] = sum_ci W[g*cg + ci, j, tap] * x[n, g*cg + ci, pixel]
     wt = w.reshape(group, cg, mg * math.prod(kernel)).transpose(0, 2, 1)
-    cols = np.matmul(wt, x.reshape(n, group, cg, -1)).reshape(n, m, *kernel, *spatial)
+    pixels = x.reshape(n, group, cg, math.prod(spatial))
+    cols = np.matmul(wt, pixels).reshape(n, m, *kernel, *spatial)
     full = [(i - 1) * s + (k - 1) * d + 1
             for i, k, s, d in zip(spatial, kernel, win.strides, win.dilations)]
     canvas = np.zeros((n, m, *(max(f, bg + o) for f, bg, o in zip(full, win.begin, win.out))),

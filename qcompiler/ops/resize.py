@@ -130,7 +130,7 @@ def _infer_resize(ctx: Ctx) -> list[Out]:
             planned, _ = _resize_plan(xs, None, sizes, axes, a["keep_aspect_ratio_policy"])
             for ax in axes:
                 out[ax] = planned[ax]
-    if any(is_int(d) and d < 1 for d in out):
+    if any(is_int(d, n) and d < 1 and n > 0 for d, n in zip(out, xs)):  # empty stays empty
         ctx.fail(f"Resize: output shape {out} has an empty dimension (input {list(xs)})")
     return [Out(dtype, tuple(out))]
 
