@@ -569,6 +569,15 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _to_array(tensor: TensorProto, what: str) -> np.ndarray:
+    """``tensor`` as an array. Data that does not fill its dims or fit its dtype, or external
+    data that cannot be read, is a ``ModelLoadError`` naming ``what``."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, OSError, onnx.checker.ValidationError) as exc:
+        raise ModelLoadError(f"cannot read {what}: {exc}") from None
+
+
 def _dtype_name(code: int) -> str:
     try:
         return TensorProto.DataType.Name(code).lower()
@@ -658,7 +667,8 @@ class _Scan:
         for key, value in list(attrs.items()):
             if isinstance(value, TensorProto):
                 if self._check_dtype(value.data_type, f"{name} (attribute {key})"):
-                    attrs[key] = numpy_helper.to_array(value)
+                    attrs[key] = _to_array(value, f"attribute {key!r} of {node.op_type} node "
+                                                  f"{name!r}")
             elif isinstance(value, AttributeProto):
                 self.add(f"{node.op_type} (attribute {key} of type "
                          f"{AttributeProto.AttributeType.Name(value.type).lower()})", name)
@@ -870,10 +880,7 @@ class _Builder:
             if vi.name in self.scan.input_types:
                 self.bind(vi.name, self.graph.add_input(vi.name, self.scan.input_types[vi.name]))
         for t in g.initializer:
-            try:
-                array = numpy_helper.to_array(t)
-            except (ValueError, TypeError, OSError, onnx.checker.ValidationError) as exc:
-                raise ModelLoadError(f"cannot read initializer {t.name!r}: {exc}") from None
+            array = _to_array(t, f"initializer {t.name!r}")
             self.bind(t.name, self.graph.add_constant(array, t.name))
         for info in self.scan.infos:
             rule = _find_rule(info.op_type, self.opset)

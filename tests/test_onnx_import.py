@@ -593,3 +593,13 @@ def test_upsample_nearest_mode_is_chosen_per_axis(opset: int, op_type: str,
                        opset, {"s": np.array(scales, np.float32)})
     got = qc.compile(qc.from_onnx(model), backend="numpy").run({"x": x})["y"]
     np.testing.assert_array_equal(got, run_model(model, {"x": x})[0])
+
+
+def test_a_tensor_attribute_that_does_not_match_its_dims_is_a_load_error() -> None:
+    value = numpy_helper.from_array(np.zeros(3, np.float32), "v")
+    value.dims[:] = [33]  # the data holds 3 values, the dims promise 33
+    model = make_model([node("Constant", [], ["c"], "broken_const", value=value),
+                        node("Add", ["x", "c"], ["y"])], {"x": f32(3)}, ["y"], 13)
+    with pytest.raises(qc.ModelLoadError) as info:
+        qc.from_onnx(model)
+    assert "'broken_const'" in str(info.value) and "value" in str(info.value)
