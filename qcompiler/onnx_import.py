@@ -664,6 +664,7 @@ class _Scan:
         if node.domain not in _DEFAULT_DOMAINS:
             self.add(f"{node.domain}.{node.op_type} (domain {node.domain!r})", name)
             return
+        _check_against_schema(node, name, self.opset)
         for key, value in list(attrs.items()):
             if isinstance(value, TensorProto):
                 if self._check_dtype(value.data_type, f"{name} (attribute {key})"):
@@ -671,7 +672,7 @@ class _Scan:
                                                   f"{name!r}")
             elif isinstance(value, AttributeProto):
                 self.add(f"{node.op_type} (attribute {key} of type "
-                         f"{AttributeProto.AttributeType.Name(value.type).lower()})", name)
+                         f"{_attr_type_name(value.type)})", name)
                 return
         if node.op_type == "Cast" and "to" in attrs:
             self._check_dtype(attrs["to"], f"{name} (Cast to)")
@@ -767,6 +768,39 @@ class _Scan:
         if any(k.startswith("dtype ") for k in self.unsupported):
             lines.append(f"supported dtypes: {_supported_dtypes()}")
         return "\n".join(lines)
+
+
+def _check_against_schema(node: onnx.NodeProto, name: str, opset: int) -> None:
+    """A node must have as many inputs and outputs (empty names included) as its ONNX schema
+    allows, and attributes of the types it declares, as onnx's checker and onnxruntime
+    require; an op ONNX does not know is reported elsewhere."""
+    try:
+        schema = defs.get_schema(node.op_type, opset, "")
+    except defs.SchemaError:
+        return
+    where = f"{node.op_type} node {name!r}"
+    spec = f"ONNX {node.op_type}-{schema.since_version}"
+    for what, count, low, high in (("input", len(node.input), schema.min_input,
+                                    schema.max_input),
+                                   ("output", len(node.output), schema.min_output,
+                                    schema.max_output)):
+        if not low <= count <= high:
+            allowed = f"{low} to {high}" if high < 2**31 - 1 else f"at least {low}"
+            raise ModelLoadError(f"{where} has {count} {what}s; {spec} takes {allowed}: the "
+                                 f"model is malformed")
+    for attr in node.attribute:
+        declared = schema.attributes.get(attr.name)
+        if declared is not None and int(declared.type) != attr.type:
+            raise ModelLoadError(
+                f"{where}: attribute {attr.name!r} is {_attr_type_name(attr.type)}, but {spec} "
+                f"declares it {_attr_type_name(int(declared.type))}: the model is malformed")
+
+
+def _attr_type_name(code: int) -> str:
+    try:
+        return AttributeProto.AttributeType.Name(code).lower()
+    except ValueError:
+        return f"of unknown type {code}"
 
 
 def _extensions_used(info: _NodeInfo) -> list[str]:

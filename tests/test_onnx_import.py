@@ -603,3 +603,32 @@ def test_a_tensor_attribute_that_does_not_match_its_dims_is_a_load_error() -> No
     with pytest.raises(qc.ModelLoadError) as info:
         qc.from_onnx(model)
     assert "'broken_const'" in str(info.value) and "value" in str(info.value)
+
+
+@pytest.mark.parametrize("inputs, outputs, words", [
+    (["x", "", "s"], [], ["Resize node 'resize_node'", "0 outputs", "1 to 1"]),
+    (["x", "", "s", "", "x"], ["y"], ["Resize node 'resize_node'", "5 inputs", "1 to 4"]),
+])
+def test_a_node_with_the_wrong_number_of_operands_is_a_load_error(inputs: list, outputs: list,
+                                                                 words: list) -> None:
+    """Counted against the op's ONNX schema, as onnx's checker counts them."""
+    model = make_model([node("Resize", inputs, outputs)], {"x": X4}, ["y"], 13,
+                       {"s": np.array([1, 1, 2, 2], np.float32)})
+    with pytest.raises(qc.ModelLoadError) as info:
+        qc.from_onnx(model)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_an_attribute_of_the_wrong_type_is_a_load_error() -> None:
+    """ONNX Gather's axis is an INT; a file saying FLOATS is malformed (onnx's checker agrees)."""
+    model = make_model([node("Gather", ["x", "i"], ["y"], "gather_node", axis=0)],
+                       {"x": f32(4, 3)}, ["y"], 13, {"i": np.array([0, 2], np.int64)})
+    model.graph.node[0].attribute[0].type = onnx.AttributeProto.FLOATS
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]))
+    with pytest.raises(onnx.checker.ValidationError, match="axis"):
+        onnx.checker.check_model(model)
+    with pytest.raises(qc.ModelLoadError) as info:
+        qc.from_onnx(model)
+    for word in ("Gather node 'gather_node'", "'axis'", "floats", "int"):
+        assert word in str(info.value)
