@@ -856,7 +856,12 @@ def _check_single_writer(g: onnx.GraphProto, initializers: Mapping[str, TensorPr
     node's output is an error naming both."""
     writer = {name: f"initializer {name!r}" for name in initializers}
     for vi in g.input:
-        writer.setdefault(vi.name, f"graph input {vi.name!r}")
+        if vi.name in initializers:  # an initializer listed as an input (IR version < 4)
+            continue
+        if vi.name in writer:
+            raise ModelLoadError(f"graph input {vi.name!r} is listed twice: an ONNX tensor has "
+                                 f"exactly one definition (the file is malformed)")
+        writer[vi.name] = f"graph input {vi.name!r}"
     for index, node in enumerate(g.node):
         who = f"{node.op_type} node {node.name or f'{node.op_type}_{index}'!r}"
         for name in node.output:

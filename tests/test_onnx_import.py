@@ -532,10 +532,16 @@ def test_a_zero_dim_value_is_a_genuine_empty_dimension() -> None:
         run_model(model, {"x": f32(1, 3)})
 
 
-def rejected_by_onnx(model: onnx.ModelProto) -> None:
-    """onnx's checker and onnxruntime both refuse the model."""
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose output ``y`` is declared f32[2, 3], which onnx's checker insists on."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]))
+    return model
+
+
+def rejected_by_onnx(model: onnx.ModelProto) -> None:
+    """onnx's checker and onnxruntime both refuse the model."""
+    model = checkable(model)
     with pytest.raises(onnx.checker.ValidationError, match="SSA"):
         onnx.checker.check_model(model)
     with pytest.raises(Exception, match="Duplicate definition"):
@@ -564,6 +570,15 @@ def test_a_tensor_written_twice_is_a_load_error(case: str) -> None:
         qc.from_onnx(model)
     for word in words:
         assert word in str(info.value)
+
+
+def test_a_graph_input_listed_twice_is_a_load_error() -> None:
+    model = make_model([node("Relu", ["x"], ["y"])], {"x": f32(2, 3)}, ["y"], 13)
+    model.graph.input.append(model.graph.input[0])
+    with pytest.raises(onnx.checker.ValidationError, match="SSA"):
+        onnx.checker.check_model(checkable(model))
+    with pytest.raises(qc.ModelLoadError, match="graph input 'x' is listed twice"):
+        qc.from_onnx(model)
 
 
 def test_text_that_is_not_utf8_is_reported_escaped(tmp_path) -> None:
@@ -625,9 +640,8 @@ def test_an_attribute_of_the_wrong_type_is_a_load_error() -> None:
     model = make_model([node("Gather", ["x", "i"], ["y"], "gather_node", axis=0)],
                        {"x": f32(4, 3)}, ["y"], 13, {"i": np.array([0, 2], np.int64)})
     model.graph.node[0].attribute[0].type = onnx.AttributeProto.FLOATS
-    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]))
     with pytest.raises(onnx.checker.ValidationError, match="axis"):
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(checkable(model))
     with pytest.raises(qc.ModelLoadError) as info:
         qc.from_onnx(model)
     for word in ("Gather node 'gather_node'", "'axis'", "floats", "int"):
