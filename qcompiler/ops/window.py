@@ -34,7 +34,7 @@ class Window(NamedTuple):
     strides: tuple
     dilations: tuple
     begin: tuple  # padding before each spatial axis
-    end: tuple  # padding after it that the windows actually read (see _window)
+    end: tuple  # padding after it that the windows actually read (see conv_window)
     out: tuple  # output length per axis (UNKNOWN when the input length is symbolic)
     pad_end: tuple  # padding after each axis as given (NOTSET) or computed (SAME_*)
 
