@@ -20,7 +20,8 @@ import networkx as nx
 import numpy as np
 import onnx
 import onnx.inliner
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from onnx import AttributeProto, TensorProto, defs, numpy_helper
 
 from . import ops
@@ -111,6 +112,58 @@ def _check_structure(model: onnx.ModelProto, where: str) -> None:
                              f"the file is truncated, corrupt or not ONNX")
     if not model.graph.output:
         raise ModelLoadError(f"{where} is not a complete ONNX model: its graph has no outputs")
+    _check_text(model, where)
+
+
+def _check_text(model: onnx.ModelProto, where: str) -> None:
+    """Every string in the model must be UTF-8. Protobuf hands back one that is not (a
+    corrupted file) as ``bytes``, which would break every message naming it: refuse it here,
+    shown with its bad bytes escaped, with the node (or tensor) that holds it."""
+    found = _undecodable(model, [])
+    if found is None:
+        return
+    chain, field_name, raw = found
+    owner = next((m for _, m in reversed(chain) if _has_text(m, "name")), None)
+    place = ".".join(step for step, _ in chain) or "the model"
+    named = f" (named {_escaped(owner.name)})" if owner is not None else ""
+    raise ModelLoadError(f"{where} is corrupt: the {field_name} of {place}{named} is not valid "
+                         f"UTF-8: {_escaped(raw)}")
+
+
+def _undecodable(message: Message, chain: list[tuple[str, Message]]
+                 ) -> tuple[list[tuple[str, Message]], str, bytes] | None:
+    """The first string field under ``message`` that protobuf could not decode: the path to
+    the message holding it, the field's name and its raw bytes. Only string and message
+    fields are read (never a tensor's raw data, which would be copied)."""
+    for desc in message.DESCRIPTOR.fields:
+        if desc.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue
+        value = getattr(message, desc.name)
+        single = isinstance(value, (str, bytes, Message))
+        if desc.type == FieldDescriptor.TYPE_STRING:
+            bad = next((v for v in ([value] if single else value) if isinstance(v, bytes)), None)
+            if bad is not None:
+                return chain, desc.name, bad
+            continue
+        if single and not message.HasField(desc.name):
+            continue
+        for k, item in enumerate([value] if single else value):
+            step = desc.name if single else f"{desc.name}[{k}]"
+            found = _undecodable(item, [*chain, (step, item)])
+            if found is not None:
+                return found
+    return None
+
+
+def _has_text(message: Message, field: str) -> bool:
+    return field in message.DESCRIPTOR.fields_by_name and bool(getattr(message, field))
+
+
+def _escaped(text: str | bytes) -> str:
+    """``text`` in quotes, bytes that are not UTF-8 shown as \\xNN escapes."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="backslashreplace")
+    return f"'{text}'"
 
 
 def _default_opset(model: onnx.ModelProto, where: str) -> int:
@@ -383,13 +436,26 @@ def _slice_attrs(n: _Node) -> None:
 
 def _resize_like_upsample(n: _Node, scales: Value, mode: str) -> None:
     """Upsample and Resize-10 sample at ``x_out / scale`` ("asymmetric"); onnxruntime picks
-    the nearest pixel by flooring when enlarging and by ceiling when shrinking."""
+    the nearest pixel axis by axis: flooring on an axis it enlarges (or keeps), ceiling on one
+    it shrinks. With constant scales that shrink some axes and enlarge others this is two
+    Resize nodes, one per rounding, each over its own axes (nearest resizing is separable, so
+    the result is exact); scales known only at run time are taken as enlarging."""
     mode = "linear" if mode in ("linear", "bilinear", "trilinear") else mode
     attrs: dict[str, Any] = {"mode": mode, "coordinate_transformation_mode": "asymmetric"}
-    if mode == "nearest":
-        shrinking = scales.is_constant and bool(np.all(scales.data <= 1))
-        attrs["nearest_mode"] = "ceil" if shrinking else "floor"
-    n.emit("Resize", [n.inputs[0], None, scales], attrs, [n.outputs[0]])
+    if mode != "nearest":
+        n.emit("Resize", [n.inputs[0], None, scales], attrs, [n.outputs[0]])
+        return
+    factors = scales.data.reshape(-1) if scales.is_constant else np.ones(0, np.float32)
+    down = [a for a, f in enumerate(factors) if f < 1]
+    up = [a for a, f in enumerate(factors) if f > 1]  # axes with scale 1 are copied
+    if not down or not up:
+        attrs["nearest_mode"] = "ceil" if down else "floor"
+        n.emit("Resize", [n.inputs[0], None, scales], attrs, [n.outputs[0]])
+        return
+    shrunk = n.emit("Resize", [n.inputs[0], None, n.const(factors[down], "scales_down")],
+                    {**attrs, "nearest_mode": "ceil", "axes": tuple(down)}, suffix="shrink")[0]
+    n.emit("Resize", [shrunk, None, n.const(factors[up], "scales_up")],
+           {**attrs, "nearest_mode": "floor", "axes": tuple(up)}, [n.outputs[0]])
 
 
 @_rule("Upsample", needs=("Resize",), consumes=("scales", "mode", "height_scale", "width_scale"))
@@ -503,6 +569,15 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _to_array(tensor: TensorProto, what: str) -> np.ndarray:
+    """``tensor`` as an array. Data that does not fill its dims or fit its dtype, or external
+    data that cannot be read, is a ``ModelLoadError`` naming ``what``."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, OSError, onnx.checker.ValidationError) as exc:
+        raise ModelLoadError(f"cannot read {what}: {exc}") from None
+
+
 def _dtype_name(code: int) -> str:
     try:
         return TensorProto.DataType.Name(code).lower()
@@ -542,6 +617,7 @@ class _Scan:
             self.add("sparse initializers", sparse.values.name)
         for t in g.initializer:
             self._check_dtype(t.data_type, t.name)
+        _check_single_writer(g, self.initializers)
         self.constants = dict(self.initializers)
         used = {name for node in g.node for name in node.input if name}
         used |= {o.name for o in g.output}
@@ -588,13 +664,17 @@ class _Scan:
         if node.domain not in _DEFAULT_DOMAINS:
             self.add(f"{node.domain}.{node.op_type} (domain {node.domain!r})", name)
             return
+        # A qcompiler extension an ONNX node spells (Conv's input Z) is reported below.
+        if not (node.op_type in ops.OPS and _extensions_used(info)):
+            _check_against_schema(node, name, self.opset)
         for key, value in list(attrs.items()):
             if isinstance(value, TensorProto):
                 if self._check_dtype(value.data_type, f"{name} (attribute {key})"):
-                    attrs[key] = numpy_helper.to_array(value)
+                    attrs[key] = _to_array(value, f"attribute {key!r} of {node.op_type} node "
+                                                  f"{name!r}")
             elif isinstance(value, AttributeProto):
                 self.add(f"{node.op_type} (attribute {key} of type "
-                         f"{AttributeProto.AttributeType.Name(value.type).lower()})", name)
+                         f"{_attr_type_name(value.type)})", name)
                 return
         if node.op_type == "Cast" and "to" in attrs:
             self._check_dtype(attrs["to"], f"{name} (Cast to)")
@@ -653,7 +733,9 @@ class _Scan:
                 continue
             dims: list[int | str] = []
             for d in tt.shape.dim:
-                if d.HasField("dim_value"):
+                # A negative dim_value (paddle2onnx writes -1) is dynamic, as onnxruntime
+                # takes it; a dim_value of 0 is a real empty axis (onnxruntime fixes it at 0).
+                if d.HasField("dim_value") and d.dim_value >= 0:
                     dims.append(int(d.dim_value))
                 elif d.dim_param:
                     dims.append(d.dim_param)
@@ -688,6 +770,39 @@ class _Scan:
         if any(k.startswith("dtype ") for k in self.unsupported):
             lines.append(f"supported dtypes: {_supported_dtypes()}")
         return "\n".join(lines)
+
+
+def _check_against_schema(node: onnx.NodeProto, name: str, opset: int) -> None:
+    """A node must have as many inputs and outputs (empty names included) as its ONNX schema
+    allows, and attributes of the types it declares, as onnx's checker and onnxruntime
+    require; an op ONNX does not know is reported elsewhere."""
+    try:
+        schema = defs.get_schema(node.op_type, opset, "")
+    except defs.SchemaError:
+        return
+    where = f"{node.op_type} node {name!r}"
+    spec = f"ONNX {node.op_type}-{schema.since_version}"
+    for what, count, low, high in (("input", len(node.input), schema.min_input,
+                                    schema.max_input),
+                                   ("output", len(node.output), schema.min_output,
+                                    schema.max_output)):
+        if not low <= count <= high:
+            allowed = f"{low} to {high}" if high < 2**31 - 1 else f"at least {low}"
+            raise ModelLoadError(f"{where} has {count} {what}s; {spec} takes {allowed}: the "
+                                 f"model is malformed")
+    for attr in node.attribute:
+        declared = schema.attributes.get(attr.name)
+        if declared is not None and int(declared.type) != attr.type:
+            raise ModelLoadError(
+                f"{where}: attribute {attr.name!r} is {_attr_type_name(attr.type)}, but {spec} "
+                f"declares it {_attr_type_name(int(declared.type))}: the model is malformed")
+
+
+def _attr_type_name(code: int) -> str:
+    try:
+        return AttributeProto.AttributeType.Name(code).lower()
+    except ValueError:
+        return f"of unknown type {code}"
 
 
 def _extensions_used(info: _NodeInfo) -> list[str]:
@@ -737,6 +852,30 @@ def _bind_symbols(name: str, model_dims: list[int | str] | None, given: Sequence
                 f"{model_dim!r}, already fixed at {previous!r} by input_shapes")
 
 
+def _check_single_writer(g: onnx.GraphProto, initializers: Mapping[str, TensorProto]) -> None:
+    """Every tensor has one definition (ONNX graphs are SSA: onnx's checker and onnxruntime
+    refuse a second one); a node output that repeats a graph input, an initializer or another
+    node's output is an error naming both."""
+    writer = {name: f"initializer {name!r}" for name in initializers}
+    for vi in g.input:
+        if vi.name in initializers:  # an initializer listed as an input (IR version < 4)
+            continue
+        if vi.name in writer:
+            raise ModelLoadError(f"graph input {vi.name!r} is listed twice: an ONNX tensor has "
+                                 f"exactly one definition (the file is malformed)")
+        writer[vi.name] = f"graph input {vi.name!r}"
+    for index, node in enumerate(g.node):
+        who = f"{node.op_type} node {node.name or f'{node.op_type}_{index}'!r}"
+        for name in node.output:
+            if not name:
+                continue
+            if name in writer:
+                raise ModelLoadError(
+                    f"{who} writes tensor {name!r}, which {writer[name]} already defines: an "
+                    f"ONNX tensor has exactly one definition (the file is malformed)")
+            writer[name] = who
+
+
 def _topological_order(g: onnx.GraphProto) -> list[int]:
     """Node indices in a dependency order (ONNX requires one; some exporters do not comply)."""
     producer = {o: i for i, node in enumerate(g.node) for o in node.output if o}
@@ -782,10 +921,7 @@ class _Builder:
             if vi.name in self.scan.input_types:
                 self.bind(vi.name, self.graph.add_input(vi.name, self.scan.input_types[vi.name]))
         for t in g.initializer:
-            try:
-                array = numpy_helper.to_array(t)
-            except (ValueError, TypeError, OSError, onnx.checker.ValidationError) as exc:
-                raise ModelLoadError(f"cannot read initializer {t.name!r}: {exc}") from None
+            array = _to_array(t, f"initializer {t.name!r}")
             self.bind(t.name, self.graph.add_constant(array, t.name))
         for info in self.scan.infos:
             rule = _find_rule(info.op_type, self.opset)

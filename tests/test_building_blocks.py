@@ -11,7 +11,9 @@ from ort_helpers import run_model
 import qcompiler as qc
 from qcompiler import zoo
 
-RTOL, ATOL = 1e-4, 1e-4
+# Largest |ours - onnxruntime| allowed, relative to max|onnxruntime| of the output. Measured
+# worst over the blocks at batch 1, 2 and 3: 6.9e-7 (resnet_style); the others 1.5e-7 to 4.3e-7.
+PEAK_TOL = 4e-6
 
 
 def feeds_for(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -28,8 +30,8 @@ def assert_matches_ort(model: onnx.ModelProto, exe: qc.Executable, batch: int) -
     got = exe.run(feeds)
     for vi, ref in zip(model.graph.output, run_model(model, feeds), strict=True):
         assert got[vi.name].shape == ref.shape
-        np.testing.assert_allclose(got[vi.name], ref, rtol=RTOL, atol=ATOL * np.abs(ref).max(),
-                                   err_msg=vi.name)
+        np.testing.assert_allclose(got[vi.name], ref, rtol=0,
+                                   atol=PEAK_TOL * np.abs(ref).max(), err_msg=vi.name)
 
 
 @pytest.mark.parametrize("name", sorted(zoo.BUILDING_BLOCKS))

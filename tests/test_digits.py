@@ -11,6 +11,9 @@ import qcompiler as qc
 from qcompiler import cli
 
 EXAMPLES = resources.files("qcompiler.examples")
+# Largest |difference| in the logits allowed, relative to their max|reference|. Measured: 4.2e-7
+# against onnxruntime, 3.6e-7 between the imported and the canonicalize,fold-bn,fuse graphs.
+PEAK_TOL = 2e-6
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def test_digits_convnet_matches_onnxruntime_and_its_accuracy(digits):
     exe = qc.compile(qc.load_onnx(path), backend="numpy")
     logits = exe.run({"image": digits["test_x"]})["logits"]
     (expected,) = run_model(onnx.load(path), {"image": digits["test_x"]})
-    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=PEAK_TOL * np.abs(expected).max())
     accuracy = float((logits.argmax(1) == digits["test_y"]).mean())
     assert round(accuracy, 3) == 0.980
 
@@ -42,7 +45,7 @@ def test_float_pipeline_removes_every_batchnorm_and_standalone_relu(digits):
                      "conv3_conv": "Relu", "flatten": None, "fc1": "Relu", "fc2": None}
     ref = qc.compile(g).run({"image": digits["test_x"]})["logits"]
     out = qc.compile(result.graph).run({"image": digits["test_x"]})["logits"]
-    assert np.max(np.abs(out - ref)) <= 1e-5 * np.max(np.abs(ref))
+    assert np.max(np.abs(out - ref)) <= PEAK_TOL * np.max(np.abs(ref))
     assert round(float((out.argmax(1) == digits["test_y"]).mean()), 3) == 0.980
 
 

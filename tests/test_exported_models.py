@@ -21,7 +21,10 @@ from ort_helpers import run_model
 import qcompiler as qc
 
 DATA = Path(__file__).parent / "data" / "exported"
-RTOL, ATOL = 1e-4, 1e-5  # atol is relative to max|reference|
+# Largest |ours - onnxruntime| allowed, relative to max|onnxruntime| of the output. Measured
+# worst over the 18 fixtures at batch 1 and 3: 8.8e-7 (torch_cnn_opset13/17); most are 2e-8 to
+# 2.3e-7. Float32 summation order (BLAS, CPU) accounts for it: a wrong kernel is far above.
+PEAK_TOL = 5e-6
 
 
 class Fixture(NamedTuple):
@@ -136,7 +139,7 @@ def test_matches_onnxruntime(name: str) -> None:
             out = got[vi.name]
             assert out.shape == ref.shape, (vi.name, batch)
             assert out.dtype == ref.dtype, (vi.name, batch)
-            np.testing.assert_allclose(out, ref, rtol=RTOL, atol=ATOL * np.abs(ref).max(),
+            np.testing.assert_allclose(out, ref, rtol=0, atol=PEAK_TOL * np.abs(ref).max(),
                                        err_msg=f"{name}: output {vi.name}, batch {batch}")
 
 

@@ -473,3 +473,176 @@ def test_unsupported_attribute_values_name_the_node() -> None:
     with pytest.raises(qc.UnsupportedModelError, match="upsample_cubic.*mode 'cubic'") as info:
         qc.from_onnx(model)
     assert info.value.unsupported == {"Resize": ["upsample_cubic"]}
+
+
+# -- what third-party exporters and corrupted files hand us -------------------------------------
+
+
+def with_dims(model: onnx.ModelProto, name: str, dims: Sequence[int]) -> onnx.ModelProto:
+    """``model`` with the dimensions of graph input or output ``name`` set to ``dims`` as
+    ``dim_value``s, negative ones included (helper.make_tensor_value_info refuses those)."""
+    infos = [*model.graph.input, *model.graph.output]
+    shape = next(vi for vi in infos if vi.name == name).type.tensor_type.shape
+    del shape.dim[:]
+    for d in dims:
+        shape.dim.add().dim_value = d
+    return model
+
+
+def paddle_style_model() -> onnx.ModelProto:
+    """What paddle2onnx writes: the dynamic batch is ``dim_value: -1`` on input and output."""
+    nodes = [node("Conv", ["x", "w", "b"], ["c"], "conv2d_0", pads=[1, 1, 1, 1]),
+             node("Relu", ["c"], ["r"], "relu_0"),
+             node("GlobalAveragePool", ["r"], ["p"], "pool2d_0"),
+             node("Flatten", ["p"], ["f"], "flatten_0"),
+             node("Gemm", ["f", "fc_w"], ["y"], "linear_0", transB=1)]
+    model = make_model(nodes, {"x": (TensorProto.FLOAT, [1, 3, 8, 8])}, ["y"], 13,
+                       {"w": f32(4, 3, 3, 3), "b": f32(4), "fc_w": f32(5, 4)})
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    return with_dims(with_dims(model, "x", [-1, 3, 8, 8]), "y", [-1, 5])
+
+
+def test_negative_dims_are_dynamic_like_in_onnxruntime() -> None:
+    model = paddle_style_model()
+    graph = qc.from_onnx(model)
+    batch = graph.inputs[0].shape[0]
+    assert isinstance(batch, str) and graph.inputs[0].shape[1:] == (3, 8, 8)
+    assert graph.outputs[0].shape == (batch, 5)
+    exe = qc.compile(graph, backend="numpy")
+    for n in (1, 3, 0):
+        x = f32(n, 3, 8, 8)
+        got, ref = exe.run({"x": x})["y"], run_model(model, {"x": x})[0]
+        assert got.shape == ref.shape == (n, 5)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    fixed = qc.from_onnx(model, input_shapes={"x": [2, 3, 8, 8]})
+    assert fixed.inputs[0].shape == (2, 3, 8, 8) and fixed.outputs[0].shape == (2, 5)
+
+
+def test_a_zero_dim_value_is_a_genuine_empty_dimension() -> None:
+    """onnxruntime takes ``dim_value: 0`` as a fixed size 0 (it refuses a batch of 1), and so do
+    we; an unset dimension is what ONNX spells as unknown."""
+    model = with_dims(make_model([node("Relu", ["x"], ["y"])], {"x": f32(1, 3)}, ["y"], 13),
+                      "x", [0, 3])
+    graph = qc.from_onnx(model)
+    assert graph.inputs[0].shape == (0, 3)
+    x = f32(0, 3)
+    got = qc.compile(graph, backend="numpy").run({"x": x})["y"]
+    assert got.shape == run_model(model, {"x": x})[0].shape == (0, 3)
+    with pytest.raises(Exception, match="dimensions"):
+        run_model(model, {"x": f32(1, 3)})
+
+
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose output ``y`` is declared f32[2, 3], which onnx's checker insists on."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]))
+    return model
+
+
+def rejected_by_onnx(model: onnx.ModelProto) -> None:
+    """onnx's checker and onnxruntime both refuse the model."""
+    model = checkable(model)
+    with pytest.raises(onnx.checker.ValidationError, match="SSA"):
+        onnx.checker.check_model(model)
+    with pytest.raises(Exception, match="Duplicate definition"):
+        run_model(model, {"x": f32(2, 3)})
+
+
+DOUBLE_WRITERS = {
+    "two-nodes": ([node("Relu", ["x"], ["y"], "relu_a"), node("Neg", ["x"], ["y"], "neg_b")], {},
+                  ["'relu_a'", "'neg_b'", "'y'"]),
+    "shadows-an-input": ([node("Relu", ["x"], ["x"], "relu_a"), node("Neg", ["x"], ["y"], "neg_b")],
+                         {}, ["'relu_a'", "graph input 'x'"]),
+    "shadows-an-initializer": ([node("Relu", ["x"], ["w"], "relu_a"),
+                                node("Add", ["x", "w"], ["y"], "add_b")],
+                               {"w": f32(2, 3)}, ["'relu_a'", "initializer 'w'"]),
+    "one-node-twice": ([node("Split", ["x", "s"], ["y", "y"], "split_a", axis=0)],
+                       {"s": np.array([1, 1], np.int64)}, ["'split_a'", "'y'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DOUBLE_WRITERS))
+def test_a_tensor_written_twice_is_a_load_error(case: str) -> None:
+    nodes, inits, words = DOUBLE_WRITERS[case]
+    model = make_model(nodes, {"x": f32(2, 3)}, ["y"], 13, inits)
+    rejected_by_onnx(model)
+    with pytest.raises(qc.ModelLoadError) as info:
+        qc.from_onnx(model)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_a_graph_input_listed_twice_is_a_load_error() -> None:
+    model = make_model([node("Relu", ["x"], ["y"])], {"x": f32(2, 3)}, ["y"], 13)
+    model.graph.input.append(model.graph.input[0])
+    with pytest.raises(onnx.checker.ValidationError, match="SSA"):
+        onnx.checker.check_model(checkable(model))
+    with pytest.raises(qc.ModelLoadError, match="graph input 'x' is listed twice"):
+        qc.from_onnx(model)
+
+
+def test_text_that_is_not_utf8_is_reported_escaped(tmp_path) -> None:
+    """Protobuf hands back a string field that is not UTF-8 as bytes; the error shows it."""
+    model = make_model([node("Qqqq", ["x"], ["y"], "weird_node")], {"x": f32(2)}, ["y"], 13)
+    path = tmp_path / "corrupt.onnx"
+    path.write_bytes(model.SerializeToString().replace(b"Qqqq", b"Q\xff\xfeq"))
+    assert isinstance(onnx.load(str(path)).graph.node[0].op_type, bytes)
+    with pytest.raises(qc.ModelLoadError) as info:
+        qc.load_onnx(path)
+    assert "'Q\\xff\\xfeq'" in str(info.value) and "weird_node" in str(info.value)
+
+
+@pytest.mark.parametrize("opset, op_type, scales", [
+    (10, "Resize", [1, 1, 2, 0.5]),
+    (10, "Resize", [1, 1, 0.6, 1.5]),
+    (10, "Resize", [1, 0.5, 3, 0.7]),
+    (10, "Resize", [1, 1, 1, 0.4]),
+    (9, "Upsample", [1, 1, 3, 1.5]),  # onnxruntime refuses an Upsample scale below 1
+])
+def test_upsample_nearest_mode_is_chosen_per_axis(opset: int, op_type: str,
+                                                  scales: list) -> None:
+    """Resize-10 and Upsample: onnxruntime floors the source pixel on the axes it enlarges and
+    ceils it on those it shrinks, axis by axis; nearest resizing is exact, so are we."""
+    x = f32(1, 4, 7, 9)
+    model = make_model([node(op_type, ["x", "s"], ["y"], mode="nearest")], {"x": x}, ["y"],
+                       opset, {"s": np.array(scales, np.float32)})
+    got = qc.compile(qc.from_onnx(model), backend="numpy").run({"x": x})["y"]
+    np.testing.assert_array_equal(got, run_model(model, {"x": x})[0])
+
+
+def test_a_tensor_attribute_that_does_not_match_its_dims_is_a_load_error() -> None:
+    value = numpy_helper.from_array(np.zeros(3, np.float32), "v")
+    value.dims[:] = [33]  # the data holds 3 values, the dims promise 33
+    model = make_model([node("Constant", [], ["c"], "broken_const", value=value),
+                        node("Add", ["x", "c"], ["y"])], {"x": f32(3)}, ["y"], 13)
+    with pytest.raises(qc.ModelLoadError) as info:
+        qc.from_onnx(model)
+    assert "'broken_const'" in str(info.value) and "value" in str(info.value)
+
+
+@pytest.mark.parametrize("inputs, outputs, words", [
+    (["x", "", "s"], [], ["Resize node 'resize_node'", "0 outputs", "1 to 1"]),
+    (["x", "", "s", "", "x"], ["y"], ["Resize node 'resize_node'", "5 inputs", "1 to 4"]),
+])
+def test_a_node_with_the_wrong_number_of_operands_is_a_load_error(inputs: list, outputs: list,
+                                                                 words: list) -> None:
+    """Counted against the op's ONNX schema, as onnx's checker counts them."""
+    model = make_model([node("Resize", inputs, outputs)], {"x": X4}, ["y"], 13,
+                       {"s": np.array([1, 1, 2, 2], np.float32)})
+    with pytest.raises(qc.ModelLoadError) as info:
+        qc.from_onnx(model)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_an_attribute_of_the_wrong_type_is_a_load_error() -> None:
+    """ONNX Gather's axis is an INT; a file saying FLOATS is malformed (onnx's checker agrees)."""
+    model = make_model([node("Gather", ["x", "i"], ["y"], "gather_node", axis=0)],
+                       {"x": f32(4, 3)}, ["y"], 13, {"i": np.array([0, 2], np.int64)})
+    model.graph.node[0].attribute[0].type = onnx.AttributeProto.FLOATS
+    with pytest.raises(onnx.checker.ValidationError, match="axis"):
+        onnx.checker.check_model(checkable(model))
+    with pytest.raises(qc.ModelLoadError) as info:
+        qc.from_onnx(model)
+    for word in ("Gather node 'gather_node'", "'axis'", "floats", "int"):
+        assert word in str(info.value)

@@ -562,6 +562,57 @@ def test_float16_kernels_keep_dtype():
 
 
 # ---------------------------------------------------------------------------------------------
+# An empty batch: onnxruntime returns an empty result of the right shape, and so must we.
+
+
+def _zero_batch_cases() -> dict[str, tuple[str, list, dict, list]]:
+    """id: (op type, inputs, attributes, constant inputs); X has batch size 0 (or, for
+    MatMul, an empty inner dimension: a full result of zeros)."""
+    rng = np.random.default_rng(11)
+
+    def r(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    x, w, b = r(0, 4, 6, 5), r(6, 4, 3, 3), r(6)
+    ch = [r(4), r(4), r(4), np.abs(r(4)) + 0.5]
+    pool = {"kernel_shape": [2, 2], "strides": [2, 1], "pads": [1, 0, 1, 0]}
+    return {
+        "conv": ("Conv", [x, w, b], {"pads": [1, 1, 1, 1]}, []),
+        "conv-pointwise": ("Conv", [x, r(6, 4, 1, 1)], {}, []),
+        "conv-depthwise": ("Conv", [x, r(8, 1, 3, 3)], {"group": 4, "strides": [2, 2]}, []),
+        "conv-depthwise-stride1": ("Conv", [x, r(4, 1, 3, 3)], {"group": 4}, []),
+        "conv-grouped": ("Conv", [x, r(6, 2, 3, 3)], {"group": 2}, []),
+        "conv-same": ("Conv", [x, w], {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, []),
+        "conv-transpose": ("ConvTranspose", [x, r(4, 3, 3, 3), r(3)], {"strides": [2, 2]}, []),
+        "max-pool": ("MaxPool", [x], pool, []),
+        "average-pool": ("AveragePool", [x], {**pool, "count_include_pad": 1}, []),
+        "global-average-pool": ("GlobalAveragePool", [x], {}, []),
+        "global-max-pool": ("GlobalMaxPool", [x], {}, []),
+        "batch-norm": ("BatchNormalization", [x, *ch], {}, []),
+        "instance-norm": ("InstanceNormalization", [x, ch[0], ch[1]], {}, []),
+        "lrn": ("LRN", [x], {"size": 3}, []),
+        "gemm": ("Gemm", [r(0, 5), r(5, 3), r(3)], {}, []),
+        "gemm-transposed": ("Gemm", [r(5, 0), r(3, 5)], {"transA": 1, "transB": 1}, []),
+        "matmul": ("MatMul", [r(0, 2, 5), r(5, 3)], {}, []),
+        "matmul-empty-k": ("MatMul", [r(2, 0), r(0, 3)], {}, []),
+        "softmax": ("Softmax", [r(0, 5)], {}, []),
+        "resize-nearest": ("Resize", [x, None, np.array([1, 1, 2, 0.5], np.float32)], {},
+                           [2]),
+        "resize-linear": ("Resize", [x, None, np.array([1, 1, 1.5, 2], np.float32)],
+                          {"mode": "linear"}, [2]),
+    }
+
+
+ZERO_BATCH = _zero_batch_cases()
+
+
+@pytest.mark.parametrize("case", list(ZERO_BATCH))
+def test_zero_size_batch_gives_an_empty_result(case):
+    op_type, inputs, attrs, constant = ZERO_BATCH[case]
+    check_op(op_type, inputs, attrs, constant_inputs=constant)
+
+
+# ---------------------------------------------------------------------------------------------
 # Inference with symbolic dimensions, and clear errors for bad nodes.
 
 

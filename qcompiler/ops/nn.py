@@ -1,182 +1,39 @@
-"""Neural-network ops: convolution, pooling, normalization, matrix products, softmax, resize.
+"""Neural-network ops: convolution, pooling, normalization, matrix products, softmax.
 
 The kernels here are the numpy backend's hot path, so they are vectorised: convolution is im2col
 over a strided view plus float32 BLAS matmuls (in cache-sized blocks of output rows; a plain
 matmul for 1x1 convolutions, tap accumulation for depthwise ones), pools reduce over kernel taps
 with strided slices. No loop runs over pixels or batch elements. float16 inputs are computed in
-float32 and rounded back once at the end.
+float32 and rounded back once at the end. Window geometry (pads, auto_pad, output lengths) is in
+``window``; Resize is in ``resize``.
 
 Semantics are ONNX opset 21, plus qcompiler's fused forms of Conv, ConvTranspose, Gemm and
 MatMul (a trailing activation, Conv's residual input Z, MatMul's bias), declared as extensions
 of those ops: without them the ops are exactly ONNX. Where onnxruntime departs from the spec
-the spec wins (dilated SAME pooling, SAME ConvTranspose narrower than in * stride); where the
-spec leaves a choice (Resize axes with scale 1, float32 source coordinates) we do what
-onnxruntime does.
+the spec wins (dilated SAME pooling, SAME ConvTranspose narrower than in * stride).
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from ._schema import REQUIRED, UNKNOWN, Ctx, InferError, Out, broadcast_shapes, norm_axis, op
+from . import resize  # noqa: F401  (registers Resize)
+from ._nn_common import FLOATS, f32, is_int, need_dtype, same_dtype
+from ._schema import REQUIRED, UNKNOWN, Ctx, Out, broadcast_shapes, norm_axis, op
 from .activation import ACTIVATION_ATTRS, EXTENSIONS, apply_activation, check_activation
-
-FLOATS = ("f32", "f16")
-AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared helpers: dtypes, sliding-window geometry, padding and tap slices.
-
-
-def _f32(x: np.ndarray) -> np.ndarray:
-    """float16 arrays widened to float32 (numpy has no float16 BLAS); others unchanged."""
-    return x.astype(np.float32) if x.dtype == np.float16 else x
-
-
-def _need_dtype(ctx: Ctx, i: int, allowed: tuple[str, ...], what: str) -> str:
-    dtype = ctx.dtype(i)
-    if dtype not in allowed:
-        ctx.fail(f"{ctx.op}: {what} must be {' or '.join(allowed)}, got {dtype}")
-    return dtype
-
-
-def _same_dtype(ctx: Ctx, i: int, dtype: str, what: str) -> None:
-    if ctx.has(i) and ctx.dtype(i) != dtype:
-        ctx.fail(f"{ctx.op}: {what} is {ctx.dtype(i)} but X is {dtype}")
-
-
-def _is_int(*dims: Any) -> bool:
-    return all(isinstance(d, int) for d in dims)
-
-
-def _per_axis(op_name: str, name: str, values: tuple, n: int, default: int = 1) -> tuple:
-    values = tuple(values) or (default,) * n
-    if len(values) != n:
-        raise InferError(f"{op_name}: {name} has {len(values)} values, expected {n} "
-                         f"(one per spatial axis)")
-    return values
-
-
-class _Window(NamedTuple):
-    """Geometry of a sliding-window op over the spatial axes."""
-
-    strides: tuple
-    dilations: tuple
-    begin: tuple  # padding before each spatial axis
-    end: tuple  # padding after it that the windows actually read (see _window)
-    out: tuple  # output length per axis (UNKNOWN when the input length is symbolic)
-    pad_end: tuple  # padding after each axis as given (NOTSET) or computed (SAME_*)
-
-
-@functools.lru_cache(maxsize=4096)
-def _window(op_name: str, spatial: tuple, kernel: tuple, strides: tuple, dilations: tuple,
-            pads: tuple, auto_pad: str, ceil_mode: int = 0) -> _Window:
-    """Output lengths and paddings of Conv/pool windows, as the ONNX spec defines them.
-
-    SAME_* pads so that ``out = ceil(in / stride)`` (the odd pixel goes at the end for
-    SAME_UPPER, at the start for SAME_LOWER), VALID does not pad, NOTSET uses ``pads``. With
-    ``ceil_mode`` the last partial window is kept unless it would start in the end padding.
-    ``end`` is the padding that the windows really read, which can exceed ``pads`` in ceil mode
-    and fall short of it when the last pixels are not covered by any window.
-    """
-    n = len(spatial)
-    strides = _per_axis(op_name, "strides", strides, n)
-    dilations = _per_axis(op_name, "dilations", dilations, n)
-    if any(s < 1 for s in strides) or any(d < 1 for d in dilations):
-        raise InferError(f"{op_name}: strides {strides} and dilations {dilations} must be >= 1")
-    if auto_pad not in AUTO_PADS:
-        raise InferError(f"{op_name}: auto_pad must be one of {', '.join(AUTO_PADS)}, "
-                         f"got {auto_pad!r}")
-    pads = _per_axis(op_name, "pads", pads, 2 * n, 0)
-    if any(p < 0 for p in pads):
-        raise InferError(f"{op_name}: pads {pads} must be >= 0")
-    begin, end, out, pad_end = [], [], [], []
-    for i in range(n):
-        size, k, s, d = spatial[i], kernel[i], strides[i], dilations[i]
-        b, e = pads[i], pads[n + i]
-        if auto_pad == "VALID":
-            b = e = 0
-        if not _is_int(size, k):
-            known = auto_pad in ("NOTSET", "VALID")
-            begin.append(b if known else UNKNOWN)
-            end.append(e if known else UNKNOWN)
-            pad_end.append(e if known else UNKNOWN)
-            out.append(UNKNOWN)
-            continue
-        span = (k - 1) * d + 1
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            o = -(-size // s)
-            total = max(0, (o - 1) * s + span - size)
-            b = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-            e = total - b
-        else:
-            room = size + b + e - span
-            if room < 0:
-                raise InferError(
-                    f"{op_name}: the window spans {span} pixels (kernel {k}, dilation {d}) but "
-                    f"spatial axis {i} has only {size} + {b} + {e} (with pads)")
-            o = room // s + 1
-            if ceil_mode and room % s:
-                o += 1
-                if (o - 1) * s >= size + b:  # ONNX: no window may start in the end padding
-                    o -= 1
-        begin.append(b)
-        end.append(max(0, (o - 1) * s + span - b - size))
-        pad_end.append(e)
-        out.append(o)
-    return _Window(strides, dilations, tuple(begin), tuple(end), tuple(out), tuple(pad_end))
-
-
-def _kernel_shape(op_name: str, kernel_shape: tuple, w_spatial: tuple) -> tuple:
-    """``kernel_shape`` when given (it must agree with W), else W's spatial shape."""
-    if not kernel_shape:
-        return tuple(w_spatial)
-    if len(kernel_shape) != len(w_spatial) or any(
-            _is_int(w) and w != k for k, w in zip(kernel_shape, w_spatial)):
-        raise InferError(f"{op_name}: kernel_shape {tuple(kernel_shape)} does not match the "
-                         f"spatial shape {tuple(w_spatial)} of W")
-    return tuple(kernel_shape)
-
-
-def _pad(x: np.ndarray, begin: tuple, end: tuple, value: Any = 0) -> np.ndarray:
-    """``x`` padded with ``value`` on its spatial axes (axes 2...); ``x`` itself if no padding."""
-    if not any(begin) and not any(end):
-        return x
-    spatial = x.shape[2:]
-    shape = x.shape[:2] + tuple(s + b + e for s, b, e in zip(spatial, begin, end))
-    out = np.zeros(shape, x.dtype) if value == 0 else np.full(shape, value, dtype=x.dtype)
-    out[(slice(None), slice(None)) + tuple(slice(b, b + s) for b, s in zip(begin, spatial))] = x
-    return out
-
-
-def _taps(kernel: tuple):
-    """Every kernel tap (a tuple of per-axis offsets), in C order."""
-    return np.ndindex(*kernel)
-
-
-def _tap_slices(tap: tuple, win: _Window) -> tuple:
-    """Slices of the padded input that kernel tap ``tap`` reads for every output pixel."""
-    return tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
-                 for t, s, d, o in zip(tap, win.strides, win.dilations, win.out))
-
-
-def _windows(xp: np.ndarray, kernel: tuple, win: _Window) -> np.ndarray:
-    """Every window of the padded input as a strided view [N, C, *kernel, *out] (no copy)."""
-    n, c = xp.shape[:2]
-    sn, sc, *ss = xp.strides
-    steps = (sn, sc, *(s * d for s, d in zip(ss, win.dilations)),
-             *(s * st for s, st in zip(ss, win.strides)))
-    shape = (n, c, *kernel, *win.out)
-    if xp.flags.c_contiguous:  # a direct view is several times cheaper than as_strided
-        view = np.ndarray(shape, xp.dtype, buffer=xp, strides=steps)
-        view.flags.writeable = False
-        return view
-    return np.lib.stride_tricks.as_strided(xp, shape, steps, writeable=False)
+from .window import (
+    Window,
+    check_kernel_shape,
+    conv_window,
+    pad_spatial,
+    tap_slices,
+    taps,
+    transpose_window,
+    window_view,
+)
 
 
 def _accumulate_taps(views, weights: np.ndarray, shape: tuple) -> np.ndarray:
@@ -201,9 +58,9 @@ _CONV_ATTRS = {"auto_pad": "NOTSET", "dilations": (), "group": 1, "kernel_shape"
 
 def _conv_operands(ctx: Ctx) -> tuple[str, tuple, tuple, int]:
     """Checks shared by Conv and ConvTranspose: dtypes, ranks, group; (dtype, X, W, group)."""
-    dtype = _need_dtype(ctx, 0, FLOATS, "X")
-    _same_dtype(ctx, 1, dtype, "W")
-    _same_dtype(ctx, 2, dtype, "B")
+    dtype = need_dtype(ctx, 0, FLOATS, "X")
+    same_dtype(ctx, 1, dtype, "W")
+    same_dtype(ctx, 2, dtype, "B")
     xs, ws = ctx.shape(0), ctx.shape(1)
     if len(xs) < 3:
         ctx.fail(f"{ctx.op}: X must be [N, C, spatial...] (rank >= 3), got rank {len(xs)}")
@@ -219,7 +76,7 @@ def _check_bias(ctx: Ctx, m: Any) -> None:
     if not ctx.has(2):
         return
     bs = ctx.shape(2)
-    if len(bs) != 1 or (_is_int(bs[0], m) and bs[0] != m):
+    if len(bs) != 1 or (is_int(bs[0], m) and bs[0] != m):
         ctx.fail(f"{ctx.op}: B must have shape [{m}] (one value per output channel), got "
                  f"{list(bs)}")
 
@@ -228,9 +85,9 @@ def _check_residual(ctx: Ctx, dtype: str, out: tuple) -> None:
     """Conv's residual Z must have the dtype of X and exactly the output shape."""
     if not ctx.has(3):
         return
-    _same_dtype(ctx, 3, dtype, "Z")
+    same_dtype(ctx, 3, dtype, "Z")
     zs = ctx.shape(3)
-    if len(zs) != len(out) or any(_is_int(z, o) and z != o for z, o in zip(zs, out)):
+    if len(zs) != len(out) or any(is_int(z, o) and z != o for z, o in zip(zs, out)):
         ctx.fail(f"Conv: the residual Z{list(zs)} must have the output shape {list(out)} "
                  f"(it is added without broadcasting)")
 
@@ -238,16 +95,16 @@ def _check_residual(ctx: Ctx, dtype: str, out: tuple) -> None:
 def _infer_conv(ctx: Ctx) -> list[Out]:
     dtype, xs, ws, group = _conv_operands(ctx)
     c, m, cg = xs[1], ws[0], ws[1]
-    if _is_int(c, cg) and c != cg * group:
+    if is_int(c, cg) and c != cg * group:
         ctx.fail(f"Conv: W has {cg} input channels per group but X has {c} channels and "
                  f"group={group}")
-    if _is_int(m) and m % group:
+    if is_int(m) and m % group:
         ctx.fail(f"Conv: W has {m} output channels, which group={group} does not divide")
     _check_bias(ctx, m)
-    kernel = _kernel_shape("Conv", ctx.attr("kernel_shape"), ws[2:])
+    kernel = check_kernel_shape("Conv", ctx.attr("kernel_shape"), ws[2:])
     a = ctx.attrs
-    win = _window("Conv", xs[2:], kernel, a["strides"], a["dilations"], a["pads"],
-                  a["auto_pad"])
+    win = conv_window("Conv", xs[2:], kernel, a["strides"], a["dilations"], a["pads"],
+                      a["auto_pad"])
     out = (xs[0], m, *win.out)
     _check_residual(ctx, dtype, out)
     check_activation(ctx, dtype)
@@ -266,27 +123,27 @@ def conv(x, w, b=None, z=None, *, activation, activation_params, auto_pad, dilat
     op as separate nodes.
     """
     dtype = x.dtype
-    x, w = _f32(x), _f32(w)
+    x, w = f32(x), f32(w)
     n, c = x.shape[:2]
     m, cg, *kernel = w.shape
-    kernel = _kernel_shape("Conv", kernel_shape, kernel)
-    win = _window("Conv", x.shape[2:], kernel, strides, dilations, pads, auto_pad)
+    kernel = check_kernel_shape("Conv", kernel_shape, kernel)
+    win = conv_window("Conv", x.shape[2:], kernel, strides, dilations, pads, auto_pad)
     pointwise = (all(k == 1 for k in kernel) and all(s == 1 for s in win.strides)
                  and not any(win.begin) and not any(win.end))
     if pointwise and group == 1:
         # 1x1 convolution: a plain matmul over the pixels, without any copy of x.
-        y = np.matmul(w.reshape(m, c), x.reshape(n, c, -1))
+        y = np.matmul(w.reshape(m, c), x.reshape(n, c, math.prod(x.shape[2:])))
     elif group == c and cg == 1:
         y = _depthwise(x, w, kernel, win)
     elif group == 1 and n > 1 and math.prod(win.out) <= _SMALL_IMAGE:
         y = _conv_gemm_batch(x, w, kernel, win)
     else:
-        y = _conv_gemm(_pad(x, win.begin, win.end), w, kernel, win, group)
+        y = _conv_gemm(pad_spatial(x, win.begin, win.end), w, kernel, win, group)
     y = y.reshape(n, m, *win.out)
     if b is not None:
-        y += _f32(b).reshape((m,) + (1,) * len(kernel))
+        y += f32(b).reshape((m,) + (1,) * len(kernel))
     if z is not None:
-        y += _f32(z)
+        y += f32(z)
     return apply_activation(y.astype(dtype, copy=False), activation, activation_params)
 
 
@@ -294,7 +151,7 @@ _BLOCK = 1 << 17  # im2col floats per matmul (512 KiB): the columns stay in L2 b
 _MIN_PIXELS = 512  # but at least this many output pixels per matmul (OpenBLAS is slow on less)
 
 
-def _conv_gemm(xp: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window,
+def _conv_gemm(xp: np.ndarray, w: np.ndarray, kernel: tuple, win: Window,
                group: int) -> np.ndarray:
     """im2col + float32 BLAS matmul per group, [N, group, M/group, pixels].
 
@@ -304,7 +161,7 @@ def _conv_gemm(xp: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window,
     are still in cache when BLAS reads them (OpenBLAS is ~1.25x slower on a 64x576x3136
     product built all at once; fresh buffers per block cost page faults).
     """
-    view = _windows(xp, kernel, win)
+    view = window_view(xp, kernel, win)
     n, c = xp.shape[:2]
     m = w.shape[0]
     depth = c // group * math.prod(kernel)
@@ -321,7 +178,8 @@ def _conv_gemm(xp: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window,
         block = view[lead + (slice(r, r + step),)]
         cols = buffer[:block.size].reshape(block.shape)
         np.copyto(cols, block)
-        np.matmul(weights, cols.reshape(n, group, depth, -1),
+        pixels = math.prod(block.shape[2 + len(kernel):])
+        np.matmul(weights, cols.reshape(n, group, depth, pixels),
                   out=y[..., r * rest:(r + step) * rest])
     return y
 
@@ -329,7 +187,7 @@ def _conv_gemm(xp: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window,
 _SMALL_IMAGE = 256  # output pixels per image below which one product for the batch wins
 
 
-def _conv_gemm_batch(x: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window) -> np.ndarray:
+def _conv_gemm_batch(x: np.ndarray, w: np.ndarray, kernel: tuple, win: Window) -> np.ndarray:
     """im2col with one row per output pixel of every image, channels last ([N * pixels,
     prod(kernel) * C]), and one BLAS product for the whole batch; [N, M, pixels].
 
@@ -346,12 +204,12 @@ def _conv_gemm_batch(x: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window) 
     view = np.ndarray((n, *win.out, *kernel, c), np.float32, buffer=xp, strides=(
         sn, *(st * s for st, s in zip(ss, win.strides)),
         *(st * d for st, d in zip(ss, win.dilations)), sc))
-    cols = view.reshape(n * math.prod(win.out), -1)
+    cols = view.reshape(n * math.prod(win.out), math.prod(kernel) * c)
     weights = np.moveaxis(w, 1, -1).reshape(m, -1)
-    return (cols @ weights.T).reshape(n, -1, m).transpose(0, 2, 1)
+    return (cols @ weights.T).reshape(n, math.prod(win.out), m).transpose(0, 2, 1)
 
 
-def _depthwise(x: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window) -> np.ndarray:
+def _depthwise(x: np.ndarray, w: np.ndarray, kernel: tuple, win: Window) -> np.ndarray:
     """Depthwise convolution (one input channel per group, M = C * multiplier) by taps.
 
     Output channel c * mult + j reads input channel c only: accumulate
@@ -363,81 +221,33 @@ def _depthwise(x: np.ndarray, w: np.ndarray, kernel: tuple, win: _Window) -> np.
     n, c = x.shape[:2]
     mult = w.shape[0] // c
     weights = w.reshape(c, mult, -1)
-    taps = list(_taps(kernel))
+    kernel_taps = list(taps(kernel))
     if any(s != 1 for s in win.strides):
-        src = _pad(x, win.begin, win.end)[:, :, None]
-        views = (src[(slice(None),) * 3 + _tap_slices(tap, win)] for tap in taps)
+        src = pad_spatial(x, win.begin, win.end)[:, :, None]
+        views = (src[(slice(None),) * 3 + tap_slices(tap, win)] for tap in kernel_taps)
         return _accumulate_taps(views, weights, (n, c, mult, *win.out))
-    xp = _pad(x, win.begin, (win.end[0] + 1, *win.end[1:]))
+    xp = pad_spatial(x, win.begin, (win.end[0] + 1, *win.end[1:]))
     steps = [math.prod(xp.shape[3 + i:]) for i in range(len(kernel))]  # elements per axis step
     length = win.out[0] * steps[0]
-    planes = xp.reshape(n, c, 1, -1)
-    offsets = (sum(t * d * e for t, d, e in zip(tap, win.dilations, steps)) for tap in taps)
+    planes = xp.reshape(n, c, 1, math.prod(xp.shape[2:]))
+    offsets = (sum(t * d * e for t, d, e in zip(tap, win.dilations, steps)) for tap in kernel_taps)
     y = _accumulate_taps((planes[..., o:o + length] for o in offsets), weights,
                          (n, c, mult, length))
     wide = y.reshape(n, c * mult, win.out[0], *xp.shape[3:])
     return np.ascontiguousarray(wide[(Ellipsis, *(slice(o) for o in win.out[1:]))])
 
 
-def _transpose_window(op_name: str, spatial: tuple, kernel: tuple, a: dict) -> _Window:
-    """ConvTranspose geometry: begin = output pixels cropped at the start, out = output size.
-
-    The "full" output of axis i is ``(in - 1) * stride + (k - 1) * dilation + 1 + output_padding``;
-    the result is ``full[begin : begin + out]``, zero-extended at the end when out is larger.
-    With output_shape (or SAME_*, which asks for ``in * stride``) the total crop is split as the
-    ONNX spec says: the odd pixel is cropped at the end for SAME_UPPER, at the start otherwise.
-    """
-    n = len(spatial)
-    strides = _per_axis(op_name, "strides", a["strides"], n)
-    dilations = _per_axis(op_name, "dilations", a["dilations"], n)
-    adjust = _per_axis(op_name, "output_padding", a["output_padding"], n, 0)
-    pads = _per_axis(op_name, "pads", a["pads"], 2 * n, 0)
-    auto_pad = a["auto_pad"]
-    if auto_pad not in AUTO_PADS:
-        raise InferError(f"{op_name}: auto_pad must be one of {', '.join(AUTO_PADS)}, "
-                         f"got {auto_pad!r}")
-    if any(s < 1 for s in strides) or any(d < 1 for d in dilations) or min(pads + adjust) < 0:
-        raise InferError(f"{op_name}: strides/dilations must be >= 1 and pads/output_padding "
-                         f">= 0, got {strides}, {dilations}, {pads}, {adjust}")
-    shape = tuple(a["output_shape"])
-    if shape:
-        if len(shape) not in (n, n + 2):
-            raise InferError(f"{op_name}: output_shape {shape} must list the {n} spatial sizes")
-        shape = shape[-n:]
-    begin, out = [], []
-    for i in range(n):
-        size, k, s, d = spatial[i], kernel[i], strides[i], dilations[i]
-        if not _is_int(size, k):
-            begin.append(UNKNOWN)
-            out.append(shape[i] if shape else UNKNOWN)
-            continue
-        full = (size - 1) * s + (k - 1) * d + 1 + adjust[i]
-        if shape or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            o = shape[i] if shape else size * s
-            total = max(0, full - o)
-            b = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-        else:
-            b, e = (0, 0) if auto_pad == "VALID" else (pads[i], pads[n + i])
-            o = full - b - e
-        if o < 1:
-            raise InferError(f"{op_name}: spatial axis {i} would have {o} output pixels "
-                             f"(input {size}, kernel {k}, stride {s}, dilation {d})")
-        begin.append(b)
-        out.append(o)
-    return _Window(strides, dilations, tuple(begin), (0,) * n, tuple(out), (0,) * n)
-
-
 def _infer_conv_transpose(ctx: Ctx) -> list[Out]:
     dtype, xs, ws, group = _conv_operands(ctx)
     c = xs[1]
-    if _is_int(c, ws[0]) and c != ws[0]:
+    if is_int(c, ws[0]) and c != ws[0]:
         ctx.fail(f"ConvTranspose: W has {ws[0]} input channels but X has {c}")
-    if _is_int(c) and c % group:
+    if is_int(c) and c % group:
         ctx.fail(f"ConvTranspose: X has {c} channels, which group={group} does not divide")
-    m = ws[1] * group if _is_int(ws[1]) else UNKNOWN
+    m = ws[1] * group if is_int(ws[1]) else UNKNOWN
     _check_bias(ctx, m)
-    kernel = _kernel_shape("ConvTranspose", ctx.attr("kernel_shape"), ws[2:])
-    win = _transpose_window("ConvTranspose", xs[2:], kernel, ctx.attrs)
+    kernel = check_kernel_shape("ConvTranspose", ctx.attr("kernel_shape"), ws[2:])
+    win = transpose_window("ConvTranspose", xs[2:], kernel, ctx.attrs)
     check_activation(ctx, dtype)
     return [Out(dtype, (xs[0], m, *win.out))]
 
@@ -453,29 +263,30 @@ def conv_transpose(x, w, b=None, *, activation, activation_params, auto_pad, dil
     activation run on the result in Y's dtype, bit-exact with a separate activation node.
     """
     dtype = x.dtype
-    x, w = _f32(x), _f32(w)
+    x, w = f32(x), f32(w)
     n, c, *spatial = x.shape
-    mg, kernel = w.shape[1], _kernel_shape("ConvTranspose", kernel_shape, w.shape[2:])
+    mg, kernel = w.shape[1], check_kernel_shape("ConvTranspose", kernel_shape, w.shape[2:])
     m, cg = mg * group, c // group
     a = {"strides": strides, "dilations": dilations, "output_padding": output_padding,
          "pads": pads, "auto_pad": auto_pad, "output_shape": output_shape}
-    win = _transpose_window("ConvTranspose", tuple(spatial), kernel, a)
+    win = transpose_window("ConvTranspose", tuple(spatial), kernel, a)
     # cols[n, g*mg + j, tap, pixel] = sum_ci W[g*cg + ci, j, tap] * x[n, g*cg + ci, pixel]
     wt = w.reshape(group, cg, mg * math.prod(kernel)).transpose(0, 2, 1)
-    cols = np.matmul(wt, x.reshape(n, group, cg, -1)).reshape(n, m, *kernel, *spatial)
+    pixels = x.reshape(n, group, cg, math.prod(spatial))
+    cols = np.matmul(wt, pixels).reshape(n, m, *kernel, *spatial)
     full = [(i - 1) * s + (k - 1) * d + 1
             for i, k, s, d in zip(spatial, kernel, win.strides, win.dilations)]
     canvas = np.zeros((n, m, *(max(f, bg + o) for f, bg, o in zip(full, win.begin, win.out))),
                       dtype=np.float32)
     inputs = win._replace(out=tuple(spatial))
-    for tap in _taps(kernel):
-        canvas[(slice(None), slice(None)) + _tap_slices(tap, inputs)] += cols[
+    for tap in taps(kernel):
+        canvas[(slice(None), slice(None)) + tap_slices(tap, inputs)] += cols[
             (slice(None), slice(None)) + tap]
     y = canvas[(slice(None), slice(None)) +
                tuple(slice(bg, bg + o) for bg, o in zip(win.begin, win.out))]
     y = np.ascontiguousarray(y)
     if b is not None:
-        y += _f32(b).reshape((m,) + (1,) * len(kernel))
+        y += f32(b).reshape((m,) + (1,) * len(kernel))
     return apply_activation(y.astype(dtype, copy=False), activation, activation_params)
 
 
@@ -488,7 +299,7 @@ _POOL_ATTRS = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": (), "kernel_sh
 
 def _infer_pool(allowed: tuple[str, ...]):
     def infer(ctx: Ctx) -> list[Out]:
-        dtype = _need_dtype(ctx, 0, allowed, "X")
+        dtype = need_dtype(ctx, 0, allowed, "X")
         xs = ctx.shape(0)
         if len(xs) < 3:
             ctx.fail(f"{ctx.op}: X must be [N, C, spatial...] (rank >= 3), got rank {len(xs)}")
@@ -501,14 +312,14 @@ def _infer_pool(allowed: tuple[str, ...]):
                      f"axis of X{list(xs)}")
         if a.get("storage_order", 0) not in (0, 1):
             ctx.fail(f"{ctx.op}: storage_order must be 0 or 1, got {a['storage_order']}")
-        win = _window(ctx.op, xs[2:], kernel, a["strides"], a["dilations"], a["pads"],
-                      a["auto_pad"], a["ceil_mode"])
+        win = conv_window(ctx.op, xs[2:], kernel, a["strides"], a["dilations"], a["pads"],
+                          a["auto_pad"], a["ceil_mode"])
         return [Out(dtype, (*xs[:2], *win.out))]
 
     return infer
 
 
-def _fold_taps(xp: np.ndarray, kernel: tuple, win: _Window, ufunc: np.ufunc) -> np.ndarray:
+def _fold_taps(xp: np.ndarray, kernel: tuple, win: Window, ufunc: np.ufunc) -> np.ndarray:
     """``ufunc``-reduce (maximum, add) the padded input over the kernel taps of every window.
 
     Both reductions are separable, so this folds one spatial axis at a time: k0 + k1 passes
@@ -533,10 +344,11 @@ def _fold_taps(xp: np.ndarray, kernel: tuple, win: _Window, ufunc: np.ufunc) -> 
 def max_pool(x, *, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides):
     """Max over each window; padding is the dtype's lowest finite value (a window that only
     covers padding gives that value, as in onnxruntime)."""
-    win = _window("MaxPool", x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad,
-                  ceil_mode)
+    kernel = tuple(kernel_shape)
+    win = conv_window("MaxPool", x.shape[2:], kernel, strides, dilations, pads, auto_pad,
+                      ceil_mode)
     low = (np.finfo if x.dtype.kind == "f" else np.iinfo)(x.dtype).min
-    return _fold_taps(_pad(x, win.begin, win.end, low), tuple(kernel_shape), win, np.maximum)
+    return _fold_taps(pad_spatial(x, win.begin, win.end, low), kernel, win, np.maximum)
 
 
 @op("AveragePool", ["X"],
@@ -550,8 +362,9 @@ def average_pool(x, *, auto_pad, ceil_mode, count_include_pad, dilations, kernel
     dtype = x.dtype
     kernel = tuple(kernel_shape)
     spatial = x.shape[2:]
-    win = _window("AveragePool", spatial, kernel, strides, dilations, pads, auto_pad, ceil_mode)
-    sums = _fold_taps(_pad(_f32(x), win.begin, win.end), kernel, win, np.add)
+    win = conv_window("AveragePool", spatial, kernel, strides, dilations, pads, auto_pad,
+                      ceil_mode)
+    sums = _fold_taps(pad_spatial(f32(x), win.begin, win.end), kernel, win, np.add)
     # The divisor is separable: a product over axes of 1-D counts of the pixels that count.
     counts = np.ones((), np.float32)
     for size, k, s, d, b, e, o, pad_end in zip(spatial, kernel, win.strides, win.dilations,
@@ -565,7 +378,7 @@ def average_pool(x, *, auto_pad, ceil_mode, count_include_pad, dilations, kernel
 
 
 def _infer_global_pool(ctx: Ctx) -> list[Out]:
-    dtype = _need_dtype(ctx, 0, FLOATS if ctx.op == "GlobalAveragePool"
+    dtype = need_dtype(ctx, 0, FLOATS if ctx.op == "GlobalAveragePool"
                         else ("f32", "f16", "i8", "u8"), "X")
     xs = ctx.shape(0)
     if len(xs) < 3:
@@ -576,7 +389,7 @@ def _infer_global_pool(ctx: Ctx) -> list[Out]:
 @op("GlobalAveragePool", ["X"], infer=_infer_global_pool)
 def global_average_pool(x):
     axes = tuple(range(2, x.ndim))
-    return np.mean(_f32(x), axis=axes, keepdims=True).astype(x.dtype, copy=False)
+    return np.mean(f32(x), axis=axes, keepdims=True).astype(x.dtype, copy=False)
 
 
 @op("GlobalMaxPool", ["X"], infer=_infer_global_pool)
@@ -597,15 +410,15 @@ def _infer_batch_norm(ctx: Ctx) -> list[Out]:
         ctx.unsupported("BatchNormalization: running_mean/running_var outputs exist only in "
                         "training "
                  "mode, which is not supported; use only output Y")
-    dtype = _need_dtype(ctx, 0, FLOATS, "X")
+    dtype = need_dtype(ctx, 0, FLOATS, "X")
     xs = ctx.shape(0)
     if not xs:
         ctx.fail("BatchNormalization: X must have rank >= 1")
     c = xs[1] if len(xs) > 1 else 1
     for i, name in enumerate(("scale", "B", "input_mean", "input_var"), start=1):
-        _need_dtype(ctx, i, FLOATS, name)
+        need_dtype(ctx, i, FLOATS, name)
         s = ctx.shape(i)
-        if len(s) != 1 or (_is_int(s[0], c) and s[0] != c):
+        if len(s) != 1 or (is_int(s[0], c) and s[0] != c):
             ctx.fail(f"BatchNormalization: {name} must have shape [{c}] (one value per "
                      f"channel), got {list(s)}")
     return [Out(dtype, xs)]
@@ -622,21 +435,21 @@ def batch_normalization(x, scale, b, mean, var, *, epsilon, momentum, training_m
     mul = scale.astype(f) / np.sqrt(var.astype(f) + f(epsilon))
     add = b.astype(f) - mean.astype(f) * mul
     shape = (-1,) + (1,) * (x.ndim - 2) if x.ndim > 1 else ()
-    y = _f32(x) * mul.reshape(shape)
+    y = f32(x) * mul.reshape(shape)
     y += add.reshape(shape)
     return y.astype(x.dtype, copy=False)
 
 
 def _infer_instance_norm(ctx: Ctx) -> list[Out]:
-    dtype = _need_dtype(ctx, 0, FLOATS, "input")
+    dtype = need_dtype(ctx, 0, FLOATS, "input")
     xs = ctx.shape(0)
     if len(xs) < 3:
         ctx.fail(f"InstanceNormalization: input must be [N, C, spatial...] (rank >= 3), got "
                  f"rank {len(xs)}")
     for i, name in ((1, "scale"), (2, "B")):
-        _same_dtype(ctx, i, dtype, name)
+        same_dtype(ctx, i, dtype, name)
         s = ctx.shape(i)
-        if len(s) != 1 or (_is_int(s[0], xs[1]) and s[0] != xs[1]):
+        if len(s) != 1 or (is_int(s[0], xs[1]) and s[0] != xs[1]):
             ctx.fail(f"InstanceNormalization: {name} must have shape [{xs[1]}], got {list(s)}")
     return [Out(dtype, xs)]
 
@@ -645,21 +458,21 @@ def _infer_instance_norm(ctx: Ctx) -> list[Out]:
     infer=_infer_instance_norm)
 def instance_normalization(x, scale, b, *, epsilon):
     """Normalize each (sample, channel) over its spatial axes, then scale and shift."""
-    xf = _f32(x)
+    xf = f32(x)
     axes = tuple(range(2, x.ndim))
     mean = xf.mean(axis=axes, keepdims=True)
     centered = xf - mean
     var = np.mean(np.square(centered), axis=axes, keepdims=True)
     shape = (-1,) + (1,) * (x.ndim - 2)
-    mul = _f32(scale).reshape(shape) / np.sqrt(var + np.float32(epsilon))
-    return (centered * mul + _f32(b).reshape(shape)).astype(x.dtype, copy=False)
+    mul = f32(scale).reshape(shape) / np.sqrt(var + np.float32(epsilon))
+    return (centered * mul + f32(b).reshape(shape)).astype(x.dtype, copy=False)
 
 
 _STASH_TYPES = {1: "f32", 10: "f16"}  # ONNX TensorProto element types
 
 
 def _infer_layer_norm(ctx: Ctx) -> list[Out]:
-    dtype = _need_dtype(ctx, 0, FLOATS, "X")
+    dtype = need_dtype(ctx, 0, FLOATS, "X")
     xs = ctx.shape(0)
     axis = norm_axis(ctx.attr("axis"), len(xs))
     stash = _STASH_TYPES.get(ctx.attr("stash_type"))
@@ -670,10 +483,10 @@ def _infer_layer_norm(ctx: Ctx) -> list[Out]:
     for i, name in ((1, "Scale"), (2, "B")):
         if not ctx.has(i):
             continue
-        _same_dtype(ctx, i, dtype, name)
+        same_dtype(ctx, i, dtype, name)
         shape = ctx.shape(i)
         if len(shape) > len(normalized) or not all(
-                d in (1, full) or not _is_int(d, full)
+                d in (1, full) or not is_int(d, full)
                 for d, full in zip(shape[::-1], normalized[::-1])):
             ctx.fail(f"LayerNormalization: {name}{list(shape)} does not broadcast to the "
                      f"normalized shape {list(normalized)} (axis={ctx.attr('axis')})")
@@ -699,7 +512,7 @@ def layer_normalization(x, scale, b=None, *, axis, epsilon, stash_type):
 
 
 def _infer_lrn(ctx: Ctx) -> list[Out]:
-    dtype = _need_dtype(ctx, 0, FLOATS, "X")
+    dtype = need_dtype(ctx, 0, FLOATS, "X")
     if len(ctx.shape(0)) < 3:
         ctx.fail(f"LRN: X must be [N, C, spatial...] (rank >= 3), got {list(ctx.shape(0))}")
     if ctx.attr("size") < 1:
@@ -711,7 +524,7 @@ def _infer_lrn(ctx: Ctx) -> list[Out]:
     infer=_infer_lrn)
 def lrn(x, *, alpha, beta, bias, size):
     """Local response normalization across channels: x / (bias + alpha/size * sum x^2)^beta."""
-    xf = _f32(x)
+    xf = f32(x)
     c = x.shape[1]
     before, after = (size - 1) // 2, size // 2  # floor((size-1)/2), ceil((size-1)/2)
     padded = np.zeros((x.shape[0], c + before + after, *x.shape[2:]), np.float32)
@@ -731,7 +544,7 @@ MATMUL_DTYPES = ("f32", "f16", "i32", "i64")
 
 
 def _infer_matmul(ctx: Ctx) -> list[Out]:
-    dtype = _need_dtype(ctx, 0, MATMUL_DTYPES, "A")
+    dtype = need_dtype(ctx, 0, MATMUL_DTYPES, "A")
     if ctx.dtype(1) != dtype:
         ctx.fail(f"MatMul: A is {dtype} but B is {ctx.dtype(1)}")
     a, b = ctx.shape(0), ctx.shape(1)
@@ -739,7 +552,7 @@ def _infer_matmul(ctx: Ctx) -> list[Out]:
         ctx.fail(f"MatMul: operands must have rank >= 1, got A{list(a)} and B{list(b)}")
     a2 = (1, *a) if len(a) == 1 else a
     b2 = (*b, 1) if len(b) == 1 else b
-    if _is_int(a2[-1], b2[-2]) and a2[-1] != b2[-2]:
+    if is_int(a2[-1], b2[-2]) and a2[-1] != b2[-2]:
         ctx.fail(f"MatMul: A{list(a)} has {a2[-1]} columns but B{list(b)} has {b2[-2]} rows")
     out = (*broadcast_shapes(a2[:-2], b2[:-2]), a2[-2], b2[-1])
     if len(b) == 1:
@@ -760,7 +573,7 @@ def _check_matmul_bias(ctx: Ctx, dtype: str, b: tuple) -> None:
         ctx.fail(f"MatMul: a bias needs B of rank >= 2, got B{list(b)} (a 1-D B leaves the "
                  f"output no column axis to add the bias along)")
     bs = ctx.shape(2)
-    if len(bs) != 1 or (_is_int(bs[0], b[-1]) and bs[0] != b[-1]):
+    if len(bs) != 1 or (is_int(bs[0], b[-1]) and bs[0] != b[-1]):
         ctx.fail(f"MatMul: bias must have shape [{b[-1]}] (one value per column of B{list(b)}), "
                  f"got {list(bs)}")
 
@@ -775,27 +588,27 @@ def matmul(a, b, bias=None, *, activation, activation_params):
     in Y's dtype. On float32 this is bit-exact with MatMul, Add and the activation op as
     separate nodes. float16 is computed in float32 and rounded once, before the activation.
     """
-    y = np.matmul(_f32(a), _f32(b))
+    y = np.matmul(f32(a), f32(b))
     if bias is not None:
-        y += _f32(bias)
+        y += f32(bias)
     return apply_activation(y.astype(a.dtype, copy=False), activation, activation_params)
 
 
 def _infer_gemm(ctx: Ctx) -> list[Out]:
-    dtype = _need_dtype(ctx, 0, FLOATS, "A")
-    _same_dtype(ctx, 1, dtype, "B")
-    _same_dtype(ctx, 2, dtype, "C")
+    dtype = need_dtype(ctx, 0, FLOATS, "A")
+    same_dtype(ctx, 1, dtype, "B")
+    same_dtype(ctx, 2, dtype, "C")
     a, b = ctx.shape(0), ctx.shape(1)
     if len(a) != 2 or len(b) != 2:
         ctx.fail(f"Gemm: A and B must be matrices, got A{list(a)} and B{list(b)}")
     (m, ka) = a[::-1] if ctx.attr("transA") else a
     (kb, n) = b[::-1] if ctx.attr("transB") else b
-    if _is_int(ka, kb) and ka != kb:
+    if is_int(ka, kb) and ka != kb:
         ctx.fail(f"Gemm: op(A) is [{m}, {ka}] but op(B) is [{kb}, {n}] "
                  f"(transA={ctx.attr('transA')}, transB={ctx.attr('transB')})")
     if ctx.has(2):
         c = ctx.shape(2)
-        ok = len(c) <= 2 and all(d in (1, full) or not _is_int(d, full)
+        ok = len(c) <= 2 and all(d in (1, full) or not is_int(d, full)
                                  for d, full in zip(c[::-1], (n, m)))
         if not ok:
             ctx.fail(f"Gemm: C{list(c)} does not broadcast to the output [{m}, {n}]")
@@ -813,12 +626,12 @@ def gemm(a, b, c=None, *, activation, activation_params, alpha, beta, transA, tr
     the activation run on the result in Y's dtype, bit-exact with a separate activation node.
     """
     dtype = a.dtype
-    a, b = _f32(a), _f32(b)
+    a, b = f32(a), f32(b)
     y = np.matmul(a.T if transA else a, b.T if transB else b)
     if alpha != 1:
         y *= np.float32(alpha)
     if c is not None and beta != 0:
-        c = _f32(c)
+        c = f32(c)
         y += c if beta == 1 else c * np.float32(beta)
     return apply_activation(y.astype(dtype, copy=False), activation, activation_params)
 
@@ -828,14 +641,14 @@ def gemm(a, b, c=None, *, activation, activation_params, alpha, beta, transA, tr
 
 
 def _infer_softmax(ctx: Ctx) -> list[Out]:
-    dtype = _need_dtype(ctx, 0, FLOATS, "input")
+    dtype = need_dtype(ctx, 0, FLOATS, "input")
     norm_axis(ctx.attr("axis"), len(ctx.shape(0)))
     return [Out(dtype, ctx.shape(0))]
 
 
 @op("Softmax", ["input"], ["output"], attrs={"axis": -1}, infer=_infer_softmax)
 def softmax(x, *, axis):
-    xf = _f32(x)
+    xf = f32(x)
     e = np.exp(xf - xf.max(axis=axis, keepdims=True))
     e /= e.sum(axis=axis, keepdims=True)
     return e.astype(x.dtype, copy=False)
@@ -843,245 +656,8 @@ def softmax(x, *, axis):
 
 @op("LogSoftmax", ["input"], ["output"], attrs={"axis": -1}, infer=_infer_softmax)
 def log_softmax(x, *, axis):
-    xf = _f32(x)
+    xf = f32(x)
     shifted = xf - xf.max(axis=axis, keepdims=True)
     y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
     return y.astype(x.dtype, copy=False)
 
-
-# ---------------------------------------------------------------------------------------------
-# Resize (nearest and linear; separable over any axes, float32 coordinates as in ORT).
-
-_COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
-                "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize")
-_NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
-_POLICIES = ("stretch", "not_larger", "not_smaller")
-
-
-def _resize_refusal(mode: str, antialias: int, ctm: str, nearest_mode: str, policy: str,
-                    exclude_outside: int) -> str | None:
-    """Why a Resize configuration is not supported, or None when it is."""
-    if mode not in ("nearest", "linear"):
-        return (f"Resize: mode {mode!r} is not supported (supported: 'nearest', 'linear'; "
-                f"'cubic' would need a cubic kernel)")
-    if antialias:
-        return "Resize: antialias=1 is not supported"
-    if exclude_outside:
-        return "Resize: exclude_outside=1 applies to cubic mode only"
-    if ctm not in _COORD_MODES:
-        return (f"Resize: coordinate_transformation_mode must be one of "
-                f"{', '.join(_COORD_MODES)}, got {ctm!r}")
-    if nearest_mode not in _NEAREST_MODES:
-        return (f"Resize: nearest_mode must be one of {', '.join(_NEAREST_MODES)}, "
-                f"got {nearest_mode!r}")
-    if policy not in _POLICIES:
-        return f"Resize: keep_aspect_ratio_policy must be one of {', '.join(_POLICIES)}"
-    return None
-
-
-def _resize_axes(axes: tuple, rank: int) -> list[int]:
-    if not axes:
-        return list(range(rank))
-    out = [norm_axis(a, rank) for a in axes]
-    if len(set(out)) != len(out):
-        raise InferError(f"Resize: axes {tuple(axes)} repeat an axis")
-    return out
-
-
-def _resize_plan(in_shape: tuple, scales: Any, sizes: Any, axes: list[int],
-                 policy: str) -> tuple[list, list]:
-    """Output shape and per-axis float32 scale, computed the way onnxruntime does.
-
-    From scales: ``out = floor(scale * in)`` in float32. From sizes: ``scale = out / in``, and
-    for not_larger/not_smaller one common scale (min/max over ``axes``) with
-    ``out = round(scale * in)``.
-    """
-    f = np.float32
-    out, scl = list(in_shape), [f(1)] * len(in_shape)
-    given = sizes if sizes is not None else scales
-    if len(given) != len(axes):
-        what = "sizes" if sizes is not None else "scales"
-        raise InferError(f"Resize: {what} has {len(given)} values, expected {len(axes)} (one "
-                         f"per axis in {tuple(axes) if len(axes) < len(in_shape) else 'X'})")
-    if sizes is None:
-        for a, s in zip(axes, given):
-            if not s > 0:
-                raise InferError(f"Resize: scales must be > 0, got {float(s)}")
-            scl[a] = f(s)
-            out[a] = int(np.floor(f(s) * f(in_shape[a])))
-        return out, scl
-    for a, s in zip(axes, given):
-        out[a] = int(s)
-        scl[a] = f(s) / f(in_shape[a]) if in_shape[a] else f(1)
-    if policy != "stretch":
-        pick = min if policy == "not_larger" else max
-        common = pick(scl[a] for a in axes)
-        for a in axes:
-            scl[a] = common
-            out[a] = int(np.floor(common * f(in_shape[a]) + f(0.5)))
-    return out, scl
-
-
-def _present(ctx: Ctx, i: int) -> bool:
-    """Whether optional input ``i`` is given and non-empty (opset 11 passed empty tensors)."""
-    return ctx.has(i) and ctx.shape(i) != (0,)
-
-
-def _infer_resize(ctx: Ctx) -> list[Out]:
-    a = ctx.attrs
-    mode = a["mode"]
-    refusal = _resize_refusal(mode, a["antialias"], a["coordinate_transformation_mode"],
-                              a["nearest_mode"], a["keep_aspect_ratio_policy"],
-                              a["exclude_outside"])
-    if refusal:
-        ctx.unsupported(refusal)
-    dtype = ctx.dtype(0)
-    if mode == "linear" and dtype not in FLOATS:
-        ctx.fail(f"Resize: linear mode needs a float input, got {dtype}")
-    xs = ctx.shape(0)
-    axes = _resize_axes(a["axes"], len(xs))
-    has_scales, has_sizes = _present(ctx, 2), _present(ctx, 3)
-    if has_scales == has_sizes:
-        ctx.fail("Resize: exactly one of scales and sizes must be given "
-                 f"(got {'both' if has_scales else 'neither'})")
-    if has_scales:
-        _need_dtype(ctx, 2, ("f32",), "scales")
-    else:
-        _need_dtype(ctx, 3, ("i64",), "sizes")
-    out = list(xs)
-    for ax in axes:
-        out[ax] = UNKNOWN
-    scales = ctx.const(2) if has_scales else None
-    sizes = ctx.ints(3) if has_sizes else None
-    if scales is not None:
-        scales = scales.reshape(-1)
-        static = [xs[ax] if _is_int(xs[ax]) else 1 for ax in range(len(xs))]
-        planned, _ = _resize_plan(tuple(static), scales, None, axes, "stretch")
-        for ax, s in zip(axes, scales):
-            out[ax] = xs[ax] if s == 1 else (planned[ax] if _is_int(xs[ax]) else UNKNOWN)
-    elif sizes is not None:
-        if len(sizes) != len(axes):
-            ctx.fail(f"Resize: sizes has {len(sizes)} values, expected {len(axes)}")
-        if a["keep_aspect_ratio_policy"] == "stretch":
-            for ax, s in zip(axes, sizes):
-                out[ax] = s
-        elif _is_int(*sizes, *(xs[ax] for ax in axes)):
-            planned, _ = _resize_plan(xs, None, sizes, axes, a["keep_aspect_ratio_policy"])
-            for ax in axes:
-                out[ax] = planned[ax]
-    if any(_is_int(d) and d < 1 for d in out):
-        ctx.fail(f"Resize: output shape {out} has an empty dimension (input {list(xs)})")
-    return [Out(dtype, tuple(out))]
-
-
-def _source_coords(ctm: str, out_len: int, in_len: int, scale: np.float32, roi_start: float,
-                   roi_end: float) -> np.ndarray:
-    """Input coordinate of every output index along one axis, in float32 like onnxruntime."""
-    f = np.float32
-    x = np.arange(out_len, dtype=f)
-    half = f(0.5)
-    if ctm == "asymmetric":
-        return x / scale
-    if ctm == "tf_half_pixel_for_nn":
-        return (x + half) / scale
-    if ctm == "pytorch_half_pixel":
-        return (x + half) / scale - half if out_len > 1 else np.zeros(out_len, f)
-    if ctm == "align_corners":
-        return (x * f(in_len - 1) / f(out_len - 1) if out_len > 1
-                else np.zeros(out_len, f))
-    if ctm == "half_pixel_symmetric":
-        adjustment = f(out_len) / (scale * f(in_len))
-        offset = f(in_len) / f(2) * (f(1) - adjustment)
-        return offset + (x + half) / scale - half
-    if ctm == "tf_crop_and_resize":
-        start, end = f(roi_start), f(roi_end)
-        if out_len > 1:
-            return start * f(in_len - 1) + x * (end - start) * f(in_len - 1) / f(out_len - 1)
-        return np.full(out_len, 0.5 * (start + end) * (in_len - 1), f)
-    return (x + half) / scale - half  # half_pixel
-
-
-def _nearest_index(coords: np.ndarray, mode: str, in_len: int) -> np.ndarray:
-    floor = np.floor(coords)
-    if mode == "floor":
-        idx = floor
-    elif mode == "ceil":
-        idx = np.ceil(coords)
-    else:
-        frac = coords - floor  # ties (frac == 0.5) go down or up as the mode prefers
-        idx = floor + (frac > 0.5 if mode == "round_prefer_floor" else frac >= 0.5)
-    return np.clip(idx, 0, in_len - 1).astype(np.intp)
-
-
-@op("Resize", ["X", "roi?", "scales?", "sizes?"],
-    attrs={"antialias": 0, "axes": (), "coordinate_transformation_mode": "half_pixel",
-           "cubic_coeff_a": -0.75, "exclude_outside": 0, "extrapolation_value": 0.0,
-           "keep_aspect_ratio_policy": "stretch", "mode": "nearest",
-           "nearest_mode": "round_prefer_floor"},
-    infer=_infer_resize)
-def resize(x, roi=None, scales=None, sizes=None, *, antialias, axes,
-           coordinate_transformation_mode, cubic_coeff_a, exclude_outside, extrapolation_value,
-           keep_aspect_ratio_policy, mode, nearest_mode):
-    """Nearest or (multi-)linear resize, one axis at a time; see the ONNX Resize spec."""
-    ctm = coordinate_transformation_mode
-    refusal = _resize_refusal(mode, antialias, ctm, nearest_mode, keep_aspect_ratio_policy,
-                              exclude_outside)
-    if refusal:
-        raise ValueError(refusal)
-    rank = x.ndim
-    ax = _resize_axes(axes, rank)
-    sizes = None if sizes is None or sizes.size == 0 else sizes.reshape(-1)
-    scales = None if sizes is not None or scales is None else scales.reshape(-1)
-    if sizes is None and (scales is None or scales.size == 0):
-        raise ValueError("Resize: exactly one of scales and sizes must be given")
-    out_shape, scl = _resize_plan(x.shape, scales, sizes, ax, keep_aspect_ratio_policy)
-    starts, ends = [0.0] * rank, [1.0] * rank
-    if ctm == "tf_crop_and_resize" and roi is not None and roi.size:
-        roi = roi.reshape(-1).astype(np.float32)
-        k = len(ax)
-        for j, a in enumerate(ax):
-            starts[a], ends[a] = float(roi[j]), float(roi[k + j])
-    dtype = x.dtype
-    y = _f32(x) if mode == "linear" else x
-    outside = np.zeros((1,) * rank, bool)
-    gather: list[Any] = []
-    for a in range(rank):
-        n_in, n_out = x.shape[a], out_shape[a]
-        if scl[a] == 1 and n_in == n_out:
-            # Axes with scale 1 are copied, whatever the coordinate mode: what onnxruntime does
-            # (the spec formula would shift tf_half_pixel_for_nn and crop tf_crop_and_resize).
-            gather.append(np.arange(n_in))
-            continue
-        coords = _source_coords(ctm, n_out, n_in, scl[a], starts[a], ends[a])
-        if ctm == "tf_crop_and_resize":
-            miss = (coords < 0) | (coords > n_in - 1)
-            outside = outside | miss.reshape([-1 if i == a else 1 for i in range(rank)])
-        if mode == "nearest":
-            gather.append(_nearest_index(coords, nearest_mode, n_in))
-            continue
-        coords = np.clip(coords, 0, n_in - 1)
-        lo = np.minimum(coords.astype(np.intp), n_in - 1)
-        hi = np.minimum(lo + 1, n_in - 1)
-        frac = coords - lo.astype(np.float32)
-        wshape = [-1 if i == a else 1 for i in range(rank)]
-        y = (np.take(y, lo, axis=a) * (1 - frac).reshape(wshape)
-             + np.take(y, hi, axis=a) * frac.reshape(wshape))
-    if mode == "nearest":
-        y = _gather(y, gather)
-    if ctm == "tf_crop_and_resize" and outside.any():
-        y = np.where(outside, y.dtype.type(extrapolation_value), y)
-    return np.ascontiguousarray(y).astype(dtype, copy=False)
-
-
-def _gather(x: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
-    """``x`` indexed by one index array per axis (outer product), skipping identity axes."""
-    moved = [a for a, idx in enumerate(index)
-             if len(idx) != x.shape[a] or (idx != np.arange(x.shape[a])).any()]
-    if not moved:
-        return x.copy()
-    first = moved[0]
-    key: list[Any] = [slice(None)] * first
-    rest = index[first:]
-    for j, idx in enumerate(rest):
-        key.append(idx.reshape([-1 if i == j else 1 for i in range(len(rest))]))
-    return x[tuple(key)]
