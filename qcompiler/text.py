@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParseError
+from . import ops
+from .errors import IRError, ParseError
 from .graph import Graph, Value
 from .types import DType, QuantParams, TensorType
 
@@ -186,11 +187,20 @@ class _Tokens:
             return True
         return False
 
+    def literal(self, convert: Callable[[str], Any], what: str) -> Any:
+        """The next token converted by ``convert`` (``json.loads``, ``int``...), consumed; a
+        token it refuses (a bad escape, an out-of-range number) is a ``ParseError`` there."""
+        try:
+            value = convert(self.peek()[1])
+        except (ValueError, OverflowError) as exc:
+            raise self.error(f"bad {what}: {exc}") from None
+        self.i += 1
+        return value
+
     def name(self) -> str:
         kind, text, _, _ = self.peek()
         if kind == "str":
-            self.i += 1
-            return json.loads(text)
+            return self.literal(json.loads, "quoted name")
         if kind in ("word", "num"):
             self.i += 1
             return text
@@ -282,7 +292,13 @@ def _statement(g: Graph, toks: _Tokens, constants: Mapping[str, np.ndarray]) -> 
         if value.name != names[0]:
             raise toks.error(f"%{names[0]} is defined twice")
         return
+    op_at = toks.i
     op = toks.name()
+    try:
+        ops.get(op)
+    except KeyError as exc:  # UnknownOpError: named at the op, with the closest names
+        toks.i = op_at
+        raise toks.error(str(exc)) from None
     toks.expect("(")
     inputs = _items(toks, ")", lambda: None if toks.accept("none") else
                     _lookup(g, toks, _value_name(toks)))
@@ -298,11 +314,8 @@ def _statement(g: Graph, toks: _Tokens, constants: Mapping[str, np.ndarray]) -> 
     for name in names:
         if g.has_value(name):
             raise toks.error(f"%{name} is defined twice")
-    try:
-        node = g.add_node(op, inputs, attrs, name=node_name, outputs=names, types=types,
-                          origins=origins)
-    except KeyError as exc:
-        raise toks.error(f"unknown op {op!r}") from exc
+    node = g.add_node(op, inputs, attrs, name=node_name, outputs=names, types=types,
+                      origins=origins)
     if node.name != node_name:
         raise toks.error(f"node name {node_name!r} is used twice")
 
@@ -316,10 +329,8 @@ def _type(toks: _Tokens) -> TensorType:
     toks.expect("[")
 
     def dim() -> int | str:
-        kind, text, _, _ = toks.peek()
-        if kind == "num":
-            toks.next()
-            return int(text)
+        if toks.peek()[0] == "num":
+            return toks.literal(int, "dimension")
         return toks.name()
 
     dims = _items(toks, "]", dim)
@@ -327,7 +338,10 @@ def _type(toks: _Tokens) -> TensorType:
     if toks.peek()[1] == "q" and toks.toks[toks.i + 1][1] == "(":
         toks.next()
         quant = _quant(toks, dtype)
-    return TensorType(dtype, tuple(dims), quant)
+    try:
+        return TensorType(dtype, tuple(dims), quant)
+    except IRError as exc:
+        raise toks.error(str(exc)) from None
 
 
 def _quant(toks: _Tokens, dtype: DType | None) -> QuantParams:
@@ -395,11 +409,9 @@ def _attr(toks: _Tokens) -> Any:
     if text == "[" and kind == "punct":
         return tuple(_list(toks))
     if kind == "str":
-        toks.next()
-        return json.loads(text)
+        return toks.literal(json.loads, "string")
     if kind == "num":
-        toks.next()
-        return float(text) if any(c in text for c in ".eE") else int(text)
+        return toks.literal(float if any(c in text for c in ".eE") else int, "number")
     if text in ("true", "false"):
         toks.next()
         return text == "true"

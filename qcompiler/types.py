@@ -132,6 +132,8 @@ class TensorType:
         dims = []
         for d in self.shape:
             if isinstance(d, (int, np.integer)) and not isinstance(d, bool):
+                if d < 0:
+                    raise IRError(f"dimension {d} is negative")
                 dims.append(int(d))
             elif isinstance(d, str) and d:
                 dims.append(d)

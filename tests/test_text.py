@@ -118,3 +118,18 @@ def test_quantized_types_print_their_parameters():
     g.set_outputs(g.inputs)
     assert "i8[2,3] q(axis=0, scale=[0.5, 0.25], zero_point=[0, 0], qmin=-127, qmax=127)" in str(g)
     assert parse(str(g)) == g
+
+
+@pytest.mark.parametrize("text, message", [
+    ('graph g(%x: f32[N,1e999]) {\n  return %x\n}\n', r"line 1, column 19: bad dimension"),
+    ('graph g(%x: f32[-3]) {\n  return %x\n}\n', r"line 1, .*dimension -3 is negative"),
+    ('graph g(%x: f32[2]) {\n  %r: f32[2] = Relu(%x) @"\\q"\n  return %r\n}\n',
+     r"line 2, column 26: bad quoted name: Invalid \\escape"),
+    ('graph g(%x: f32[2]) {\n  %r: f32[2] = Relu(%x) {a = "\\x"} @r\n  return %r\n}\n',
+     r"line 2, column 30: bad string"),
+    ('graph g(%x: f32[2]) {\n  %r: f32[2] = Relux(%x) @r\n  return %r\n}\n',
+     r"line 2, column 16: op 'Relux' is not registered; did you mean"),
+])
+def test_malformed_literals_are_parse_errors_with_a_position(text, message):
+    with pytest.raises(qc.ParseError, match=message):
+        parse(text)
