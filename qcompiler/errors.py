@@ -101,3 +101,13 @@ class PassError(QCompilerError):
         self.pass_name = pass_name
         self.node = node
         self.passes_run = passes_run
+
+
+class SaveError(QCompilerError):
+    """An executable or an export could not be written (a missing or read-only folder, a
+    directory where the file should go, a full disk); what was there before is left as it was."""
+
+
+class InputFileError(InputError):
+    """A file of input arrays could not be read: missing, a directory, not an ``.npz`` file,
+    or holding pickled objects (which are never loaded)."""
