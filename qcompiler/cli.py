@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     except QCompilerError as exc:
         print(f"qcompiler: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output went away (e.g. `| head`): stop quietly
+        sys.stdout = open(os.devnull, "w")  # Python flushes stdout at exit: let it go nowhere
+        return 1
     except Exception as exc:  # a bug: still one line, the traceback is one flag away
         print(f"qcompiler: internal error: {type(exc).__name__}: {_one_line(exc)} (this is a "
               f"bug in qcompiler; --debug shows the traceback)", file=sys.stderr)

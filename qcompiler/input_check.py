@@ -124,14 +124,21 @@ def read_feeds(path: str, error: type[Exception] = InputCheckError) -> dict[str,
     if os.path.isdir(path):
         raise error(f"cannot read inputs from {where}: it is a directory, not an .npz file")
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise error(f"cannot read inputs from {where}: it holds one unnamed array; save "
-                        f"inputs by name with np.savez(path, name=array)")
-        with data:
-            return {name: data[name] for name in data.files}
+        with open(path, "rb") as file:
+            start = file.read(6)
     except FileNotFoundError:
         raise error(f"cannot read inputs from {where}: no such file") from None
+    except OSError as exc:
+        raise error(f"cannot read inputs from {where}: {exc.strerror or exc}") from None
+    if start == b"\x93NUMPY":
+        raise error(f"cannot read inputs from {where}: it holds one unnamed array; save inputs "
+                    f"by name with np.savez(path, name=array)")
+    if start[:2] != b"PK":  # a zip archive (an empty one starts with PK\x05\x06)
+        raise error(f"cannot read inputs from {where}: it is not a readable .npz file (an .npz "
+                    f"file is a zip archive; write one with np.savez(path, name=array))")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise error(f"cannot read inputs from {where}: it is not a readable .npz file "
                     f"({type(exc).__name__}: {exc})") from None

@@ -208,9 +208,11 @@ def test_names_reach_the_source_only_as_ascii_identifiers_literals_or_one_line_c
 
 
 def test_generated_source_lines_are_released_with_the_executable():
-    exe = qc.compile(small_graph())
+    g = small_graph()
+    g.name = "lines_released"  # a source of its own: no other test's executable shares it
+    exe = qc.compile(g)
     assert exe.source.splitlines(True) == linecache.getlines(exe._filename)
-    again = qc.compile(small_graph())
+    again = qc.compile(g)
     assert again._filename == exe._filename  # one name per source, however often compiled
     del exe
     assert linecache.getlines(again._filename)
