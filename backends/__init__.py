@@ -76,5 +76,9 @@ def compile_graph(graph: Graph, backend: str = "numpy", **options: Any) -> Execu
         known = ", ".join(chosen.options) or "none"
         raise BackendError(f"the {chosen.name} backend has no option(s) {', '.join(unknown)} "
                            f"(its options: {known})")
+    for key, value in options.items():
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            raise BackendError(f"the {chosen.name} backend's option {key}={value!r} must be a "
+                               f"string, number, boolean or None (a saved file records it)")
     graph.verify()
     return chosen.compile(graph.copy(), **{**chosen.options, **options})

@@ -113,7 +113,8 @@ def _shape_problem(spec: InputSpec, shape: tuple[int, ...],
     return None
 
 
-def read_feeds(path: str, error: type[Exception] = InputCheckError) -> dict[str, np.ndarray]:
+def read_feeds(path: str | os.PathLike[str],
+               error: type[Exception] = InputCheckError) -> dict[str, np.ndarray]:
     """The arrays of the ``.npz`` file at ``path`` by name, or ``error`` saying why not (a
     missing file, a directory, not an ``.npz``, a truncated one, pickled objects, which are
     never loaded)."""

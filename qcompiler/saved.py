@@ -148,7 +148,7 @@ def read_saved(path: Path) -> tuple[dict[str, Any], Graph]:
     constants = {r["name"]: _array(payload, r, bad) for r in manifest["constants"]}
     try:
         graph = parse(manifest["ir"], constants)
-    except QCompilerError as exc:
+    except (QCompilerError, ValueError) as exc:  # ValueError: a malformed string or number
         raise bad(f"its IR does not parse or verify: {exc}") from exc
     _check_signature(manifest, graph, bad)
     return manifest, graph

@@ -61,6 +61,8 @@ def test_unknown_options_are_refused_with_the_known_ones(scaled):
         qc.compile(tiny(), backend="scaled", speed=2)
     with pytest.raises(qc.BackendError, match="numpy backend has no option.*scale.*none"):
         qc.compile(tiny(), backend="numpy", scale=2)
+    with pytest.raises(qc.BackendError, match=r"option scale=\[2\] must be a string, number"):
+        qc.compile(tiny(), backend="scaled", scale=[2])
 
 
 def test_unknown_backends_list_the_registered_ones(scaled):

@@ -209,6 +209,7 @@ def test_nonsense_options_are_refused_in_one_line(capsys, argv, message):
     (["demo", "--data", "missing.npz"], "InputFileError: cannot read inputs from 'missing.npz'"
                                         ": no such file"),
     (["show", "missing.onnx"], "ModelLoadError"),
+    (["show", "."], "ModelLoadError: cannot load '.': it is not a file"),
     (["compile", MODEL, "-o", "/nonexistent/folder/m.qcx"], "SaveError: cannot save to"),
 ])
 def test_missing_files_are_one_line(capsys, argv, message):
