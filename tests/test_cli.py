@@ -235,3 +235,14 @@ def test_the_installed_command_reports_an_error_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("qcompiler: error: ModelLoadError:")
     assert done.stderr.count("\n") == 1
+
+
+def test_an_internal_error_is_one_line_too(monkeypatch, capsys, tmp_path):
+    def broken(path):
+        raise RuntimeError("something qcompiler did not expect")
+
+    monkeypatch.setattr(qc.api, "load", broken)
+    code = cli.main(["run", "m.qcx", "in.npz"])
+    assert code == 3
+    one_line_error(capsys, code, "internal error: RuntimeError: something qcompiler did not "
+                                 "expect (this is a bug in qcompiler; --debug shows the traceback)")
