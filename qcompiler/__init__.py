@@ -16,6 +16,7 @@ from .errors import (
     ExecutionError,
     InputDTypeError,
     InputError,
+    InputFileError,
     InputShapeError,
     IRError,
     MissingInputError,
@@ -25,6 +26,7 @@ from .errors import (
     PipelineError,
     QCompilerError,
     RewriteError,
+    SaveError,
     ShapeInferenceError,
     UnknownInputError,
     UnknownOpError,
@@ -47,12 +49,12 @@ from .types import DType, QuantParams, TensorType
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "DType", "Executable", "ExecutionError", "Graph", "IRError",
-    "InputDTypeError", "InputError", "InputShapeError", "MissingInputError", "ModelLoadError",
+    "BackendError", "DType", "Executable", "ExecutionError", "Graph", "IRError", "InputDTypeError",
+    "InputError", "InputFileError", "InputShapeError", "MissingInputError", "ModelLoadError",
     "Node", "ParseError", "Pass", "PassError", "PassManager", "PassResult", "PipelineError",
-    "QCompilerError", "QuantParams", "RewriteError", "ShapeInferenceError", "TensorType",
-    "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
+    "QCompilerError", "QuantParams", "RewriteError", "SaveError", "ShapeInferenceError",
+    "TensorType", "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value",
+    "VerificationError",
     "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
-    "parse", "register_pass",
-    "Interpreter",
+    "parse", "register_pass", "Interpreter",
 ]

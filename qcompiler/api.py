@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BackendError
 from .graph import Graph
 from .text import parse as _parse
 
@@ -53,28 +51,18 @@ def optimize(graph: Graph, pipeline: PipelineSpec = DEFAULT_FLOAT_PIPELINE,
     return PassManager(pipeline, **options).run(graph).graph
 
 
-def compile(graph: Graph, backend: str = "numpy") -> Executable:
-    """Compile a (float or quantized) graph into an ``Executable`` with the named backend."""
+def compile(graph: Graph, backend: str = "numpy", **options: Any) -> Executable:
+    """Compile a (float or quantized) graph into an ``Executable`` with the named backend
+    (``qcompiler.backends.available_backends()`` lists them); ``options`` go to the backend."""
     from qcompiler.backends import compile_graph
 
-    return compile_graph(graph, backend)
+    return compile_graph(graph, backend, **options)
 
 
 def load(path: str | Path) -> Executable:
-    """Load an executable written by ``Executable.save(path)``."""
-    path = Path(path)
-    manifest_path = path / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise BackendError(f"{path} is not a saved qcompiler model (no manifest.json)") from None
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"cannot read {manifest_path}: {exc}") from exc
-    from qcompiler.backends.numpy import FORMAT, FORMAT_VERSION, load_numpy
+    """Load an executable written by ``Executable.save(path)``: the file is checked (format,
+    version, checksum, manifest), its IR parsed and verified, and compiled again with the
+    backend it records. Nothing in the file is executed; any fault is a ``ModelLoadError``."""
+    from .saved import load_saved
 
-    if manifest.get("format") != FORMAT:
-        raise BackendError(f"{path}: unknown saved format {manifest.get('format')!r}")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise BackendError(f"{path}: saved with format version {manifest.get('version')}, this "
-                           f"qcompiler reads version {FORMAT_VERSION}")
-    return load_numpy(path, manifest)
+    return load_saved(Path(path))

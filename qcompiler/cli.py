@@ -1,18 +1,27 @@
-"""The ``qcompiler`` command line: show, passes, compile, run and demo."""
+"""The ``qcompiler`` command line: show, passes, compile, run and demo.
+
+Every error is one line on stderr and a non-zero exit code: 2 for a bad command line or a
+``QCompilerError`` (a bad file, a wrong input, an unsupported model), 3 for an internal error.
+``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from . import api
-from .errors import QCompilerError
+from .backends import available_backends
+from .errors import InputFileError, QCompilerError, SaveError
 from .graph import Graph
+from .input_check import read_feeds
 from .pass_manager import PassManager, available_passes, get_pass
 from .peer import ort_session
 from .timing import median_time
@@ -20,15 +29,36 @@ from .timing import median_time
 EXAMPLES = Path(str(resources.files("qcompiler.examples")))
 
 
-def _shapes(items: list[str] | None) -> dict[str, list[int | str]] | None:
-    """``--input-shape image=1,1,8,8`` options as a mapping."""
-    if not items:
-        return None
-    shapes: dict[str, list[int | str]] = {}
-    for item in items:
-        name, _, dims = item.partition("=")
-        shapes[name] = [int(d) if d.lstrip("-").isdigit() else d for d in dims.split(",")]
-    return shapes
+def _input_shape(item: str) -> tuple[str, list[int | str]]:
+    """An ``--input-shape NAME=D0,D1,...`` option: each dimension a size >= 0 or a symbol."""
+    name, sep, dims = item.partition("=")
+    parsed: list[int | str] = []
+    for dim in dims.split(",") if dims else []:
+        dim = dim.strip()
+        if dim.isdigit():
+            parsed.append(int(dim))
+        elif dim.isidentifier():
+            parsed.append(dim)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: dimension {dim!r} is neither a size >= 0 nor a symbol name")
+    if not name or not sep or not parsed:
+        raise argparse.ArgumentTypeError(f"{item!r} is not NAME=D0,D1,... (e.g. image=1,3,224,224)")
+    return name, parsed
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _shapes(items: list[tuple[str, list[int | str]]] | None) -> dict[str, list[int | str]] | None:
+    return dict(items) if items else None
 
 
 def _optimize(g: Graph, args: argparse.Namespace) -> Graph:
@@ -71,19 +101,32 @@ def _default(p: object, key: str) -> str:
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
+    if not args.output and not args.emit_python:
+        raise SaveError("say where to write: -o FILE.qcx (the saved executable), "
+                        "--emit-python FOLDER (a standalone numpy program), or both")
     g = _optimize(api.load_onnx(args.model, _shapes(args.input_shape)), args)
     exe = api.compile(g, backend=args.backend)
-    exe.save(args.output)
-    print(f"compiled {args.model} with the {args.backend} backend into {args.output}")
+    if args.output:
+        exe.save(args.output)
+        print(f"compiled {args.model} with the {args.backend} backend into {args.output}")
+    if args.emit_python:
+        exe.export_python(args.emit_python)
+        print(f"wrote a standalone numpy program to {args.emit_python} "
+              f"(python {Path(args.emit_python) / 'model.py'} inputs.npz outputs.npz)")
+
+
+def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    try:
+        np.savez(path, **arrays)
+    except OSError as exc:
+        raise SaveError(f"cannot write {path!r}: {exc.strerror or exc}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     exe = api.load(args.compiled)
-    with np.load(args.inputs, allow_pickle=False) as data:
-        feeds = {k: data[k] for k in data.files}
-    outputs = exe.run(feeds)
+    outputs = exe.run(read_feeds(args.inputs, InputFileError))
     if args.output:
-        np.savez(args.output, **outputs)
+        _write_npz(args.output, outputs)
         print(f"wrote {', '.join(outputs)} to {args.output}")
     else:
         for name, value in outputs.items():
@@ -93,8 +136,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     model = Path(args.model)
-    with np.load(args.data, allow_pickle=False) as data:
-        x, y = data["test_x"], data["test_y"]
+    data = read_feeds(args.data, InputFileError)
+    missing = [key for key in ("test_x", "test_y") if key not in data]
+    if missing:
+        raise InputFileError(f"{args.data!r} has no {' or '.join(missing)} array (it holds: "
+                             f"{', '.join(data) or 'nothing'})")
+    x, y = data["test_x"], data["test_y"]
     imported = api.load_onnx(model)
     print(f"model  {model.name}: {len(imported.nodes)} nodes, {len(x)} test images")
     g = api.optimize(imported)
@@ -122,13 +169,34 @@ def cmd_demo(args: argparse.Namespace) -> None:
           f"(median of {args.repeats}; {threads})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qcompiler", description=__doc__)
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qcompiler", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("show", help="print a model's IR")
+    def command(name: str, fn: Callable[[argparse.Namespace], None],
+                help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks of errors")
+        p.set_defaults(fn=fn)
+        return p
+
+    def input_shape(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--input-shape", action="append", type=_input_shape,
+                       metavar="NAME=D0,D1,...", help="fix an input's dynamic dimensions")
+
+    p = command("show", cmd_show, "print a model's IR")
     p.add_argument("model")
-    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    input_shape(p)
     p.add_argument("--inline", action="store_true", help="print every constant inline")
     p.add_argument("--passes", metavar="PIPELINE",
                    help='run a pass pipeline first, e.g. "canonicalize,fold-bn,fuse"')
@@ -137,40 +205,55 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--explain", action="store_true",
                    help="say why each pass left candidates alone (to stderr)")
     p.add_argument("--timing", action="store_true", help="per-pass timing (to stderr)")
-    p.set_defaults(fn=cmd_show)
 
-    p = sub.add_parser("passes", help="list the registered passes and their options")
-    p.set_defaults(fn=cmd_passes)
+    command("passes", cmd_passes, "list the registered passes and their options")
 
-    p = sub.add_parser("compile", help="compile a model and save the executable")
+    p = command("compile", cmd_compile, "compile a model; save it and/or export it")
     p.add_argument("model")
-    p.add_argument("-o", "--output", required=True, help="folder to write")
-    p.add_argument("--backend", default="numpy")
-    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    p.add_argument("-o", "--output", metavar="FILE.qcx",
+                   help="write the executable as one data-only file (qcompiler run reads it)")
+    p.add_argument("--emit-python", metavar="FOLDER",
+                   help="write a standalone program that runs with numpy alone")
+    p.add_argument("--backend", default="numpy", choices=available_backends())
+    input_shape(p)
     p.add_argument("--passes", default=api.DEFAULT_FLOAT_PIPELINE, metavar="PIPELINE",
                    help="pass pipeline to run before compiling ('none' for none; default: "
                         "%(default)s)")
-    p.set_defaults(fn=cmd_compile)
 
-    p = sub.add_parser("run", help="run a saved executable on inputs from an .npz file")
-    p.add_argument("compiled")
-    p.add_argument("inputs")
+    p = command("run", cmd_run, "run a saved executable on inputs from an .npz file")
+    p.add_argument("compiled", metavar="FILE.qcx")
+    p.add_argument("inputs", metavar="INPUTS.npz")
     p.add_argument("-o", "--output", help=".npz file for the outputs (default: print them)")
-    p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("demo", help="compile the embedded model and report accuracy and speed")
+    p = command("demo", cmd_demo, "compile the embedded model and report accuracy and speed")
     p.add_argument("--model", default=str(EXAMPLES / "digits_convnet.onnx"))
     p.add_argument("--data", default=str(EXAMPLES / "digits.npz"))
-    p.add_argument("--repeats", type=int, default=20)
-    p.set_defaults(fn=cmd_demo)
+    p.add_argument("--repeats", type=_positive_int, default=20)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.debug:
+        args.fn(args)
+        return 0
     try:
         args.fn(args)
     except QCompilerError as exc:
-        print(f"qcompiler: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"qcompiler: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output went away (e.g. `| head`): stop quietly
+        sys.stdout = open(os.devnull, "w")  # Python flushes stdout at exit: let it go nowhere
+        return 1
+    except Exception as exc:  # a bug: still one line, the traceback is one flag away
+        print(f"qcompiler: internal error: {type(exc).__name__}: {_one_line(exc)} (this is a "
+              f"bug in qcompiler; --debug shows the traceback)", file=sys.stderr)
+        return 3
     return 0
+
+
+def _one_line(exc: Exception) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

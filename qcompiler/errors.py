@@ -109,3 +109,13 @@ class UnknownOpError(QCompilerError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class SaveError(QCompilerError):
+    """An executable or an export could not be written (a missing or read-only folder, a
+    directory where the file should go, a full disk); what was there before is left as it was."""
+
+
+class InputFileError(InputError):
+    """A file of input arrays could not be read: missing, a directory, not an ``.npz`` file,
+    or holding pickled objects (which are never loaded)."""

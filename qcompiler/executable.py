@@ -1,55 +1,65 @@
-"""What every backend's compiled model shares: the input contract checked at the boundary.
+"""What every backend's compiled model shares: the graph it came from and its input contract.
 
-``InputSpec`` is fixed at compile time, so ``Executable.run`` does only the checks that must
-happen per call (names, dtype, rank, dimensions and consistent symbolic dimensions).
+The input checks live in ``input_check`` (numpy only), which an exported standalone program
+carries too, so both refuse a wrong input with the same message.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputDTypeError, InputShapeError, MissingInputError, UnknownInputError
+from .errors import (
+    InputDTypeError,
+    InputError,
+    InputShapeError,
+    MissingInputError,
+    UnknownInputError,
+)
 from .graph import Graph
-from .types import DType
+from .input_check import InputSpec, check_feeds
+
+INPUT_ERRORS: dict[str, type[Exception]] = {
+    "feeds": InputError,
+    "missing": MissingInputError,
+    "unknown": UnknownInputError,
+    "shape": InputShapeError,
+    "dtype": InputDTypeError,
+}
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """Name, dtype and shape (ints and symbols) a model input must have."""
-
-    name: str
-    dtype: DType
-    shape: tuple[int | str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype.value, "shape": list(self.shape)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> InputSpec:
-        return cls(data["name"], DType(data["dtype"]), tuple(data["shape"]))
-
-    def describe(self) -> str:
-        return f"{self.dtype}[{','.join(map(str, self.shape))}]"
+def checked_feeds(specs: list[InputSpec], feeds: Any) -> list[np.ndarray]:
+    """``feeds`` as arrays in the order of ``specs``, or the typed ``InputError`` saying what
+    was expected (every backend's ``Executable.run`` and the ``Interpreter`` check this way)."""
+    return check_feeds(specs, feeds, INPUT_ERRORS)
 
 
 def input_specs(graph: Graph) -> list[InputSpec]:
-    return [InputSpec(v.name, v.dtype, v.shape) for v in graph.inputs]
+    """The input contract of ``graph``: one spec per graph input, in order."""
+    return [InputSpec(v.name, v.dtype.value, v.dtype.np.name, tuple(v.shape))
+            for v in graph.inputs]
 
 
 class Executable(abc.ABC):
     """A compiled model. ``run({name: array})`` returns ``{output_name: array}``; ``exe(x)``
-    runs a single-input model on one array and returns its output (or a tuple of outputs)."""
+    runs a single-input model on one array and returns its output (or a tuple of outputs).
 
-    backend = "base"
+    ``graph`` is (a copy of) the graph it was compiled from, ``backend`` the registered name of
+    the backend that compiled it and ``options`` that backend's options: together they are
+    what ``save`` writes and what ``qc.load`` compiles again.
+    """
 
-    def __init__(self, inputs: list[InputSpec], outputs: list[str]):
-        self.inputs = inputs
-        self.outputs = outputs
+    def __init__(self, graph: Graph, backend: str, options: Mapping[str, Any]):
+        self.graph = graph
+        self.backend = backend
+        self.options = dict(options)
+        self.name = graph.name
+        self.inputs = input_specs(graph)
+        self.outputs = [v.name for v in graph.outputs]
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays = self.check_inputs(feeds)
@@ -66,58 +76,24 @@ class Executable(abc.ABC):
         return values[0] if len(values) == 1 else tuple(values)
 
     def check_inputs(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
-        """The feeds as arrays in input order, or a typed error saying what was expected."""
-        return check_feeds(self.inputs, feeds)
+        """The feeds as arrays in input order, or a typed ``InputError`` saying what was
+        expected (names, dtypes, shapes, symbolic dimensions that agree across inputs)."""
+        return checked_feeds(self.inputs, feeds)
 
     @abc.abstractmethod
     def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Run the model on checked inputs (in input order); outputs in output order."""
 
-    @abc.abstractmethod
-    def save(self, path: str) -> None:
-        """Write the executable to folder ``path`` (no pickle); ``qcompiler.load`` reads it."""
+    def save(self, path: str | Path) -> None:
+        """Write one data-only ``.qcx`` file (IR text, weights, backend name; no code), which
+        ``qc.load`` checks and compiles again. The file appears whole or not at all."""
+        from .saved import write_saved
 
+        write_saved(self, Path(path))
 
-def check_feeds(specs: Sequence[InputSpec], feeds: Mapping[str, Any]) -> list[np.ndarray]:
-    """``feeds`` as arrays in the order of ``specs``, or a typed error saying what was expected
-    (shared by every backend's ``Executable.run`` and by the ``Interpreter``)."""
-    names = {spec.name for spec in specs}
-    unknown = [name for name in feeds if name not in names]
-    if unknown:
-        expected = ", ".join(s.name for s in specs)
-        raise UnknownInputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the "
-                                f"model's inputs are: {expected}")
-    arrays, bound = [], {}
-    for spec in specs:
-        if spec.name not in feeds:
-            raise MissingInputError(f"input {spec.name!r} ({spec.describe()}) is missing")
-        array = feeds[spec.name]
-        if not isinstance(array, np.ndarray):
-            array = np.asarray(array)
-            if array.dtype == np.float64 and spec.dtype == DType.F32:
-                array = array.astype(np.float32)
-        if array.dtype != spec.dtype.np:
-            raise InputDTypeError(f"input {spec.name!r} must be {spec.dtype} "
-                                  f"({spec.dtype.np.name}), got {array.dtype.name}")
-        _check_shape(spec, array.shape, bound)
-        arrays.append(array)
-    return arrays
+    def export_python(self, folder: str | Path) -> Path:
+        """Write a standalone program that runs this model with numpy alone and checks its
+        inputs like ``run`` does: ``python FOLDER/model.py inputs.npz outputs.npz``."""
+        from qcompiler.backends.numpy.export import export_python
 
-
-def _check_shape(
-    spec: InputSpec, shape: tuple[int, ...], bound: dict[str, tuple[int, str]]
-) -> None:
-    if len(shape) != len(spec.shape):
-        raise InputShapeError(f"input {spec.name!r} must have rank {len(spec.shape)} "
-                              f"({spec.describe()}), got shape {list(shape)}")
-    for axis, (want, got) in enumerate(zip(spec.shape, shape)):
-        if isinstance(want, int):
-            if want != got:
-                raise InputShapeError(f"input {spec.name!r} must have shape {spec.describe()}, "
-                                      f"got {list(shape)} (dimension {axis} is {got}, not {want})")
-        elif want != "?":
-            if want in bound and bound[want][0] != got:
-                size, where = bound[want]
-                raise InputShapeError(f"input {spec.name!r} has {want}={got} in dimension "
-                                      f"{axis}, but {where} has {want}={size}")
-            bound.setdefault(want, (got, f"input {spec.name!r}"))
+        return export_python(self.graph, Path(folder))

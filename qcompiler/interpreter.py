@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ExecutionError, IRError, QCompilerError
-from .executable import check_feeds, input_specs
+from .executable import checked_feeds, input_specs
 from .graph import Graph, Node, Value
 
 STOP = object()
@@ -66,7 +66,7 @@ class Interpreter:
         held at that point (the last node's results, what later nodes would still read, and the
         kept values), by name.
         """
-        arrays = check_feeds(input_specs(self.graph), feeds)
+        arrays = checked_feeds(input_specs(self.graph), feeds)
         self._env = dict(zip(self.graph.inputs, arrays))
         self.stopped_at = None
         dead_after = self._dead_after()

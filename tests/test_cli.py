@@ -1,9 +1,15 @@
 """The command line: show, compile, run, and errors reported without a traceback."""
 
+import io
+import subprocess
+import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
+import pytest
 
+import qcompiler as qc
 from qcompiler import cli
 
 MODEL = str(resources.files("qcompiler.examples") / "digits_convnet.onnx")
@@ -19,6 +25,7 @@ def test_show_prints_the_ir(capsys):
 def test_compile_then_run(tmp_path, capsys):
     folder = tmp_path / "digits.qcx"
     assert cli.main(["compile", MODEL, "-o", str(folder)]) == 0
+    assert folder.is_file()
     x = np.zeros((3, 1, 8, 8), np.float32)
     np.savez(tmp_path / "in.npz", image=x)
     assert cli.main(["run", str(folder), str(tmp_path / "in.npz"),
@@ -71,19 +78,171 @@ def test_passes_lists_registered_passes_and_options(capsys):
     assert "activations=relu,clip,leakyrelu,hardsigmoid,hardswish" in out
 
 
-def test_compile_runs_the_float_pipeline_unless_told_not_to(tmp_path):
-    import json
-
-    for passes, bn in (("canonicalize,fold-bn,fuse", False), ("none", True)):
-        folder = tmp_path / passes.replace(",", "_")
-        assert cli.main(["compile", MODEL, "-o", str(folder), "--passes", passes]) == 0
-        source = (folder / "model.py").read_text()
-        assert ("BatchNormalization" in source) is bn, passes
-        assert json.loads((folder / "manifest.json").read_text())
-
-
 def test_a_bad_pipeline_is_one_line(capsys):
     assert cli.main(["show", MODEL, "--passes", "fold_bn"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("qcompiler: error: PipelineError: unknown pass 'fold_bn'; "
                           "did you mean 'fold-bn'?")
+
+
+def test_compile_runs_the_float_pipeline_unless_told_not_to(tmp_path):
+    for passes, bn in (("canonicalize,fold-bn,fuse", False), ("none", True)):
+        folder = tmp_path / passes.replace(",", "_")
+        qcx = tmp_path / f"{folder.name}.qcx"
+        assert cli.main(["compile", MODEL, "-o", str(qcx), "--emit-python", str(folder),
+                         "--passes", passes]) == 0
+        source = (folder / "model.py").read_text()
+        assert ("BatchNormalization" in source) is bn, passes
+        assert ("BatchNormalization" in qc.load(qcx).graph.op_counts()) is bn
+
+
+def test_emit_python_writes_a_program_that_runs_with_numpy_alone(tmp_path, capsys):
+    folder = tmp_path / "digits"
+    assert cli.main(["compile", MODEL, "--emit-python", str(folder)]) == 0
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    np.savez(tmp_path / "in.npz", image=x)
+    done = subprocess.run([sys.executable, str(folder / "model.py"), str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with np.load(tmp_path / "out.npz") as out:
+        assert out["logits"].shape == (2, 10)
+
+
+def one_line_error(capsys, code: int, expected: str) -> str:
+    """The stderr of a failed command: one line, no traceback, naming the problem."""
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected in err, err
+    return err
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "digits.qcx"
+    qc.compile(qc.load_onnx(MODEL)).save(path)
+    return path
+
+
+def write(path, content):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, dict):
+        buffer = io.BytesIO()  # np.savez(path) would add ".npz" to a name without it
+        np.savez(buffer, **content)
+        path.write_bytes(buffer.getvalue())
+    else:
+        path.mkdir()
+    return path
+
+
+IMAGE = np.zeros((1, 1, 8, 8), np.float32)
+BAD_INPUTS = {
+    "text-file": (b"image=0", "InputFileError: cannot read inputs from", "not a readable .npz"),
+    "truncated-npz": (None, "InputFileError", "not a readable .npz"),
+    "directory": ("dir", "InputFileError", "it is a directory"),
+    "wrong-key": ({"img": IMAGE}, "UnknownInputError", "unknown input(s) 'img'"),
+    "missing-key": ({}, "MissingInputError", "input 'image' (f32[N,1,8,8]) is missing"),
+    "wrong-dtype": ({"image": IMAGE.astype(np.int64)}, "InputDTypeError", "got int64"),
+    "wrong-shape": ({"image": np.zeros((9, 9), np.float32)}, "InputShapeError", "rank 4"),
+    "pickled": ({"image": np.array([{}], object)}, "InputFileError", "allow_pickle"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_run_with_bad_inputs_is_one_line_naming_the_error(saved, tmp_path, capsys, case):
+    content, kind, message = BAD_INPUTS[case]
+    inputs = tmp_path / "in.npz"
+    if content is None:
+        np.savez(inputs, image=IMAGE)
+        inputs.write_bytes(inputs.read_bytes()[:-30])
+    else:
+        write(inputs, content)
+    err = one_line_error(capsys, cli.main(["run", str(saved), str(inputs)]), message)
+    assert err.startswith(f"qcompiler: error: {kind.split(':')[0]}")
+
+
+BAD_SAVED = {
+    "missing": (None, "no such file"),
+    "directory": ("dir", "it is a directory"),
+    "onnx": (Path(MODEL).read_bytes(), "qc.load_onnx"),
+    "npz": ({"image": IMAGE}, "zip archive"),
+    "truncated": ("truncate", "truncated"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SAVED))
+def test_run_of_a_bad_saved_file_is_one_line(saved, tmp_path, capsys, case):
+    content, message = BAD_SAVED[case]
+    path = tmp_path / "other.qcx"
+    if content == "truncate":
+        path.write_bytes(saved.read_bytes()[:-10])
+    elif content is not None:
+        write(path, content)
+    np.savez(tmp_path / "in.npz", image=IMAGE)
+    err = one_line_error(capsys, cli.main(["run", str(path), str(tmp_path / "in.npz")]),
+                         message)
+    assert err.startswith("qcompiler: error: ModelLoadError: cannot load")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--repeats", "0"], "argument --repeats: must be a whole number >= 1, got '0'"),
+    (["demo", "--repeats", "-3"], "must be a whole number >= 1, got '-3'"),
+    (["demo", "--repeats", "many"], "got 'many'"),
+    (["compile", MODEL, "-o", "x.qcx", "--backend", "tpu"], "invalid choice: 'tpu' (choose "
+                                                            "from 'numpy')"),
+    (["show", MODEL, "--input-shape", "image=-1,1,8,8"], "dimension '-1' is neither"),
+    (["show", MODEL, "--input-shape", "image"], "is not NAME=D0,D1,..."),
+    (["compile", MODEL], "say where to write"),
+    (["run"], "the following arguments are required"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_nonsense_options_are_refused_in_one_line(capsys, argv, message):
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit:
+        code = exit.code
+    one_line_error(capsys, code, message)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--data", "missing.npz"], "InputFileError: cannot read inputs from 'missing.npz'"
+                                        ": no such file"),
+    (["show", "missing.onnx"], "ModelLoadError"),
+    (["show", "."], "ModelLoadError: cannot load '.': it is not a file"),
+    (["compile", MODEL, "-o", "/nonexistent/folder/m.qcx"], "SaveError: cannot save to"),
+])
+def test_missing_files_are_one_line(capsys, argv, message):
+    one_line_error(capsys, cli.main(argv), message)
+
+
+def test_a_wrong_demo_data_file_says_which_arrays_it_needs(tmp_path, capsys):
+    np.savez(tmp_path / "d.npz", x=IMAGE)
+    code = cli.main(["demo", "--data", str(tmp_path / "d.npz")])
+    one_line_error(capsys, code, "has no test_x or test_y array (it holds: x)")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(qc.ModelLoadError):
+        cli.main(["--debug", "run", str(tmp_path / "missing.qcx"), "in.npz"])
+    with pytest.raises(qc.ModelLoadError):
+        cli.main(["run", "--debug", str(tmp_path / "missing.qcx"), "in.npz"])
+
+
+def test_the_installed_command_reports_an_error_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "qcompiler.cli", "run", str(tmp_path),
+                           str(tmp_path / "in.npz")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("qcompiler: error: ModelLoadError:")
+    assert done.stderr.count("\n") == 1
+
+
+def test_an_internal_error_is_one_line_too(monkeypatch, capsys, tmp_path):
+    def broken(path):
+        raise RuntimeError("something qcompiler did not expect")
+
+    monkeypatch.setattr(qc.api, "load", broken)
+    code = cli.main(["run", "m.qcx", "in.npz"])
+    assert code == 3
+    one_line_error(capsys, code, "internal error: RuntimeError: something qcompiler did not "
+                                 "expect (this is a bug in qcompiler; --debug shows the traceback)")

@@ -1,8 +1,11 @@
-"""The numpy backend: generated source, running, saving, loading, and errors at the boundary."""
+"""The numpy backend: generated source, running, the standalone export, and errors at the
+boundary."""
 
+import linecache
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,52 +51,78 @@ def test_run_and_call():
     np.testing.assert_array_equal(r, relu)
 
 
-def test_save_load_and_standalone_run(tmp_path):
-    exe = qc.compile(small_graph())
-    folder = tmp_path / "small.qcx"
-    exe.save(folder)
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "constants.npz", "manifest.json", "model.py", "qc_ops"]
-    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 3
-    loaded = qc.load(folder)
-    assert loaded.source == exe.source
-    for k, v in exe.run({"input.1": x}).items():
-        np.testing.assert_array_equal(loaded.run({"input.1": x})[k], v)
-    # the saved folder runs with numpy alone: no qcompiler on the path
-    np.savez(tmp_path / "in.npz", **{"input.1": x})
+def run_standalone(model: Path, inputs: Path, outputs: Path) -> subprocess.CompletedProcess:
+    """Run an exported model.py with qcompiler unimportable: it must need numpy alone."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    inp, outp, model = (str(p) for p in (tmp_path / "in.npz", tmp_path / "out.npz",
-                                         folder / "model.py"))
     code = ("import sys, builtins\n"
             "real = builtins.__import__\n"
             "def guard(name, *a, **k):\n"
             "    assert not name.startswith('qcompiler'), name\n"
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = guard\n"
-            f"sys.argv = ['model.py', {inp!r}, {outp!r}]\n"
-            f"exec(compile(open({model!r}).read(), {model!r}, 'exec'), "
-            f"{{'__name__': '__main__', '__file__': {model!r}}})\n")
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
+            f"sys.argv = ['model.py', {str(inputs)!r}, {str(outputs)!r}]\n"
+            f"exec(compile(open({str(model)!r}).read(), {str(model)!r}, 'exec'), "
+            f"{{'__name__': '__main__', '__file__': {str(model)!r}}})\n")
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=inputs.parent,
+                          capture_output=True, text=True)
+
+
+def test_export_python_runs_with_numpy_alone(tmp_path):
+    exe = qc.compile(small_graph())
+    folder = exe.export_python(tmp_path / "small")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "constants.npz", "input_check.py", "model.py", "qc_ops"]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 3
+    np.savez(tmp_path / "in.npz", **{"input.1": x})
+    done = run_standalone(folder / "model.py", tmp_path / "in.npz", tmp_path / "out.npz")
+    assert done.returncode == 0, done.stderr
     with np.load(tmp_path / "out.npz") as out:
-        np.testing.assert_array_equal(out["/layer1/Relu"], reference(x)[0])
+        for name, value in exe.run({"input.1": x}).items():
+            np.testing.assert_array_equal(out[name], value)
 
 
-def test_save_replaces_an_existing_folder_and_leaves_no_partial(tmp_path):
+STANDALONE_REFUSALS = {
+    "int64": ({"input.1": np.zeros((2, 3), np.int64)}, "must be f32 (float32), got int64"),
+    "9x9": ({"input.1": np.zeros((9, 9), np.float32)}, "dimension 1 is 9, not 3"),
+    "rank": ({"input.1": np.zeros(3, np.float32)}, "must have rank 2"),
+    "unknown": ({"image": np.zeros((2, 3), np.float32)}, "unknown input(s) 'image'"),
+    "missing": ({}, "input 'input.1' (f32[N,3]) is missing"),
+    "not-npz": (None, "not a readable .npz file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STANDALONE_REFUSALS))
+def test_the_exported_program_checks_its_inputs_like_run(tmp_path, case):
+    feeds, message = STANDALONE_REFUSALS[case]
+    exe = qc.compile(small_graph())
+    folder = exe.export_python(tmp_path / "small")
+    inputs = tmp_path / "in.npz"
+    if feeds is None:
+        inputs.write_text("not an npz")
+    else:
+        np.savez(inputs, **feeds)
+        with pytest.raises(qc.InputError) as info:
+            exe.run(feeds)
+        assert message in str(info.value)  # the same words as Executable.run
+    done = run_standalone(folder / "model.py", inputs, tmp_path / "out.npz")
+    assert done.returncode != 0 and not (tmp_path / "out.npz").exists()
+    assert done.stderr.startswith("model.py: error: ") and message in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_export_replaces_an_earlier_export_but_never_a_users_files(tmp_path):
     exe = qc.compile(small_graph())
     folder = tmp_path / "m"
-    folder.mkdir()
-    (folder / "stale.txt").write_text("old")
-    exe.save(folder)
-    assert not (folder / "stale.txt").exists()
-    assert not (tmp_path / "m.partial").exists()
-
-
-def test_load_rejects_a_folder_that_is_not_a_saved_model(tmp_path):
-    with pytest.raises(qc.BackendError, match="no manifest.json"):
-        qc.load(tmp_path)
-    (tmp_path / "manifest.json").write_text('{"format": "other"}')
-    with pytest.raises(qc.BackendError, match="unknown saved format"):
-        qc.load(tmp_path)
+    exe.export_python(folder)
+    exe.export_python(folder)  # again: an earlier export is replaced
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(qc.SaveError, match="not an earlier export.*notes.txt"):
+        exe.export_python(folder)
+    assert (folder / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(qc.SaveError, match="it is a file"):
+        exe.export_python(tmp_path / "file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "m"]
 
 
 def test_input_errors_say_what_was_expected():
@@ -136,9 +165,60 @@ def test_a_failing_kernel_names_the_node_and_operands():
         exe.run({"a": np.zeros((2, 2), np.float32), "b": np.zeros((3, 2), np.float32)})
 
 
-def test_unknown_backend():
-    with pytest.raises(qc.BackendError, match="unknown backend 'tpu'"):
+def test_unknown_backend_lists_the_registered_ones():
+    with pytest.raises(qc.BackendError, match="unknown backend 'tpu'; the registered backends "
+                                              "are: numpy"):
         qc.compile(small_graph(), backend="tpu")
+
+
+def test_compiling_what_is_not_a_graph_is_a_backend_error():
+    with pytest.raises(qc.BackendError, match=r"takes a qc.Graph, got str \(a path\? .*"
+                                              r"qc.load_onnx"):
+        qc.compile("model.onnx")
+    with pytest.raises(qc.BackendError, match="takes a qc.Graph, got dict"):
+        qc.compile({})
+
+
+def test_feeds_that_are_not_a_mapping_or_not_rectangular_are_input_errors():
+    exe = qc.compile(small_graph())
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(qc.InputError, match="must be a mapping from input name to array, got "
+                                            "list; the model's inputs are: input.1"):
+        exe.run([x])
+    with pytest.raises(qc.InputShapeError, match=r"'input.1' must be f32\[N,3\], got a list "
+                                                 "that is not a rectangular array"):
+        exe.run({"input.1": [[1.0, 2.0, 3.0], [4.0, 5.0]]})
+    with pytest.raises(qc.InputDTypeError, match="got object"):
+        exe.run({"input.1": None})
+    out = exe.run({"input.1": [[1.0, 2.0, 3.0]]})  # a rectangular list of floats is fine
+    np.testing.assert_array_equal(out["/layer1/Relu"], [[2.0, 0.0, 6.0]])
+
+
+def test_names_reach_the_source_only_as_ascii_identifiers_literals_or_one_line_comments():
+    g = Graph('x"""\nimport os\n"""')
+    x = g.add_input("x", TensorType("f32", (2,)))
+    a = g.add_node("Relu", [x], name="\ufb01").outputs[0]  # the "fi" ligature: Python reads
+    b = g.add_node("Neg", [a], name="fi").outputs[0]        # both names as the same variable
+    c = g.add_node("Add", [a, b], name="add\nimport os", outputs=["sum"]).outputs[0]
+    g.set_outputs([c])
+    exe = qc.compile(g)
+    assert not any(line.startswith("import") for line in exe.source.splitlines())
+    out = exe.run({"x": np.array([1.0, -2.0], np.float32)})
+    np.testing.assert_array_equal(out["sum"], [0.0, 0.0])
+
+
+def test_generated_source_lines_are_released_with_the_executable():
+    g = small_graph()
+    g.name = "lines_released"  # a source of its own: no other test's executable shares it
+    exe = qc.compile(g)
+    assert exe.source.splitlines(True) == linecache.getlines(exe._filename)
+    again = qc.compile(g)
+    assert again._filename == exe._filename  # one name per source, however often compiled
+    del exe
+    assert linecache.getlines(again._filename)
+    filename = again._filename
+    del again
+    assert filename not in linecache.cache
 
 
 def test_graph_output_that_is_an_input_or_constant():
@@ -162,5 +242,5 @@ def test_non_finite_float_attributes_in_generated_code(tmp_path):
     assert "float('-inf')" in exe.source and "float('inf')" in exe.source
     out = exe.run({"x": x})["z"]  # y = min(conv, 5) = [-1, -1]; z = max(conv(y), 0.5)
     np.testing.assert_array_equal(out.reshape(-1), [0.5, 0.5])
-    exe.save(tmp_path / "m")
-    np.testing.assert_array_equal(qc.load(tmp_path / "m").run({"x": x})["z"], out)
+    exe.save(tmp_path / "m.qcx")
+    np.testing.assert_array_equal(qc.load(tmp_path / "m.qcx").run({"x": x})["z"], out)

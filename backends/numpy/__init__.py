@@ -1,104 +1,70 @@
 """The numpy backend: the graph as generated Python source calling the ops' reference kernels.
 
-Saved, a model is a folder that runs with numpy alone::
-
-    model.py        the generated source plus a small loader (``python model.py in.npz out.npz``)
-    qc_ops/         a copy of the op kernels (they import only numpy)
-    constants.npz   the constants the source reads as ``C[name]``
-    manifest.json   format, inputs (name, dtype, shape), outputs, and the line -> node map
+``exe.source`` is that source, one statement per op. ``export.py`` writes it out as a program
+that runs with numpy alone (``Executable.export_python``).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
-import json
+import collections
+import hashlib
 import linecache
-import shutil
 import types
-from collections.abc import Callable
-from pathlib import Path
+import weakref
 from typing import Any
 
 import numpy as np
 
 from qcompiler import ops
-from qcompiler.errors import BackendError, ExecutionError, QCompilerError
-from qcompiler.executable import Executable, InputSpec, input_specs
+from qcompiler.errors import ExecutionError, QCompilerError
+from qcompiler.executable import Executable
 from qcompiler.graph import Graph
 
-from .codegen import NodeLine, Program, generate
-
-FORMAT = "qcompiler-numpy"
-FORMAT_VERSION = 1
-
-_LOADER = '''
-
-# -- added by Executable.save: run this folder with numpy alone ---------------------------------
+from .. import Backend, register_backend
+from .codegen import NodeLine, generate
 
 
-def load():
-    """The constants ``C`` and kernels ``K`` that ``run(C, K, *inputs)`` needs."""
-    import importlib.util
-    import os
-    import types
+class _SourceLines:
+    """``linecache`` entries for generated sources, kept while an executable uses them."""
 
-    import numpy as np
+    def __init__(self) -> None:
+        self.users: collections.Counter[str] = collections.Counter()
 
-    import sys
+    def acquire(self, filename: str, source: str) -> None:
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        self.users[filename] += 1
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    name = "qc_ops_" + format(id(load), "x")
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(here, "qc_ops", "__init__.py"),
-        submodule_search_locations=[os.path.join(here, "qc_ops")])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[name] = package  # the package's relative imports look itself up here
-    spec.loader.exec_module(package)
-    kernels = types.SimpleNamespace(**{n: d.kernel for n, d in package.OPS.items()})
-    with np.load(os.path.join(here, "constants.npz"), allow_pickle=False) as data:
-        constants = {k: data[k] for k in data.files}
-    return constants, kernels
+    def release(self, filename: str) -> None:
+        self.users[filename] -= 1
+        if self.users[filename] <= 0:
+            del self.users[filename]
+            linecache.cache.pop(filename, None)
 
 
-if __name__ == "__main__":
-    import sys
-
-    import numpy as np
-
-    if len(sys.argv) != 3:
-        sys.exit("usage: python model.py INPUTS.npz OUTPUTS.npz")
-    C, K = load()
-    with np.load(sys.argv[1], allow_pickle=False) as feeds:
-        results = run(C, K, *[feeds[name] for name in INPUTS])
-    np.savez(sys.argv[2], **dict(zip(OUTPUTS, results)))
-'''
+_source_lines = _SourceLines()
 
 
 class NumpyExecutable(Executable):
-    """A graph compiled to Python source over numpy; ``source`` is that text."""
+    """A graph compiled to Python source over numpy; ``source`` is that text.
 
-    backend = "numpy"
+    The source is compiled under a file name made from its hash and registered with
+    ``linecache`` while an executable uses it, so tracebacks show it. Compiling or loading the
+    same model any number of times leaves nothing behind (CPython keeps every distinct file
+    name given to ``compile`` alive, so the name must not change from one load to the next).
+    """
 
-    def __init__(self, name: str, program: Program, inputs: list[InputSpec], outputs: list[str],
-                 kernels: types.SimpleNamespace | None = None,
-                 fn: Callable[..., tuple[np.ndarray, ...]] | None = None,
-                 filename: str | None = None):
-        super().__init__(inputs, outputs)
-        self.name = name
-        self.program = program
-        if fn is None:
-            filename = f"<qcompiler-numpy {name} {id(self):x}>"
-            linecache.cache[filename] = (len(program.source), None,
-                                         program.source.splitlines(True), filename)
-            namespace: dict[str, Any] = {}
-            exec(compile(program.source, filename, "exec"), namespace)
-            fn = namespace["run"]
-        self._fn = fn
-        self._filename = filename
-        self._kernels = kernels or types.SimpleNamespace(
-            **{op_name: d.kernel for op_name, d in ops.OPS.items()})
-        self._constants = program.constants
+    def __init__(self, graph: Graph):
+        super().__init__(graph, "numpy", {})
+        self.program = generate(graph)
+        digest = hashlib.sha256(self.program.source.encode()).hexdigest()[:20]
+        self._filename = f"<qcompiler-numpy {digest}>"
+        _source_lines.acquire(self._filename, self.program.source)
+        weakref.finalize(self, _source_lines.release, self._filename)
+        namespace: dict[str, Any] = {}
+        exec(compile(self.program.source, self._filename, "exec"), namespace)
+        self._fn = namespace["run"]
+        self._constants = self.program.constants
+        self._kernels = types.SimpleNamespace(**{name: d.kernel for name, d in ops.OPS.items()})
 
     @property
     def source(self) -> str:
@@ -132,63 +98,6 @@ class NumpyExecutable(Executable):
         return ExecutionError(f"{info.op} node {info.node!r} (-> %{info.outputs[0]}) failed"
                               f"{shown}: {type(exc).__name__}: {exc}")
 
-    def save(self, path: str | Path) -> None:
-        """Write the folder described in this module's docstring (replacing ``path``)."""
-        path = Path(path)
-        staging = path.with_name(path.name + ".partial")
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-        try:
-            shutil.copytree(Path(ops.__file__).parent, staging / "qc_ops",
-                            ignore=shutil.ignore_patterns("__pycache__"))
-            np.savez(staging / "constants.npz", **self._constants)
-            names = (f"INPUTS = {[s.name for s in self.inputs]!r}\n"
-                     f"OUTPUTS = {self.outputs!r}\n")
-            (staging / "model.py").write_text(self.source + "\n" + names + _LOADER)
-            manifest = {
-                "format": FORMAT,
-                "version": FORMAT_VERSION,
-                "name": self.name,
-                "inputs": [s.to_json() for s in self.inputs],
-                "outputs": self.outputs,
-                "lines": {str(k): [v.op, v.node, list(v.inputs), list(v.outputs)]
-                          for k, v in self.program.lines.items()},
-            }
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        if path.exists():
-            shutil.rmtree(path)
-        staging.rename(path)
 
-
-def compile_numpy(graph: Graph) -> NumpyExecutable:
-    return NumpyExecutable(graph.name, generate(graph), input_specs(graph),
-                           [v.name for v in graph.outputs])
-
-
-def load_numpy(path: Path, manifest: dict[str, Any]) -> NumpyExecutable:
-    """Rebuild a saved executable by importing its ``model.py``, which brings its own kernels."""
-    try:
-        name = f"qc_saved_model_{next(_saved_counter)}"
-        spec = importlib.util.spec_from_file_location(name, path / "model.py")
-        if spec is None or spec.loader is None:
-            raise OSError(f"cannot import {path / 'model.py'}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        constants, kernels = module.load()
-        source = (path / "model.py").read_text()
-        source = source[: source.rindex("\nINPUTS = ")]
-        lines = {int(k): NodeLine(v[0], v[1], tuple(v[2]), tuple(v[3]))
-                 for k, v in manifest["lines"].items()}
-        inputs = [InputSpec.from_json(s) for s in manifest["inputs"]]
-        program = Program(source, constants, lines)
-        return NumpyExecutable(manifest["name"], program, inputs, list(manifest["outputs"]),
-                               kernels=kernels, fn=module.run, filename=module.__file__)
-    except (OSError, KeyError, ValueError, IndexError, SyntaxError, AttributeError) as exc:
-        raise BackendError(f"{path} is not a complete saved numpy-backend model: {exc}") from exc
-
-
-_saved_counter = itertools.count()
+register_backend(Backend("numpy", NumpyExecutable,
+                         "readable Python source over numpy's reference kernels (float and int)"))
