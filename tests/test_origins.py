@@ -118,3 +118,17 @@ def test_equality_compares_attributes_by_content():
         g.set_outputs(g.add_node("MaxPool", [x], {"kernel_shape": [2], "pads": pads},
                                  name="p").outputs)
     assert g1 == g2  # a list and a tuple of the same ints are the same attribute
+
+
+def test_run_time_errors_name_the_layers_of_a_fused_node():
+    g = Graph("g")
+    x = g.add_input("x", TensorType("f32", ("N", 2)))
+    y = g.add_input("y", TensorType("f32", ("M", 2)))
+    g.set_outputs(g.add_node("Add", [x, y], name="block1/add", outputs=["s"],
+                             origins=["block1/add", "block1/bias", "block1/relu"]).outputs)
+    feeds = {"x": np.zeros((2, 2), np.float32), "y": np.zeros((3, 2), np.float32)}
+    layers = r"Add node 'block1/add' \(layers block1/add, block1/bias, block1/relu\) -> %s failed"
+    with pytest.raises(qc.ExecutionError, match=layers + r" with operands x: float32\[2, 2\]"):
+        qc.compile(g).run(feeds)
+    with pytest.raises(qc.ExecutionError, match=layers + r" with operands %x: float32\[2, 2\]"):
+        qc.Interpreter(g).run(feeds)

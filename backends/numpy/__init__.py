@@ -95,8 +95,7 @@ class NumpyExecutable(Executable):
             if isinstance(value, np.ndarray):
                 operands.append(f"{var}: {value.dtype}{list(value.shape)}")
         shown = f" with operands {', '.join(operands)}" if operands else ""
-        return ExecutionError(f"{info.op} node {info.node!r} (-> %{info.outputs[0]}) failed"
-                              f"{shown}: {type(exc).__name__}: {exc}")
+        return ExecutionError(f"{info.node} failed{shown}: {type(exc).__name__}: {exc}")
 
 
 register_backend(Backend("numpy", NumpyExecutable,

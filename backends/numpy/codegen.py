@@ -26,10 +26,8 @@ RESERVED = {"C", "K", "np", "run", "take"}
 class NodeLine:
     """What a line of generated source computes: used to name the node in run-time errors."""
 
-    op: str
-    node: str
+    node: str  # Node.describe(): op, name, the user's layers, first output
     inputs: tuple[str | None, ...]  # variable names of the operands (None: empty or constant)
-    outputs: tuple[str, ...]
 
 
 @dataclass
@@ -108,10 +106,9 @@ def generate(graph: Graph) -> Program:
             stmt = f"{outs[0]} = {call}"
         if node.name != node.outputs[0].name:
             stmt += f"  # {_comment(node.name)}"
-        info = NodeLine(node.op, node.name,
+        info = NodeLine(node.describe(),
                         tuple(None if v is None or v.is_constant else names(v)
-                              for v in node.inputs),
-                        tuple(outs))
+                              for v in node.inputs))
         body.append((stmt, info))
         dead = [names(v) for v in dead_after.get(i, [])]
         if dead:
