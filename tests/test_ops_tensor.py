@@ -590,10 +590,14 @@ def test_split_num_outputs_errors():
     assert [o.shape for o in outs] == [(UNKNOWN, 6), (UNKNOWN, 6)]
 
 
-def test_onnx_type_codes_match_ort_helpers():
-    from qcompiler.ops.tensor import ONNX_DTYPES
+def test_the_dtype_table_agrees_with_onnx_and_the_test_helpers():
+    from onnx import helper
 
-    for code, name in ONNX_DTYPES.items():
+    from qcompiler.ops.dtypes import DTYPES
+
+    assert {name for name, _, _ in DTYPES} == {d.value for d in DType}
+    for name, numpy_name, code in DTYPES:
+        assert helper.tensor_dtype_to_np_dtype(code) == np.dtype(numpy_name) == DType(name).np
         assert onnx_type(DType(name).np) == code
 
 

@@ -16,18 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import NUMPY_NAME
+
 UNKNOWN = "?"
 REQUIRED = object()  # default of an attribute that must be given
 
-NP_DTYPES = {
-    "f32": np.float32,
-    "f16": np.float16,
-    "i8": np.int8,
-    "u8": np.uint8,
-    "i32": np.int32,
-    "i64": np.int64,
-    "bool": np.bool_,
-}
+NP_DTYPES = {name: np.dtype(numpy_name).type for name, numpy_name in NUMPY_NAME.items()}
 
 
 def dtype_name(dtype: Any) -> str:

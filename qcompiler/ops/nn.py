@@ -24,6 +24,7 @@ from . import resize  # noqa: F401  (registers Resize)
 from ._nn_common import FLOATS, f32, is_int, need_dtype, same_dtype
 from ._schema import REQUIRED, UNKNOWN, Ctx, Out, broadcast_shapes, norm_axis, op
 from .activation import ACTIVATION_ATTRS, EXTENSIONS, apply_activation, check_activation
+from .dtypes import FROM_ONNX
 from .window import (
     Window,
     check_kernel_shape,
@@ -468,15 +469,12 @@ def instance_normalization(x, scale, b, *, epsilon):
     return (centered * mul + f32(b).reshape(shape)).astype(x.dtype, copy=False)
 
 
-_STASH_TYPES = {1: "f32", 10: "f16"}  # ONNX TensorProto element types
-
-
 def _infer_layer_norm(ctx: Ctx) -> list[Out]:
     dtype = need_dtype(ctx, 0, FLOATS, "X")
     xs = ctx.shape(0)
     axis = norm_axis(ctx.attr("axis"), len(xs))
-    stash = _STASH_TYPES.get(ctx.attr("stash_type"))
-    if stash is None:
+    stash = FROM_ONNX.get(ctx.attr("stash_type"))
+    if stash not in ("f32", "f16"):
         ctx.fail(f"LayerNormalization: stash_type must be 1 (float) or 10 (float16), got "
                  f"{ctx.attr('stash_type')}")
     normalized = xs[axis:]

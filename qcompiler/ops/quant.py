@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._schema import NP_DTYPES, Ctx, Out, norm_axis, op
-from .tensor import ONNX_DTYPES, cast_target
+from .dtypes import FROM_ONNX
+from .tensor import cast_target
 
 QUANT_DTYPES = ("i8", "u8", "i32")
 _FLOATS = ("f32", "f16")
@@ -73,7 +74,7 @@ def quantize_linear(x, y_scale, y_zero_point=None, axis=1, saturate=1, block_siz
     if y_zero_point is not None:
         dtype = y_zero_point.dtype
     else:
-        dtype = np.dtype(NP_DTYPES[ONNX_DTYPES[output_dtype] if output_dtype else "u8"])
+        dtype = np.dtype(NP_DTYPES[FROM_ONNX[output_dtype] if output_dtype else "u8"])
         y_zero_point = np.zeros((), dtype)
     info = np.iinfo(dtype)
     scale = _along(y_scale, x.ndim, axis).astype(np.float32)

@@ -28,12 +28,12 @@ from ._schema import (
     op,
     prod_dims,
 )
+from .dtypes import FROM_ONNX
 
 SYM_MAX = 64  # longest int64 tensor whose contents inference tracks
 
 # ONNX TensorProto element-type codes of the IR dtypes (Cast's ``to``, QuantizeLinear's
 # ``output_dtype``).
-ONNX_DTYPES = {1: "f32", 10: "f16", 3: "i8", 2: "u8", 6: "i32", 7: "i64", 9: "bool"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,10 +641,10 @@ def shape(data, start, end):
 
 def cast_target(code: Any) -> str:
     """The IR dtype of an ONNX TensorProto type code, or an error listing the supported ones."""
-    if code not in ONNX_DTYPES:
-        supported = ", ".join(f"{c} ({d})" for c, d in ONNX_DTYPES.items())
+    if code not in FROM_ONNX:
+        supported = ", ".join(f"{c} ({d})" for c, d in FROM_ONNX.items())
         raise Unsupported(f"ONNX element type {code} is not supported (supported: {supported})")
-    return ONNX_DTYPES[code]
+    return FROM_ONNX[code]
 
 
 def _cast(ctx: Ctx) -> list[Out]:
@@ -666,7 +666,7 @@ def convert(x: np.ndarray, target: Any) -> np.ndarray:
 @op("Cast", ["input"], ["output"], attrs={"to": REQUIRED, "saturate": 1}, infer=_cast)
 def cast(x, to, saturate):
     """Convert to ONNX type ``to`` (see ``convert``)."""
-    return convert(x, NP_DTYPES[ONNX_DTYPES[to]])
+    return convert(x, NP_DTYPES[FROM_ONNX[to]])
 
 
 def _cast_like(ctx: Ctx) -> list[Out]:
