@@ -17,16 +17,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
+import sys  # noqa: E402
 from importlib import resources  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import qcompiler as qc  # noqa: E402
-from qcompiler import zoo  # noqa: E402
-from qcompiler.peer import ort_session  # noqa: E402
-from qcompiler.timing import median_time  # noqa: E402
+from qcompiler.demo import median_time, ort_session  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import zoo  # noqa: E402  (the test suite's model builders)
 
 
 def bench(name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeats: int) -> None:

@@ -19,12 +19,11 @@ import numpy as np
 
 from . import api
 from .backends import available_backends
+from .demo import run_demo
 from .errors import InputFileError, QCompilerError, SaveError
 from .graph import Graph
 from .input_check import read_feeds
 from .pass_manager import PassManager, available_passes, get_pass
-from .peer import ort_session
-from .timing import median_time
 
 EXAMPLES = Path(str(resources.files("qcompiler.examples")))
 
@@ -135,38 +134,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    model = Path(args.model)
-    data = read_feeds(args.data, InputFileError)
-    missing = [key for key in ("test_x", "test_y") if key not in data]
-    if missing:
-        raise InputFileError(f"{args.data!r} has no {' or '.join(missing)} array (it holds: "
-                             f"{', '.join(data) or 'nothing'})")
-    x, y = data["test_x"], data["test_y"]
-    imported = api.load_onnx(model)
-    print(f"model  {model.name}: {len(imported.nodes)} nodes, {len(x)} test images")
-    g = api.optimize(imported)
-    print(f"passes {api.DEFAULT_FLOAT_PIPELINE}: {len(imported.nodes)} -> {len(g.nodes)} nodes "
-          f"({', '.join(f'{n} {op}' for op, n in sorted(g.op_counts().items()))})")
-    exe = api.compile(g, backend="numpy")
-    logits = exe.run({g.inputs[0].name: x})[g.outputs[0].name]
-    accuracy = float((logits.argmax(axis=1) == y).mean())
-    print(f"numpy backend (fp32)  accuracy {accuracy:.3f}")
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        print("onnxruntime is not installed: no comparison (pip install qcompiler[bench])")
-        return
-    sess = ort_session(model)
-    ref = sess.run(None, {g.inputs[0].name: x})[0]
-    ref_acc = float((ref.argmax(axis=1) == y).mean())
-    diff = float(np.max(np.abs(ref - logits)))
-    print(f"onnxruntime (fp32)    accuracy {ref_acc:.3f}   max |logit difference| {diff:.2e}")
-    ours = median_time(lambda: exe.run({g.inputs[0].name: x}), args.repeats)
-    theirs = median_time(lambda: sess.run(None, {g.inputs[0].name: x}), args.repeats)
-    threads = ("one thread each" if os.environ.get("OPENBLAS_NUM_THREADS") == "1" else
-               "onnxruntime on one thread, numpy on its BLAS's default threads")
-    print(f"time for the test set: numpy backend / onnxruntime = {ours / theirs:.2f}x "
-          f"(median of {args.repeats}; {threads})")
+    run_demo(Path(args.model), args.data, args.repeats)
 
 
 class _Parser(argparse.ArgumentParser):

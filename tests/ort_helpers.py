@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from qcompiler.peer import ort_session
+from qcompiler.demo import ort_session
 
 OPSET = 21
 

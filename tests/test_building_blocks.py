@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import zoo
 from ort_helpers import run_model
 
 import qcompiler as qc
-from qcompiler import zoo
 
 # Largest |ours - onnxruntime| allowed, relative to max|onnxruntime| of the output. Measured
 # worst over the blocks at batch 1, 2 and 3: 6.9e-7 (resnet_style); the others 1.5e-7 to 4.3e-7.

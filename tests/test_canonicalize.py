@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import golden
 import numpy as np
+import zoo
 from hypothesis import strategies as st
 from qcompiler.passes.canonicalize import Canonicalize
 
 import qcompiler as qc
-from qcompiler import zoo
 from qcompiler.pass_manager import PassManager
 from qcompiler.testing import graphs, pass_property
 

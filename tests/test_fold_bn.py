@@ -8,12 +8,12 @@ from importlib import resources
 import golden
 import numpy as np
 import pytest
+import zoo
 from hypothesis import given
 from hypothesis import strategies as st
 from qcompiler.passes.fold_bn import FoldBatchNorm
 
 import qcompiler as qc
-from qcompiler import zoo
 from qcompiler.graph import Graph
 from qcompiler.pass_manager import PassManager
 from qcompiler.testing import graphs, pass_property, rule_names

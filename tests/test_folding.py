@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import zoo
 from onnx import TensorProto, helper, numpy_helper
 from op_check import ir_attrs
 from ort_helpers import session
@@ -14,7 +15,6 @@ from qcompiler.passes.canonicalize import Canonicalize
 from test_op_registry import EXAMPLES, N_OUTPUTS
 
 import qcompiler as qc
-from qcompiler import zoo
 from qcompiler.folding import FOLD_LIMIT, fold_constants
 from qcompiler.graph import Graph
 from qcompiler.pass_manager import PassManager

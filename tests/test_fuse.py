@@ -9,12 +9,12 @@ import warnings
 import golden
 import numpy as np
 import pytest
+import zoo
 from hypothesis import given
 from hypothesis import strategies as st
 from qcompiler.passes.fuse import Fuse
 
 import qcompiler as qc
-from qcompiler import zoo
 from qcompiler.errors import PipelineError
 from qcompiler.graph import Graph
 from qcompiler.pass_manager import PassManager

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zoo
 from hypothesis import given
 from hypothesis import strategies as st
 
 import qcompiler as qc
-from qcompiler import zoo
 from qcompiler.graph import Graph, Node
 from qcompiler.interpreter import STOP, Interpreter
 from qcompiler.testing import graphs, inputs

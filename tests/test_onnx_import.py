@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+import zoo
 from onnx import TensorProto, helper, numpy_helper
 from ort_helpers import onnx_type, run_model
 
 import qcompiler as qc
-from qcompiler import zoo
 from qcompiler.folding import eliminate_dead_code, fold_constants
 
 RNG = np.random.default_rng(0)

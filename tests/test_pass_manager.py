@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import zoo
 from qcompiler.passes.canonicalize import Canonicalize
 from qcompiler.passes.fold_bn import FoldBatchNorm
 
 import qcompiler as qc
-from qcompiler import zoo
 from qcompiler.errors import PassError, PipelineError, RewriteError
 from qcompiler.graph import Graph
 from qcompiler.pass_manager import (

@@ -114,7 +114,7 @@ class _Net:
             initializer=self.inits,
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                                  producer_name="qcompiler.zoo", ir_version=IR_VERSION)
+                                  producer_name="qcompiler-tests.zoo", ir_version=IR_VERSION)
         onnx.checker.check_model(model, full_check=True)
         return model
 
