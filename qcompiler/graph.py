@@ -159,7 +159,6 @@ class Graph:
         self._names: dict[str, Value] = {}
         self._node_names: set[str] = set()
         self._counter = itertools.count()
-        self._in_transaction = False
 
     # -- naming ---------------------------------------------------------------------------------
 
@@ -348,8 +347,8 @@ class Graph:
         Refused with an ``IRError`` naming both values, before anything changes: a value from
         another graph; one of another type (dtype, shape or quantization) unless ``retype``
         says the change is intended; and one that depends on a reader it would redirect
-        (``replace(y, Abs(y))`` would make ``%y = Abs(%y)``). The node producing ``new``
-        inherits the layer origins of the node producing ``old``.
+        (``replace(y, Abs(y))`` would make ``%y = Abs(%y)``). When every reader moves, the node
+        producing ``new`` now computes ``old``'s layer and inherits its origins.
         """
         if old is new:
             return
@@ -370,8 +369,8 @@ class Graph:
             if node not in exclude:
                 node.set_input(index, new)
         self.outputs = [new if v is old else v for v in self.outputs]
-        if old.producer is not None and new.producer is not None:
-            new.producer.merge_origins(old.producer.origins)
+        if not exclude and old.producer is not None and new.producer is not None:
+            new.producer.merge_origins(old.producer.origins)  # it now computes that layer
 
     def _depends_on(self, value: Value, nodes: Sequence[Node]) -> Node | None:
         """The first of ``nodes`` that ``value`` is computed from (or produced by), else None."""
@@ -536,19 +535,14 @@ class Graph:
     def transaction(self) -> Iterator[Graph]:
         """Edits inside the block either all happen or, if the block raises, none do: the graph
         is restored to its state at entry (``Node`` and ``Value`` objects taken from it before
-        then are stale after a rollback). Nested blocks roll back with the outermost one."""
-        if self._in_transaction:
-            yield self
-            return
+        then are stale after a rollback). A nested block is a savepoint: it rolls back to its
+        own entry, and the outer block still can to its own."""
         snapshot = self.copy()
-        self._in_transaction = True
         try:
             yield self
         except BaseException:
             self._become(snapshot)
             raise
-        finally:
-            self._in_transaction = False
 
     def _become(self, other: Graph) -> None:
         """Take over ``other``'s whole state (its nodes and values now belong to ``self``)."""

@@ -513,7 +513,7 @@ class RewritePass(Pass):
         stats: dict[str, int] = {}
         with graph.transaction():  # a failing phase undoes the phases before it too
             for rules in self.phases():
-                for name, count in apply_rules(graph, rules, refusals=refusals).items():
+                for name, count in _apply_rules(graph, rules, refusals, 50).items():
                     stats[name] = stats.get(name, 0) + count
         return stats, refusals
 

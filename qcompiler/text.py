@@ -375,9 +375,14 @@ def _array(toks: _Tokens, items: list[Any], t: TensorType) -> np.ndarray:
         raise toks.error(f"values do not fit {t}: {exc}") from None
 
 
-def _list(toks: _Tokens) -> list[Any]:
+MAX_NESTING = 32  # lists in attributes and constants nest at most this deep
+
+
+def _list(toks: _Tokens, depth: int = 0) -> list[Any]:
+    if depth >= MAX_NESTING:
+        raise toks.error(f"lists nest more than {MAX_NESTING} deep")
     toks.expect("[")
-    return _items(toks, "]", lambda: _attr(toks))
+    return _items(toks, "]", lambda: _attr(toks, depth + 1))
 
 
 def _items(toks: _Tokens, close: str, item: Callable[[], Any]) -> list[Any]:
@@ -404,10 +409,10 @@ def _fields(toks: _Tokens, close: str) -> dict[str, Any]:
     return fields
 
 
-def _attr(toks: _Tokens) -> Any:
+def _attr(toks: _Tokens, depth: int = 0) -> Any:
     kind, text, _, _ = toks.peek()
     if text == "[" and kind == "punct":
-        return tuple(_list(toks))
+        return tuple(_list(toks, depth))
     if kind == "str":
         return toks.literal(json.loads, "string")
     if kind == "num":

@@ -216,6 +216,31 @@ def test_transaction_rolls_back_direct_edits():
     assert all(n.graph is g for n in g.nodes) and all(v.graph is g for v in g.values())
 
 
+def test_a_nested_transaction_is_a_savepoint():
+    g = chain()
+    with g.transaction():
+        g.add_node("Neg", [g.value("mul")], name="outer")
+        after_outer = g.copy()
+        with pytest.raises(RewriteError), g.transaction():
+            g.add_node("Neg", [g.value("mul")], name="inner")
+            raise RewriteError("inner fails")
+        assert g == after_outer  # the inner block undid only its own edit
+    assert [n.name for n in g.nodes][-1] == "outer"
+
+
+def test_apply_rules_inside_an_open_transaction_still_rolls_back_its_rewrites():
+    g = chain()
+    neg_relu = Rule("relu-to-abs", Op("Relu", Var("x")),
+                    lambda rw, m: rw.replace(m.root.outputs[0], rw.add("Abs", [m["x"]])))
+    broken = Rule("broken", Op("Mul", Var("a"), Var("b")), _add_then_fail)
+    with g.transaction():
+        before = g.copy()
+        with pytest.raises(RewriteError):
+            apply_rules(g, [neg_relu, broken])
+        assert g == before
+    g.verify()
+
+
 # -- the pass manager keeps the signature ------------------------------------------------------
 
 

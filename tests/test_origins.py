@@ -132,3 +132,13 @@ def test_run_time_errors_name_the_layers_of_a_fused_node():
         qc.compile(g).run(feeds)
     with pytest.raises(qc.ExecutionError, match=layers + r" with operands %x: float32\[2, 2\]"):
         qc.Interpreter(g).run(feeds)
+
+
+def test_a_node_inserted_after_a_value_does_not_take_its_layer():
+    g = Graph("g")
+    x = g.add_input("x", TensorType("f32", (2,)))
+    r = g.add_node("Relu", [x], name="relu").outputs[0]
+    g.set_outputs([r])
+    neg = g.add_node("Neg", [r], name="neg")
+    g.replace_all_uses_with(r, neg.outputs[0], exclude={neg})
+    assert neg.origins == ("neg",) and g.node("relu").origins == ("relu",)

@@ -133,3 +133,10 @@ def test_quantized_types_print_their_parameters():
 def test_malformed_literals_are_parse_errors_with_a_position(text, message):
     with pytest.raises(qc.ParseError, match=message):
         parse(text)
+
+
+def test_lists_nested_too_deep_are_a_parse_error_not_a_recursion_error():
+    text = ("graph g() {\n  %c: f32[1] = const dense<" + "[" * 5000 + "1.0" + "]" * 5000
+            + ">\n  return %c\n}\n")
+    with pytest.raises(qc.ParseError, match="lists nest more than 32 deep"):
+        parse(text)
