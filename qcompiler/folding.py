@@ -8,8 +8,9 @@ shape, and so does everything downstream, so stored types never know less than i
 then replaces the outputs of a node whose operands are all constants (evaluated by the
 ``Interpreter``, the one way qcompiler runs nodes) or whose integer contents are already known
 (the ``Shape -> Gather -> Concat`` chains of exported models) by constants that keep the
-original tensor names. ``eliminate_dead_code`` then removes what nobody reads. Both only use
-the graph's mutation helpers, so use-lists stay exact.
+original tensor names (``fold_node``, which the ONNX importer also calls on each node it adds,
+so the nodes after it see constant operands). ``eliminate_dead_code`` then removes what nobody
+reads. All only use the graph's mutation helpers, so use-lists stay exact.
 
 Size: a fold must not turn a few bytes of model into a huge constant (``Expand(0.5, [8192,
 8192])`` is 256 MiB). A result folds when it is at most ``limit`` bytes (``FOLD_LIMIT``, 64 KiB,
