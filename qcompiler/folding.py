@@ -8,8 +8,9 @@ shape, and so does everything downstream, so stored types never know less than i
 then replaces the outputs of a node whose operands are all constants (evaluated by the
 ``Interpreter``, the one way qcompiler runs nodes) or whose integer contents are already known
 (the ``Shape -> Gather -> Concat`` chains of exported models) by constants that keep the
-original tensor names. ``eliminate_dead_code`` then removes what nobody reads. Both only use
-the graph's mutation helpers, so use-lists stay exact.
+original tensor names (``fold_node``, which the ONNX importer also calls on each node it adds,
+so the nodes after it see constant operands). ``eliminate_dead_code`` then removes what nobody
+reads. All only use the graph's mutation helpers, so use-lists stay exact.
 
 Size: a fold must not turn a few bytes of model into a huge constant (``Expand(0.5, [8192,
 8192])`` is 256 MiB). A result folds when it is at most ``limit`` bytes (``FOLD_LIMIT``, 64 KiB,
@@ -52,18 +53,34 @@ def fold_constants(graph: Graph, limit: int | None = FOLD_LIMIT) -> int:
     folded = 0
     for node in list(graph.nodes):
         refine_types(graph, node)
-        arrays = _known_outputs(node, interpreter, limit)
-        if arrays is None:
-            continue
-        replaced = []
-        for value, array in zip(node.outputs, arrays, strict=True):
-            if value.uses or value.is_graph_output:
-                replaced.append((value.name, graph.replace_with_constant(value, array)))
-        graph.erase(node)
-        for name, const in replaced:
-            graph.rename_value(const, name)
-        folded += 1
+        if fold_node(graph, node, interpreter, limit) is not None:
+            folded += 1
     return folded
+
+
+def fold_node(graph: Graph, node: Node, interpreter: Interpreter,
+              limit: int | None = FOLD_LIMIT, *, unread: bool = False
+              ) -> list[Value | None] | None:
+    """Replace ``node`` by constants when its outputs can be computed now (by
+    ``interpreter``) and are small enough under ``limit`` (as ``fold_constants``); return
+    them, one per output, else None (the node stays).
+
+    Each constant takes its output's name. Outputs nobody reads are dropped (None), unless
+    ``unread``: an importer folds a node as soon as it is added, before its readers exist, so
+    that they see its contents (a Squeeze whose axes are ``Add(a, b)`` of two initializers)."""
+    arrays = _known_outputs(node, interpreter, limit)
+    if arrays is None:
+        return None
+    replaced: list[Value | None] = []
+    for value, array in zip(node.outputs, arrays, strict=True):
+        kept = unread or value.uses or value.is_graph_output
+        replaced.append(graph.replace_with_constant(value, array) if kept else None)
+    names = [value.name for value in node.outputs]
+    graph.erase(node)
+    for name, const in zip(names, replaced, strict=True):
+        if const is not None:
+            graph.rename_value(const, name)
+    return replaced
 
 
 def refine_types(graph: Graph, node: Node) -> int:

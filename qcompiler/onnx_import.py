@@ -4,8 +4,10 @@ Import runs in two phases. The first looks at the whole model without building a
 collects every op type, dtype, domain and training-only feature qcompiler cannot handle into
 one ``UnsupportedModelError``. The second builds the graph node by node (older forms become
 their opset-21 spelling: attributes turned into constant inputs, coerce-to-2D softmax made
-explicit, ...), then folds constants (shape subgraphs included) and removes dead code. Nothing
-half-built is ever returned.
+explicit, ...), folding each node whose result is known as soon as it is added (so the nodes
+after it see its contents: a Squeeze whose axes are computed from constants), then folds
+constants once more (refining types) and removes dead code. Nothing half-built is ever
+returned.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from .errors import (
     UnknownInputError,
     UnsupportedModelError,
 )
-from .folding import eliminate_dead_code, fold_constants
-from .graph import Graph, Value
+from .folding import eliminate_dead_code, fold_constants, fold_node
+from .graph import Graph, Node, Value
+from .interpreter import Interpreter
 from .types import DType, TensorType
 
 MIN_OPSET, MAX_OPSET = 9, 21
@@ -286,10 +289,11 @@ class _Node:
         names = list(outputs) if outputs is not None else [
             f"{self.outputs[0] or self.name}/{suffix or op.lower()}"]
         node = self.b.graph.add_node(op, inputs, attrs or {}, name=node_name, outputs=names)
+        values = self.b.fold(node)
         if outputs is not None:
-            for onnx_name, value in zip(outputs, node.outputs, strict=True):
+            for onnx_name, value in zip(outputs, values, strict=True):
                 self.b.bind(onnx_name, value)
-        return node.outputs
+        return values
 
     def bind(self, onnx_name: str, value: Value) -> None:
         self.b.bind(onnx_name, value)
@@ -903,6 +907,7 @@ class _Builder:
         self.opset = opset
         self.scan = scan
         self.graph = Graph(model.graph.name or "main")
+        self.interpreter = Interpreter(self.graph)
         self.env: dict[str, Value] = {}
 
     def lookup(self, name: str) -> Value:
@@ -914,6 +919,15 @@ class _Builder:
 
     def bind(self, onnx_name: str, value: Value) -> None:
         self.env[onnx_name] = value
+
+    def fold(self, node: Node) -> list[Value]:
+        """``node``'s outputs, as constants when it can be folded now (its operands constant or
+        its contents known, its result within the folding cap): the nodes added after it then
+        see those contents, which the ones whose output rank depends on them need (a Squeeze
+        or a keepdims=0 reduction whose axes are ``Add(a, b)`` or a ``Concat`` of constants)."""
+        outputs = list(node.outputs)
+        folded = fold_node(self.graph, node, self.interpreter, unread=True)
+        return outputs if folded is None else folded  # type: ignore[return-value]
 
     def build(self) -> Graph:
         g = self.model.graph

@@ -315,33 +315,6 @@ REFUSED: dict[str, str] = {
     # sequence- or optional-typed graph inputs
     "test_identity_opt": "graph input of type optional_type",
     "test_identity_sequence": "graph input of type sequence_type",
-    # a Reshape target whose length is unknown at compile time: the output rank is unknown
-    "test_layer_normalization_2d_axis_negative_1_expanded": "the length of shape is unknown",
-    "test_layer_normalization_2d_axis_negative_1_expanded_ver18": "the length of shape is unknown",
-    "test_layer_normalization_2d_axis_negative_2_expanded": "the length of shape is unknown",
-    "test_layer_normalization_2d_axis_negative_2_expanded_ver18": "the length of shape is unknown",
-    "test_layer_normalization_3d_axis_negative_1_epsilon_expanded":
-        "the length of shape is unknown",
-    "test_layer_normalization_3d_axis_negative_1_epsilon_expanded_ver18":
-        "the length of shape is unknown",
-    "test_layer_normalization_3d_axis_negative_2_epsilon_expanded":
-        "the length of shape is unknown",
-    "test_layer_normalization_3d_axis_negative_2_epsilon_expanded_ver18":
-        "the length of shape is unknown",
-    "test_layer_normalization_3d_axis_negative_3_epsilon_expanded":
-        "the length of shape is unknown",
-    "test_layer_normalization_3d_axis_negative_3_epsilon_expanded_ver18":
-        "the length of shape is unknown",
-    "test_layer_normalization_4d_axis_negative_1_expanded": "the length of shape is unknown",
-    "test_layer_normalization_4d_axis_negative_1_expanded_ver18": "the length of shape is unknown",
-    "test_layer_normalization_4d_axis_negative_2_expanded": "the length of shape is unknown",
-    "test_layer_normalization_4d_axis_negative_2_expanded_ver18": "the length of shape is unknown",
-    "test_layer_normalization_4d_axis_negative_3_expanded": "the length of shape is unknown",
-    "test_layer_normalization_4d_axis_negative_3_expanded_ver18": "the length of shape is unknown",
-    "test_layer_normalization_4d_axis_negative_4_expanded": "the length of shape is unknown",
-    "test_layer_normalization_4d_axis_negative_4_expanded_ver18": "the length of shape is unknown",
-    "test_layer_normalization_default_axis_expanded": "the length of shape is unknown",
-    "test_layer_normalization_default_axis_expanded_ver18": "the length of shape is unknown",
     # MaxPool's Indices output
     "test_maxpool_with_argmax_2d_precomputed_pads": "Indices output is not supported",
     "test_maxpool_with_argmax_2d_precomputed_strides": "Indices output is not supported",

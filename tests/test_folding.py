@@ -21,12 +21,12 @@ from qcompiler.pass_manager import PassManager
 from qcompiler.types import DType, TensorType
 
 
-def onnx_model(nodes, inputs, inits, rank: int) -> onnx.ModelProto:
+def onnx_model(nodes, inputs, inits, rank: int, opset: int = 17) -> onnx.ModelProto:
     """A model of ``nodes`` whose output ``y`` is f32 of ``rank`` dimensions, sizes unnamed."""
     output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * rank)
     graph = helper.make_graph(nodes, "m", inputs, [output],
                               [numpy_helper.from_array(a, n) for n, a in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model
 
@@ -148,6 +148,65 @@ def test_a_slice_reading_a_constant_subgraph_loads_verifies_and_runs(tmp_path, c
     np.testing.assert_array_equal(qc.Interpreter(g).run({"x": x})["y"], expected)
 
 
+# Ops whose output rank depends on the contents of their ``axes`` operand.
+AXES_OPS = {"Squeeze": ([2, 1, 3, 1], [1, 3]), "Unsqueeze": ([2, 3], [0, 3]),
+            "ReduceMean": ([2, 3, 4, 5], [1, 3]), "ReduceSum": ([2, 3, 4, 5], [3, 0]),
+            "ReduceMax": ([2, 3, 4, 5], [2, 1])}
+
+
+def axes_model(op_type: str, source: str) -> onnx.ModelProto:
+    """``op_type`` (keepdims=0 for a reduction) on f32 ``x`` with its ``axes`` computed from
+    initializers as exporters write them: ``Add(a, b)``, or ``Concat(Add(a0, b0), c)``."""
+    shape, axes = AXES_OPS[op_type]
+    first, second = np.array(axes[:1], np.int64), np.array(axes[1:], np.int64)
+    if source == "add":
+        inits = {"a": np.array(axes, np.int64) - 1, "b": np.ones(len(axes), np.int64)}
+        nodes = [helper.make_node("Add", ["a", "b"], ["axes"])]
+    else:
+        inits = {"a0": first - 2, "b0": np.full(1, 2, np.int64), "c": second}
+        nodes = [helper.make_node("Add", ["a0", "b0"], ["head"]),
+                 helper.make_node("Concat", ["head", "c"], ["axes"], axis=0)]
+    attrs = {"keepdims": 0} if op_type.startswith("Reduce") else {}
+    nodes.append(helper.make_node(op_type, ["x", "axes"], ["y"], **attrs))
+    rank = len(shape) + (len(axes) if op_type == "Unsqueeze" else -len(axes))
+    return onnx_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                      inits, rank, opset=18)
+
+
+@pytest.mark.parametrize("source", ["add", "concat"])
+@pytest.mark.parametrize("op_type", sorted(AXES_OPS))
+def test_axes_from_a_constant_subgraph_load_verify_and_run(tmp_path, op_type, source):
+    model = axes_model(op_type, source)
+    path = tmp_path / "axes.onnx"
+    onnx.save(model, str(path))
+    g = qc.load_onnx(path)
+    g.verify()
+    shape = AXES_OPS[op_type][0]
+    # small integers: every sum is exact, so any summation order gives the same result
+    x = (np.arange(np.prod(shape)) % 11 - 5).astype(np.float32).reshape(shape)
+    expected = session(model).run(None, {"x": x})[0]
+    assert g.outputs[0].type == TensorType("f32", expected.shape)
+    np.testing.assert_array_equal(qc.compile(g).run({"x": x})["y"], expected)
+
+
+def test_a_result_above_the_cap_stays_an_op_while_importing():
+    """Folding while importing keeps the cap: Expand(0.5, Add(shape, 0)) of 256 KiB stays an op
+    and still computes what onnxruntime computes."""
+    model = onnx_model(
+        [helper.make_node("Add", ["shape_a", "shape_b"], ["shape"]),
+         helper.make_node("Expand", ["half", "shape"], ["big"]),
+         helper.make_node("Add", ["x", "big"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        {"half": np.array(0.5, np.float32), "shape_a": np.array([255, 255], np.int64),
+         "shape_b": np.ones(2, np.int64)}, 2)
+    g = qc.from_onnx(model)
+    assert g.op_counts() == {"Expand": 1, "Add": 1}
+    assert g.outputs[0].type == TensorType("f32", (256, 256))
+    x = np.array([1.25], np.float32)
+    expected = session(model).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(qc.compile(g).run({"x": x})["y"], expected)
+
+
 def hide(g: Graph, array: np.ndarray, how: str, name: str):
     """A constant operand that inference cannot see through until canonicalize runs."""
     const = g.add_constant(array, name)
@@ -183,6 +242,8 @@ def op_graph(op_type: str, constants: tuple, how: str | None) -> Graph:
 
 # Ops whose output rank depends on an operand's contents: the IR has no type of unknown rank, so
 # a node is refused when it is built with those contents hidden (an Identity still shows them).
+# The importer never builds such a node: it folds each operand as soon as it is added
+# (test_axes_from_a_constant_subgraph_load_verify_and_run).
 RANK_FROM_CONTENTS = {"ReduceMean", "Squeeze", "Unsqueeze"}
 
 

@@ -5,12 +5,17 @@ Each case is one seeded mutation of a model file: a few bytes changed, a bit fli
 bytes overwritten, or the file cut short. The count per model is bounded under ``CI=true`` and
 larger locally; a failure names the model, the case number and the mutation, so
 ``damaged(data, case)`` rebuilds the very file that failed.
+
+A load must also stay small: damage to a shape operand (``ConstantOfShape``'s shape, an
+``Expand`` target) can ask for gigabytes, which constant folding must not allocate (its cap keeps
+such a node an op) and inference must not either; the peak memory of every load is measured.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import tracemalloc
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +34,7 @@ FILES = [ROOT / "examples" / "digits_convnet.onnx",
          ROOT / "tests" / "data" / "exported" / "torch_mobilenetv3_block_opset17.onnx"]
 CASES = 200 if os.environ.get("CI") else 1000  # per model
 SECONDS_PER_LOAD = 20  # an intact model loads in well under a second
+PEAK_BYTES_PER_LOAD = 64 << 20  # intact loads peak at 3.4 MiB; a damaged shape asks for GBs
 
 
 def damaged(data: bytes, case: int) -> tuple[bytes, str]:
@@ -65,7 +71,8 @@ def many_ops_model() -> onnx.ModelProto:
              const("starts", 0, 1), const("ends", 3, 8), const("axes", 1, 2),
              const("index", 0, 2), const("axis0", 0), const("split", 1, 1),
              const("lo", -1, dtype=np.float32), const("hi", 1, dtype=np.float32),
-             const("reps", 1, 2, 1), const("expand", 2, 1, 1)]
+             const("reps", 1, 2, 1), const("expand", 2, 1, 1), const("fill_shape", 2, 1),
+             const("fill_expand", 1, 2, 1)]
     n = helper.make_node
     nodes = [
         n("Conv", ["x", "w", "b"], ["c"], "conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
@@ -88,10 +95,15 @@ def many_ops_model() -> onnx.ModelProto:
         n("Cast", ["i"], ["y"], "to_float", to=TensorProto.FLOAT),
         n("Tile", ["mean", "reps"], ["tile"], "tile"),
         n("Expand", ["tile", "expand"], ["z"], "expand"),
+        n("ConstantOfShape", ["fill_shape"], ["fill"], "fill",
+          value=numpy_helper.from_array(np.array([0.5], np.float32))),
+        n("Expand", ["fill", "fill_expand"], ["wide"], "fill_expand"),
+        n("Add", ["wide", "mean"], ["filled"], "add_fill"),
     ]
     graph = helper.make_graph(
         nodes, "many_ops", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "z")],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+         for o in ("y", "z", "filled")],
         initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -120,23 +132,74 @@ def time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextmanager
+def peak_memory() -> Iterator[list[int]]:
+    """Trace allocations (numpy's included); the list holds the peak in bytes on exit."""
+    peak: list[int] = []
+    tracemalloc.start()
+    try:
+        yield peak
+        peak.append(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions ``exc`` was raised from or while handling, transitively."""
+    seen: set[int] = set()
+    pending = [exc.__cause__, exc.__context__]
+    while pending:
+        cause = pending.pop()
+        if cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            yield cause
+            pending += [cause.__cause__, cause.__context__]
+
+
+def load_bounded(path: Path, what: str) -> str:
+    """Load ``path``: "loaded" or "refused" (a ``QCompilerError``), within the time and memory
+    bounds; anything else fails the test, naming ``what``."""
+    try:
+        with peak_memory() as peak, time_limit(SECONDS_PER_LOAD):
+            qc.load_onnx(path)
+        outcome = "loaded"
+    except qc.QCompilerError as exc:
+        assert str(exc), f"{what}: an empty message"
+        assert not any(isinstance(c, MemoryError) for c in causes(exc)), (
+            f"{what}: refused only because an allocation failed: {exc}")
+        return "refused"
+    except Exception as exc:  # any other exception is a fault to report
+        pytest.fail(f"{what}: {type(exc).__name__}: {exc}")
+    assert peak[0] < PEAK_BYTES_PER_LOAD, f"{what}: the load peaked at {peak[0] >> 20} MiB"
+    return outcome
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_damaged_models_load_or_raise_qcompiler_errors(model: str, tmp_path) -> None:
     data = MODELS[model]()
     path = tmp_path / f"{model}.onnx"
     path.write_bytes(data)
-    qc.load_onnx(path)  # the intact model loads
+    assert load_bounded(path, f"{model} intact") == "loaded"
     outcomes = {"loaded": 0, "refused": 0}
     for case in range(CASES):
         content, what = damaged(data, case)
         path.write_bytes(content)
-        try:
-            with time_limit(SECONDS_PER_LOAD):
-                qc.load_onnx(path)
-            outcomes["loaded"] += 1
-        except qc.QCompilerError as exc:
-            assert str(exc), f"{model} case {case} ({what}): an empty message"
-            outcomes["refused"] += 1
-        except Exception as exc:  # any other exception is a fault to report
-            pytest.fail(f"{model} case {case} ({what}): {type(exc).__name__}: {exc}")
+        outcomes[load_bounded(path, f"{model} case {case} ({what})")] += 1
     assert outcomes["refused"] > 0 and outcomes["loaded"] + outcomes["refused"] == CASES
+
+
+HUGE = 10**9
+
+
+@pytest.mark.parametrize("name, value", [("fill_shape", [2, HUGE]), ("fill_shape", [HUGE, 1]),
+                                         ("fill_expand", [1, 2, HUGE]), ("expand", [2, HUGE, 1]),
+                                         ("reps", [1, HUGE, 1])])
+def test_a_shape_damaged_to_gigabytes_is_not_allocated_at_load(name, value, tmp_path) -> None:
+    """The damage that once made a load take a minute and 8 GB: a ConstantOfShape, Expand or
+    Tile asked for 1e9 elements loads as an op (or is refused), quickly and small."""
+    model = many_ops_model()
+    init = next(t for t in model.graph.initializer if t.name == name)
+    init.CopyFrom(numpy_helper.from_array(np.array(value, np.int64), name))
+    path = tmp_path / "huge.onnx"
+    onnx.save(model, str(path))
+    load_bounded(path, f"{name} = {value}")
