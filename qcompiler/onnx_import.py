@@ -37,20 +37,13 @@ from .errors import (
 from .folding import eliminate_dead_code, fold_constants, fold_node
 from .graph import Graph, Node, Value
 from .interpreter import Interpreter
+from .ops.dtypes import FROM_ONNX
 from .types import DType, TensorType
 
 MIN_OPSET, MAX_OPSET = 9, 21
 IR_OPSET = 21  # the IR spells every op as ONNX opset 21 does
 
-_DTYPES = {
-    TensorProto.FLOAT: DType.F32,
-    TensorProto.FLOAT16: DType.F16,
-    TensorProto.INT8: DType.I8,
-    TensorProto.UINT8: DType.U8,
-    TensorProto.INT32: DType.I32,
-    TensorProto.INT64: DType.I64,
-    TensorProto.BOOL: DType.BOOL,
-}
+_DTYPES = {code: DType(name) for code, name in FROM_ONNX.items()}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
                "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare")

@@ -203,3 +203,23 @@ def test_a_shape_damaged_to_gigabytes_is_not_allocated_at_load(name, value, tmp_
     path = tmp_path / "huge.onnx"
     onnx.save(model, str(path))
     load_bounded(path, f"{name} = {value}")
+
+
+@pytest.mark.parametrize("op_type", ["ConstantOfShape", "Tile"])
+def test_a_huge_one_d_int64_result_is_not_spelled_out_by_inference(op_type, tmp_path) -> None:
+    """Inference tracks the contents of short int64 tensors; a 1-D ConstantOfShape or Tile
+    damaged to 1e9 elements must not build a 1e9-entry tuple (8 GB) to do so."""
+    if op_type == "ConstantOfShape":
+        node = helper.make_node("ConstantOfShape", ["s"], ["y"],
+                                value=helper.make_tensor("v", TensorProto.INT64, [1], [3]))
+        inits = [numpy_helper.from_array(np.array([HUGE], np.int64), "s")]
+    else:
+        node = helper.make_node("Tile", ["x", "r"], ["y"])
+        inits = [numpy_helper.from_array(np.array([1, 2], np.int64), "x"),
+                 numpy_helper.from_array(np.array([HUGE], np.int64), "r")]
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, None)
+    model = helper.make_model(helper.make_graph([node], "g", [], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / "huge.onnx"
+    onnx.save(model, str(path))
+    assert load_bounded(path, op_type) == "loaded"

@@ -452,7 +452,9 @@ def _tile(ctx: Ctx) -> list[Out]:
             ctx.fail(f"repeats {list(repeats)} has a negative entry")
         out.append(prod_dims([d, r]) if r != 0 else 0)
     data = known(ctx, 0)
-    contents = data * repeats[0] if data is not None and isinstance(repeats[0], int) else None
+    contents = None  # tracked only while short: a damaged repeat count must not allocate
+    if data is not None and isinstance(repeats[0], int) and len(data) * repeats[0] <= SYM_MAX:
+        contents = data * repeats[0]
     return [sym_out(ctx.dtype(0), tuple(out), contents if len(shape) == 1 else None)]
 
 
@@ -704,7 +706,7 @@ def _constant_of_shape(ctx: Ctx) -> list[Out]:
     if any(isinstance(d, int) and d < 0 for d in dims):
         ctx.fail(f"shape {list(dims)} has a negative entry")
     contents = None
-    if len(dims) == 1 and isinstance(dims[0], int):
+    if len(dims) == 1 and isinstance(dims[0], int) and dims[0] <= SYM_MAX:
         contents = (int(value.reshape(-1)[0]),) * dims[0] if value.dtype == np.int64 else None
     return [sym_out(dtype_name(value.dtype), dims, contents)]
 
