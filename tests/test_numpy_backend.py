@@ -244,3 +244,44 @@ def test_non_finite_float_attributes_in_generated_code(tmp_path):
     np.testing.assert_array_equal(out.reshape(-1), [0.5, 0.5])
     exe.save(tmp_path / "m.qcx")
     np.testing.assert_array_equal(qc.load(tmp_path / "m.qcx").run({"x": x})["z"], out)
+
+
+def constants_named(*names: str) -> Graph:
+    """y = x + c0 + c1 + ... with constants of the given (awkward) names."""
+    g = Graph("named")
+    y = g.add_input("x", TensorType("f32", (2,)))
+    for k, name in enumerate(names):
+        c = g.add_constant(np.full(2, k + 1, np.float32), name)
+        y = g.add_node("Add", [y, c], name=f"add{k}").outputs[0]
+    g.set_outputs([y])
+    return g
+
+
+def test_export_keeps_constants_whatever_their_names(tmp_path):
+    exe = qc.compile(constants_named("file", "allow_pickle", "a/b", "x.npy"))
+    folder = exe.export_python(tmp_path / "named")
+    x = np.zeros(2, np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    done = run_standalone(folder / "model.py", tmp_path / "in.npz", tmp_path / "out.npz")
+    assert done.returncode == 0, done.stderr
+    with np.load(tmp_path / "out.npz") as out:
+        np.testing.assert_array_equal(out[exe.outputs[0]], np.full(2, 10, np.float32))
+
+
+def test_export_to_dot_means_the_current_folder(tmp_path, monkeypatch):
+    target = tmp_path / "here"
+    target.mkdir()
+    monkeypatch.chdir(target)
+    folder = qc.compile(small_graph()).export_python(".")
+    assert folder == target and (target / "model.py").exists()
+
+
+def test_a_tensor_attribute_never_shadows_a_constant_of_the_same_name():
+    g = Graph("g")
+    shape = g.add_constant(np.array([3]), "shape")
+    k = g.add_node("ConstantOfShape", [shape], {"value": np.array([7], np.int64)}, name="k")
+    c = g.add_constant(np.array([100, 200, 300]), "k.value")
+    g.set_outputs([g.add_node("Add", [k.outputs[0], c], name="add").outputs[0]])
+    expected = qc.Interpreter(g).run({})
+    np.testing.assert_array_equal(expected["add"], [107, 207, 307])
+    np.testing.assert_array_equal(qc.compile(g).run({})["add"], expected["add"])

@@ -74,8 +74,11 @@ def generate(graph: Graph) -> Program:
         return names(value)
 
     def attr(node: Node, key: str, val: Any) -> str:
-        if isinstance(val, np.ndarray):
-            ckey = f"{node.name}.{key}"
+        if isinstance(val, np.ndarray):  # a tensor attribute, beside the graph's constants
+            ckey, k = f"{node.name}.{key}", 0
+            while ckey in graph.constants or ckey in constants:
+                k += 1
+                ckey = f"{node.name}.{key}.{k}"
             constants[ckey] = val
             return f"C[{ckey!r}]"
         return _literal(val)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,7 @@ def export_python(graph: Graph, folder: Path) -> Path:
     The folder is written beside the target and renamed into place; an existing folder is
     replaced only if it holds nothing but an earlier export, so no user file is ever deleted.
     """
+    folder = folder.resolve()  # "." and "" name the folder they mean
     _check_replaceable(folder)
     program = generate(graph)
     specs = [(s.name, s.dtype, s.numpy_dtype, s.shape) for s in input_specs(graph)]
@@ -111,7 +113,7 @@ def export_python(graph: Graph, folder: Path) -> Path:
         shutil.copytree(Path(ops.__file__).parent, staging / "qc_ops",
                         ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copyfile(input_check.__file__, staging / "input_check.py")
-        np.savez(staging / "constants.npz", **program.constants)
+        _write_npz(staging / "constants.npz", program.constants)
         names = f"INPUTS = {specs!r}\nOUTPUTS = {[v.name for v in graph.outputs]!r}\n"
         (staging / "model.py").write_text(program.source + "\n" + names + _LOADER)
         _swap_into_place(staging, folder)
@@ -121,6 +123,15 @@ def export_python(graph: Graph, folder: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` file ``np.load`` reads back, with any names as keys (``np.savez`` takes
+    them as keyword arguments, so a constant named ``file`` or ``allow_pickle`` breaks it)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _check_replaceable(folder: Path) -> None:
