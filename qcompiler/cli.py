@@ -22,7 +22,7 @@ from .backends import available_backends
 from .demo import run_demo
 from .errors import InputFileError, QCompilerError, SaveError
 from .graph import Graph
-from .input_check import read_feeds
+from .input_check import read_feeds, write_arrays
 from .pass_manager import PassManager, available_passes, get_pass
 
 EXAMPLES = Path(str(resources.files("qcompiler.examples")))
@@ -116,7 +116,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
 def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     try:
-        np.savez(path, **arrays)
+        write_arrays(path, arrays)
     except OSError as exc:
         raise SaveError(f"cannot write {path!r}: {exc.strerror or exc}") from None
 

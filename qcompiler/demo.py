@@ -58,6 +58,9 @@ def run_demo(model: Path, data_path: str, repeats: int) -> None:
         raise InputFileError(f"{data_path!r} has no {' or '.join(missing)} array (it holds: "
                              f"{', '.join(data) or 'nothing'})")
     x, y = data["test_x"], data["test_y"]
+    if x.ndim == 0 or y.shape != (len(x),) or y.dtype.kind not in "iu":
+        raise InputFileError(f"{data_path!r}: test_y must hold one integer label per test image "
+                             f"({len(x) if x.ndim else 0}), it is {y.dtype}{list(y.shape)}")
     imported = api.load_onnx(model)
     print(f"model  {model.name}: {len(imported.nodes)} nodes, {len(x)} test images")
     g = api.optimize(imported)

@@ -143,3 +143,26 @@ def read_feeds(path: str | os.PathLike[str],
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise error(f"cannot read inputs from {where}: it is not a readable .npz file "
                     f"({type(exc).__name__}: {exc})") from None
+
+
+def write_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` to the ``.npz`` file at exactly ``path`` (``np.load`` reads it back by
+    name), whatever the names: ``np.savez`` takes them as keyword arguments, so an array named
+    ``file`` or ``allow_pickle`` breaks it, and it appends ``.npz`` to the path. The file is
+    written beside ``path`` and renamed into place, so it appears whole or not at all; an
+    ``OSError`` says why not."""
+    import tempfile
+    import zipfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".npz.tmp")
+    try:
+        with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w") as archive:
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

@@ -222,6 +222,14 @@ def test_a_wrong_demo_data_file_says_which_arrays_it_needs(tmp_path, capsys):
     one_line_error(capsys, code, "has no test_x or test_y array (it holds: x)")
 
 
+def test_demo_labels_that_do_not_fit_the_images_are_one_line(tmp_path, capsys):
+    images = np.zeros((5, 1, 8, 8), np.float32)
+    np.savez(tmp_path / "d.npz", test_x=images, test_y=np.zeros(3, np.int64))
+    code = cli.main(["demo", "--data", str(tmp_path / "d.npz")])
+    one_line_error(capsys, code, "test_y must hold one integer label per test image (5), it is "
+                                 "int64[3]")
+
+
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(qc.ModelLoadError):
         cli.main(["--debug", "run", str(tmp_path / "missing.qcx"), "in.npz"])
@@ -246,3 +254,23 @@ def test_an_internal_error_is_one_line_too(monkeypatch, capsys, tmp_path):
     assert code == 3
     one_line_error(capsys, code, "internal error: RuntimeError: something qcompiler did not "
                                  "expect (this is a bug in qcompiler; --debug shows the traceback)")
+
+
+def test_run_writes_exactly_the_file_it_names(tmp_path, capsys, saved):
+    np.savez(tmp_path / "in.npz", image=np.zeros((2, 1, 8, 8), np.float32))
+    out = tmp_path / "outfile"  # no .npz suffix: written as given, and said so
+    assert cli.main(["run", str(saved), str(tmp_path / "in.npz"), "-o", str(out)]) == 0
+    assert f"to {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.qcx", "in.npz", "outfile"]
+    with np.load(out) as data:
+        assert data["logits"].shape == (2, 10)
+
+
+def test_run_into_a_directory_is_one_line_and_writes_nothing(tmp_path, capsys, saved):
+    np.savez(tmp_path / "in.npz", image=np.zeros((2, 1, 8, 8), np.float32))
+    target = tmp_path / "adir"
+    target.mkdir()
+    code = cli.main(["run", str(saved), str(tmp_path / "in.npz"), "-o", str(target)])
+    one_line_error(capsys, code, f"cannot write {str(target)!r}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "digits.qcx", "in.npz"]
+    assert list(target.iterdir()) == []

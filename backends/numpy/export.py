@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import zipfile
 from pathlib import Path
-
-import numpy as np
 
 from qcompiler import input_check, ops
 from qcompiler.errors import SaveError
@@ -84,7 +81,7 @@ def main(argv):
     except check.InputCheckError as exc:
         return fail(exc)
     try:
-        np.savez(argv[2], **dict(zip(OUTPUTS, results)))
+        check.write_arrays(argv[2], dict(zip(OUTPUTS, results)))
     except OSError as exc:
         return fail(f"cannot write the outputs {argv[2]!r}: {exc}")
     return 0
@@ -113,7 +110,7 @@ def export_python(graph: Graph, folder: Path) -> Path:
         shutil.copytree(Path(ops.__file__).parent, staging / "qc_ops",
                         ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copyfile(input_check.__file__, staging / "input_check.py")
-        _write_npz(staging / "constants.npz", program.constants)
+        input_check.write_arrays(staging / "constants.npz", program.constants)
         names = f"INPUTS = {specs!r}\nOUTPUTS = {[v.name for v in graph.outputs]!r}\n"
         (staging / "model.py").write_text(program.source + "\n" + names + _LOADER)
         _swap_into_place(staging, folder)
@@ -123,15 +120,6 @@ def export_python(graph: Graph, folder: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An ``.npz`` file ``np.load`` reads back, with any names as keys (``np.savez`` takes
-    them as keyword arguments, so a constant named ``file`` or ``allow_pickle`` breaks it)."""
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, array in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _check_replaceable(folder: Path) -> None:
