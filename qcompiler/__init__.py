@@ -35,7 +35,7 @@ from .errors import (
 )
 from .executable import Executable
 from .graph import Graph, Node, Value
-from .interpreter import Interpreter
+from .interpreter import STOP, Interpreter
 from .pass_manager import (
     Pass,
     PassManager,
@@ -56,5 +56,5 @@ __all__ = [
     "TensorType", "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value",
     "VerificationError",
     "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
-    "parse", "register_pass", "Interpreter",
+    "parse", "register_pass", "Interpreter", "STOP",
 ]

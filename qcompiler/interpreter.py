@@ -52,6 +52,8 @@ class Interpreter:
         self.after_hooks = [after] if callable(after) else list(after)
         if isinstance(keep, str):
             keep = [keep]
+        if not isinstance(keep, (bool, Collection)):
+            raise IRError(f"keep must be True, False, a value name or names, not {keep!r}")
         self.keep = keep if isinstance(keep, bool) else {graph.value(n).name for n in keep}
         self.stop_after = graph.node(stop_after) if stop_after is not None else None
         self.stopped_at: Node | None = None
@@ -128,12 +130,21 @@ class Interpreter:
         raise IRError(f"%{value.name} holds no array: it was not computed yet, or it was freed "
                       "after its last reader ran (pass keep=True or keep=[name] to hold it)")
 
-    def replace(self, value: Value, array: np.ndarray) -> None:
-        """Make every later read of ``value`` (a node output, graph input or constant) give
-        ``array``; the graph itself is not changed."""
+    def replace(self, value: Value | str, array: np.ndarray) -> None:
+        """Make every later read of ``value`` (a node output, graph input or constant, or its
+        name) give ``array``, which must have the value's dtype and shape; the graph itself is
+        not changed."""
+        if isinstance(value, str):
+            value = self.graph.value(value)
         if value.graph is not self.graph:
             raise IRError(f"%{value.name} does not belong to graph {self.graph.name!r}")
-        self._env[value] = np.asarray(array)
+        array = np.asarray(array)
+        fits = array.dtype == value.dtype.np and array.ndim == len(value.shape) and all(
+            not isinstance(d, int) or d == n for d, n in zip(value.shape, array.shape))
+        if not fits:
+            raise IRError(f"cannot replace %{value.name}: {value.type} by an array of "
+                          f"{array.dtype}{list(array.shape)}")
+        self._env[value] = array
 
     @property
     def held(self) -> dict[str, np.ndarray]:

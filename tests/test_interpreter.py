@@ -96,6 +96,28 @@ def test_a_before_hook_can_replace_an_operand_and_a_constant():
     assert w.data.tolist() == [1, 2, 3]  # the graph's constant is untouched
 
 
+def test_replace_takes_a_name_and_refuses_an_array_of_another_type():
+    def replace(array):
+        def hook(interp, node, outputs):
+            if node.name == "n0":
+                interp.replace("n0", array)
+        return hook
+
+    out = Interpreter(chain(3), after=replace(np.zeros((2, 3), np.float32))).run({"x": x23()})
+    np.testing.assert_array_equal(out["n2"], np.zeros((2, 3), np.float32))
+    for bad, shown in [(np.zeros((2, 3), np.int64), r"int64\[2, 3\]"),
+                       (np.zeros((3, 2), np.float32), r"float32\[3, 2\]")]:
+        with pytest.raises(qc.IRError, match=r"cannot replace %n0: f32\[2,3\] by an array of "
+                                             + shown):
+            Interpreter(chain(3), after=replace(bad)).run({"x": x23()})
+
+
+@pytest.mark.parametrize("keep", [None, 1, 2.5])
+def test_keep_of_another_kind_is_refused(keep):
+    with pytest.raises(qc.IRError, match="keep must be True, False, a value name or names"):
+        Interpreter(chain(2), keep=keep)
+
+
 def test_a_hook_returning_stop_ends_the_run_with_what_was_computed():
     ran = []
 

@@ -14,8 +14,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from .. import ops
 from ..graph import Graph, Value
+from ..interpreter import Interpreter
 from ..types import DType
 
 F32 = np.float32
@@ -202,11 +202,9 @@ def _bound(kit: GraphKit, node: Any) -> float:
     ins = node.inputs
     present = [v for v in ins if v is not None]
     if present and all(v.is_constant for v in present):
-        opdef = ops.get(node.op)
-        result = opdef.kernel(*[None if v is None else v.data for v in ins],
-                              **opdef.full_attrs(node.attrs))
-        first = result[0] if isinstance(result, tuple) else result
-        return _max_abs(np.asarray(first))
+        first = Interpreter(kit.graph).run_node(node, [None if v is None else v.data
+                                                       for v in ins])[0]
+        return _max_abs(first)
 
     def b(i: int) -> float:
         return kit.bound(ins[i]) if i < len(ins) and ins[i] is not None else 0.0
