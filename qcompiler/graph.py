@@ -98,7 +98,20 @@ class Node:
         return ops.get(self.op)
 
     def set_input(self, index: int, value: Value | None) -> None:
-        """Point operand ``index`` at ``value``, keeping both use-lists right."""
+        """Point operand ``index`` at ``value``, keeping both use-lists right. A value of
+        another graph, or one computed from this node (a cycle), is refused with an
+        ``IRError`` and nothing changes."""
+        if value is not None and self.graph is not None:
+            graph = self.graph
+            if value.graph is not graph or graph._names.get(value.name) is not value:
+                raise IRError(f"{self.describe()}: operand %{value.name} belongs to another "
+                              f"graph, not {graph.name!r}")
+            if graph._depends_on(value, [self]) is not None:
+                raise IRError(f"{self.describe()} cannot read %{value.name}: it is computed "
+                              f"from this node's output (the graph would get a cycle)")
+        self._set_input(index, value)
+
+    def _set_input(self, index: int, value: Value | None) -> None:
         old = self._inputs[index]
         if old is value:
             return
@@ -249,6 +262,11 @@ class Graph:
         return value
 
     def set_outputs(self, outputs: Sequence[Value]) -> None:
+        """Make ``outputs`` the graph's outputs; values of another graph are refused."""
+        for value in outputs:
+            if value.graph is not self or self._names.get(value.name) is not value:
+                raise IRError(f"graph output %{value.name} belongs to another graph, not "
+                              f"{self.name!r}")
         self.outputs = list(outputs)
 
     def add_node(
@@ -367,7 +385,7 @@ class Graph:
                           f"cycle")
         for node, index in list(old.uses):
             if node not in exclude:
-                node.set_input(index, new)
+                node._set_input(index, new)  # checked above, once for every reader
         self.outputs = [new if v is old else v for v in self.outputs]
         if not exclude and old.producer is not None and new.producer is not None:
             new.producer.merge_origins(old.producer.origins)  # it now computes that layer

@@ -342,10 +342,21 @@ def test_an_invalid_quantized_dtype_is_a_verify_problem_not_a_numpy_error():
         g.verify()
 
 
+def test_set_input_and_set_outputs_refuse_foreign_values():
+    g, other = chain(), chain("other")
+    before, other_before = g.copy(), other.copy()
+    with pytest.raises(IRError, match="operand %relu belongs to another graph, not 'chain'"):
+        g.node("mul").set_input(0, other.value("relu"))
+    with pytest.raises(IRError, match="graph output %relu belongs to another graph"):
+        g.set_outputs([other.value("relu")])
+    assert g == before and other == other_before
+    assert [(n.name, i) for n, i in other.value("relu").uses] == [("mul", 0)]
+
+
 def test_verify_names_a_node_reading_its_own_output():
     g = chain()
     relu = g.node("relu")
-    relu.set_input(0, relu.outputs[0])  # what replace_all_uses_with now refuses to do
+    relu._set_input(0, relu.outputs[0])  # what set_input and replace_all_uses_with refuse
     with pytest.raises(qc.VerificationError,
                        match=r"Relu node 'relu' -> %relu reads its own output %relu"):
         g.verify()
