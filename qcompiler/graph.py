@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from typing import Any
 
 import networkx as nx
@@ -498,6 +498,24 @@ class Graph:
             names = " -> ".join(edge[0].name for edge in cycle)
             raise IRError(f"graph {self.name!r} has a cycle: {names}")
         self.nodes = list(nx.lexicographical_topological_sort(g, key=lambda n: order[id(n)]))
+
+    def dead_after(self, keep: Iterable[Value] = ()) -> dict[int, list[Value]]:
+        """Liveness: node index -> the values that no later node reads once it has run (its
+        last reader, or its producer when nothing reads it; -1 for graph inputs nobody reads).
+        Constants, graph outputs and ``keep`` are never dead. Backends free memory by it."""
+        kept = {id(v) for v in keep} | {id(v) for v in self.outputs}
+        last: dict[int, tuple[Value, int]] = {id(v): (v, -1) for v in self.inputs}
+        for index, node in enumerate(self.nodes):
+            for value in node._inputs:
+                if value is not None and not value.is_constant:
+                    last[id(value)] = (value, index)
+            for value in node.outputs:
+                last.setdefault(id(value), (value, index))
+        dead: dict[int, list[Value]] = {}
+        for key, (value, index) in last.items():
+            if key not in kept:
+                dead.setdefault(index, []).append(value)
+        return dead
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

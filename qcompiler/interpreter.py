@@ -71,7 +71,8 @@ class Interpreter:
         arrays = checked_feeds(input_specs(self.graph), feeds)
         self._env = dict(zip(self.graph.inputs, arrays))
         self.stopped_at = None
-        dead_after = self._dead_after()
+        dead_after = {} if self.keep is True else self.graph.dead_after(
+            self.graph.value(name) for name in self.keep or ())
         for value in dead_after.get(-1, ()):
             self._env.pop(value, None)
         for index, node in enumerate(self.graph.nodes):
@@ -153,24 +154,6 @@ class Interpreter:
 
     def _operands(self, node: Node) -> list[np.ndarray | None]:
         return [None if v is None else self.value(v) for v in node.inputs]
-
-    def _dead_after(self) -> dict[int, list[Value]]:
-        """Node index -> values no node after it reads (-1: graph inputs nobody reads)."""
-        if self.keep is True:
-            return {}
-        kept = set(self.keep or ()) | {v.name for v in self.graph.outputs}
-        last: dict[Value, int] = {v: -1 for v in self.graph.inputs}
-        for index, node in enumerate(self.graph.nodes):
-            for value in node.inputs:
-                if value is not None and not value.is_constant:
-                    last[value] = index
-            for value in node.outputs:
-                last.setdefault(value, index)
-        dead: dict[int, list[Value]] = {}
-        for value, index in last.items():
-            if value.name not in kept:
-                dead.setdefault(index, []).append(value)
-        return dead
 
 
 def _call_hooks(hooks: list[Hook], interp: Interpreter, node: Node, arrays: list) -> object:

@@ -31,10 +31,15 @@ fuse_graphs = graphs(builders=FUSE_BUILDERS, min_steps=3, max_steps=10)
 SIXTHS = [1 / 6, 0.16666667, 0.1666666716337204]  # as torch, as printed, as paddle writes it
 
 
+# Folding and fusing round differently from the separate ops: over 600 drawn graphs (fuse on
+# the builders, on producer chains and on one chain per post-op, and the whole pipeline) the
+# worst difference was 2.8e-7 * max(1, max|ref|); the bound is 7 times that.
+TOL = 2e-6
+
+
 def assert_close(before: Graph, after: Graph, feeds: dict[str, np.ndarray]) -> None:
-    """Same outputs: ``max|a - b| <= 1e-5 * max(1, max|ref|)`` for every output (a decomposed
-    HardSwish and the fused one differ by float rounding)."""
-    assert_equivalent(before, after, feeds, rtol=1e-5, atol=1e-5)
+    """Same outputs: ``max|a - b| <= TOL * max(1, max|ref|)`` for every output."""
+    assert_equivalent(before, after, feeds, rtol=TOL, atol=TOL)
 
 
 def random_feeds(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
@@ -229,7 +234,7 @@ def every_op_chains(draw) -> Graph:
 
 
 def keeps_outputs(pipeline: str, strategy=fuse_graphs, must_fire=True):
-    return pass_property(pipeline, strategy, rtol=1e-5, atol=1e-5, must_fire=must_fire)
+    return pass_property(pipeline, strategy, rtol=TOL, atol=TOL, must_fire=must_fire)
 
 
 test_fuse_keeps_outputs = keeps_outputs("fuse")

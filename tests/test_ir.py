@@ -165,3 +165,14 @@ def test_infer_types_refreshes_types_after_an_attribute_edit():
     g.infer_types()
     assert str(flat.outputs[0].type) == "f32[?,4]"
     g.verify()
+
+
+def test_dead_after_is_the_last_reader_or_the_producer():
+    g = chain()  # add(x, c) -> relu -> mul(relu, add); mul is the output
+    unread = g.add_node("Neg", [g.value("relu")], name="unread")
+    g.add_input("spare", TensorType("f32", (1,)))
+    dead = {i: [v.name for v in vs] for i, vs in g.dead_after().items()}
+    assert dead == {-1: ["spare"], 0: ["x"], 2: ["add"], 3: ["relu", "unread"]}
+    assert unread.outputs[0].name == "unread"
+    kept = {i: [v.name for v in vs] for i, vs in g.dead_after([g.value("add")]).items()}
+    assert kept == {-1: ["spare"], 0: ["x"], 3: ["relu", "unread"]}

@@ -83,16 +83,7 @@ def generate(graph: Graph) -> Program:
             return f"C[{ckey!r}]"
         return _literal(val)
 
-    last_use: dict[int, int] = {}
-    for i, node in enumerate(graph.nodes):
-        for value in node.inputs:
-            if value is not None and not value.is_constant:
-                last_use[id(value)] = i
-    keep = {id(v) for v in graph.outputs}
-    dead_after: dict[int, list[Value]] = {}
-    for value in list(graph.inputs) + [o for n in graph.nodes for o in n.outputs]:
-        if id(value) in last_use and id(value) not in keep:
-            dead_after.setdefault(last_use[id(value)], []).append(value)
+    dead_after = graph.dead_after()
 
     params = ", ".join(["C", "K"] + [names(v) for v in graph.inputs])
     for i, node in enumerate(graph.nodes):
