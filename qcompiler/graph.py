@@ -434,9 +434,16 @@ class Graph:
         value.graph = None
 
     def replace_with_constant(self, value: Value, data: np.ndarray) -> Value:
-        """Make every reader of node output ``value`` read a new constant holding ``data``."""
-        const = self.add_constant(np.asarray(data, dtype=value.dtype.np), f"{value.name}.const")
-        self.replace_all_uses_with(value, const)
+        """Make every reader of node output ``value`` read a new constant holding ``data``,
+        whose shape must be ``value``'s or a refinement of it (known sizes for its symbols)."""
+        array = np.asarray(data, dtype=value.dtype.np)
+        shape = value.shape
+        if array.ndim != len(shape) or any(isinstance(d, int) and d != n
+                                           for d, n in zip(shape, array.shape)):
+            raise IRError(f"cannot replace %{value.name}: {value.type} by a constant of shape "
+                          f"{list(array.shape)}")
+        const = self.add_constant(array, f"{value.name}.const", value.type.quant)
+        self.replace_all_uses_with(value, const, retype=True)
         return const
 
     # -- inference ------------------------------------------------------------------------------

@@ -112,6 +112,17 @@ def test_rewriter_replace_by_a_value_of_the_replaced_one_is_a_rewrite_error():
     g.verify()
 
 
+def test_replace_with_constant_takes_a_refinement_and_refuses_another_shape():
+    g = chain()
+    before = g.copy()
+    with pytest.raises(IRError, match=r"cannot replace %relu: f32\[N,4\] by a constant of "
+                                      r"shape \[2, 3\]"):
+        g.replace_with_constant(g.value("relu"), np.zeros((2, 3), np.float32))
+    assert g == before
+    const = g.replace_with_constant(g.value("relu"), np.zeros((2, 4), np.float32))
+    assert const.shape == (2, 4) and g.node("mul").inputs[0] is const
+
+
 # -- add_node validates before it mutates ---------------------------------------------------------
 
 
