@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import ModelLoadError
 from .graph import Graph
+from .paths import as_path
 from .text import parse as _parse
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ def load_onnx(path: str | Path,
     """Read an ONNX file into a verified ``Graph``; ``input_shapes`` fixes dynamic dims."""
     from .onnx_import import load_onnx as _load
 
-    return _load(path, input_shapes)
+    return _load(as_path(path, ModelLoadError, "cannot load an ONNX model"), input_shapes)
 
 
 def from_onnx(model: onnx.ModelProto,
@@ -65,4 +67,4 @@ def load(path: str | Path) -> Executable:
     backend it records. Nothing in the file is executed; any fault is a ``ModelLoadError``."""
     from .saved import load_saved
 
-    return load_saved(Path(path))
+    return load_saved(as_path(path, ModelLoadError, "cannot load an executable"))

@@ -18,10 +18,12 @@ from .errors import (
     InputError,
     InputShapeError,
     MissingInputError,
+    SaveError,
     UnknownInputError,
 )
 from .graph import Graph
 from .input_check import InputSpec, check_feeds
+from .paths import as_path
 
 INPUT_ERRORS: dict[str, type[Exception]] = {
     "feeds": InputError,
@@ -89,11 +91,11 @@ class Executable(abc.ABC):
         ``qc.load`` checks and compiles again. The file appears whole or not at all."""
         from .saved import write_saved
 
-        write_saved(self, Path(path))
+        write_saved(self, as_path(path, SaveError, "cannot save"))
 
     def export_python(self, folder: str | Path) -> Path:
         """Write a standalone program that runs this model with numpy alone and checks its
         inputs like ``run`` does: ``python FOLDER/model.py inputs.npz outputs.npz``."""
         from qcompiler.backends.numpy.export import export_python
 
-        return export_python(self.graph, Path(folder))
+        return export_python(self.graph, as_path(folder, SaveError, "cannot export"))

@@ -296,7 +296,13 @@ class Graph:
         anchor = before if before is not None else after
         position = len(self.nodes) if anchor is None else (
             self._index(anchor) + (0 if before is not None else 1))
+        if attrs is not None and not isinstance(attrs, dict):
+            raise IRError(f"{op}: attributes must be a dict of name -> value, got "
+                          f"{type(attrs).__name__}")
         for value in inputs:
+            if value is not None and not isinstance(value, Value):
+                raise IRError(f"{op}: an operand must be a Value of this graph (or None), got "
+                              f"{type(value).__name__}; add arrays with add_constant")
             if value is not None and (value.graph is not self
                                       or self._names.get(value.name) is not value):
                 raise IRError(f"{op}: operand %{value.name} belongs to another graph, not "

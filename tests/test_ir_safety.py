@@ -138,10 +138,12 @@ def _failing_add_nodes(g: Graph, other: Graph) -> list:
                            outputs=["fresh"], before=relu),
         lambda: g.add_node("Relu", [g.value("relu")], name="bad", outputs=2),
         lambda: g.add_node("NoSuchOp", [g.value("relu")], name="bad"),
+        lambda: g.add_node("Relu", [np.zeros(4, np.float32)], name="bad"),
+        lambda: g.add_node("Relu", [g.value("relu")], [("alpha", 1.0)], name="bad"),
     ]
 
 
-@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("case", range(9))
 def test_a_refused_add_node_leaves_the_graph_exactly_as_it_was(case):
     g, other = chain(), renamed(chain(), "other")
     before = g.copy()

@@ -412,3 +412,15 @@ def test_loading_the_same_file_a_thousand_times_does_not_grow_memory(saved_file)
     assert len(sys.modules) == modules
     assert len(linecache.cache) == lines
     assert growth < GROWTH_BOUND, f"{LOADS} loads grew traced memory by {growth} bytes"
+
+
+def test_a_path_that_is_not_a_path_is_a_typed_error(tmp_path):
+    exe = qc.compile(qc.load_onnx(MODEL))
+    with pytest.raises(qc.ModelLoadError, match="cannot load an executable: expected a file path"):
+        qc.load(None)
+    with pytest.raises(qc.ModelLoadError, match="cannot load an ONNX model: expected a file path"):
+        qc.load_onnx(3)
+    with pytest.raises(qc.SaveError, match="cannot save: expected a file path"):
+        exe.save(None)
+    with pytest.raises(qc.SaveError, match="cannot export: expected a file path"):
+        exe.export_python(None)
