@@ -52,15 +52,17 @@ def check_feeds(specs: list[InputSpec], feeds: Any,
     def fail(kind: str, message: str) -> Exception:
         return (errors or {}).get(kind, InputCheckError)(message)
 
-    expected = ", ".join(f"{s.name} ({s.describe()})" for s in specs) or "none"
+    def expected() -> str:  # only an error needs it: keep Executable.run's checks cheap
+        return ", ".join(f"{s.name} ({s.describe()})" for s in specs) or "none"
+
     if not isinstance(feeds, Mapping):
         raise fail("feeds", f"the inputs must be a mapping from input name to array, got "
-                            f"{type(feeds).__name__}; the model's inputs are: {expected}")
+                            f"{type(feeds).__name__}; the model's inputs are: {expected()}")
     known = {s.name for s in specs}
     unknown = [name for name in feeds if name not in known]
     if unknown:
         raise fail("unknown", f"unknown input(s) {', '.join(map(repr, unknown))}; the "
-                              f"model's inputs are: {expected}")
+                              f"model's inputs are: {expected()}")
     arrays: list[np.ndarray] = []
     bound: dict[str, tuple[int, str]] = {}
     for spec in specs:
