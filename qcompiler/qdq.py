@@ -78,7 +78,11 @@ def add_dequantize(graph: Graph, q: Value, *, after: Node | None = None,
         raise IRError(f"%{q.name} ({q.type}) carries no quantization parameters to dequantize "
                       f"with")
     base = name or f"{q.name}.dq"
-    scale, zero = _operands(graph, params, base)
+    made_by = q.producer
+    if made_by is not None and made_by.op == QUANTIZE and same_params(params_of(made_by), params):
+        scale, zero = made_by.inputs[1], made_by.inputs[2]  # read the Q node's own constants
+    else:
+        scale, zero = _operands(graph, params, base)
     node = graph.add_node(DEQUANTIZE, [q, scale, zero], _attrs(params), name=base, after=after,
                           before=before, origins=origins)
     return node.outputs[0]
