@@ -13,6 +13,8 @@ from __future__ import annotations
 from .api import compile, from_onnx, load, load_onnx, optimize, parse
 from .errors import (
     BackendError,
+    CalibrationError,
+    ConfigError,
     ExecutionError,
     InputDTypeError,
     InputError,
@@ -25,6 +27,7 @@ from .errors import (
     PassError,
     PipelineError,
     QCompilerError,
+    QuantizationError,
     RewriteError,
     SaveError,
     ShapeInferenceError,
@@ -49,12 +52,12 @@ from .types import DType, QuantParams, TensorType
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "DType", "Executable", "ExecutionError", "Graph", "IRError", "InputDTypeError",
-    "InputError", "InputFileError", "InputShapeError", "MissingInputError", "ModelLoadError",
-    "Node", "ParseError", "Pass", "PassError", "PassManager", "PassResult", "PipelineError",
-    "QCompilerError", "QuantParams", "RewriteError", "SaveError", "ShapeInferenceError",
-    "TensorType", "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value",
-    "VerificationError",
+    "BackendError", "CalibrationError", "ConfigError", "DType", "Executable", "ExecutionError",
+    "Graph", "IRError", "InputDTypeError", "InputError", "InputFileError", "InputShapeError",
+    "MissingInputError", "ModelLoadError", "Node", "ParseError", "Pass", "PassError",
+    "PassManager", "PassResult", "PipelineError", "QCompilerError", "QuantParams",
+    "QuantizationError", "RewriteError", "SaveError", "ShapeInferenceError", "TensorType",
+    "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
     "parse", "register_pass", "Interpreter", "STOP",
 ]

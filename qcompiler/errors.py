@@ -119,3 +119,17 @@ class SaveError(QCompilerError):
 class InputFileError(InputError):
     """A file of input arrays could not be read: missing, a directory, not an ``.npz`` file,
     or holding pickled objects (which are never loaded)."""
+
+
+class ConfigError(QCompilerError):
+    """A quantization config is invalid: an unknown field or value, a file that cannot be read,
+    or an exclusion or override that matches nothing in the graph."""
+
+
+class CalibrationError(QCompilerError):
+    """Calibration data cannot be used: empty, NaN or Inf (naming the input and the sample),
+    or inputs whose names, dtypes or shapes are not the model's."""
+
+
+class QuantizationError(QCompilerError):
+    """A graph cannot be quantized as asked: names the node, the tensor and the user's layer."""
