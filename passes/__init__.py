@@ -3,6 +3,8 @@
     canonicalize   constant folding, Identity/Dropout removal, CSE, dead-code elimination
     fold-bn        BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
     fuse           bias adds, activations (also their decomposed forms), residual adds
+    cancel-qdq     DQ->Q pairs cancelled or requantized, Relu/Clip absorbed by a Q, DQ moved
+                   below data movement, Q->DQ islands no integer op reads removed
 """
 
-from . import canonicalize, fold_bn, fuse  # noqa: F401  (registers the passes)
+from . import cancel_qdq, canonicalize, fold_bn, fuse  # noqa: F401  (registers the passes)

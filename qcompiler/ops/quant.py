@@ -83,8 +83,10 @@ def quantize_linear(x, y_scale, y_zero_point=None, axis=1, saturate=1, block_siz
     info = np.iinfo(dtype)
     scale = _along(y_scale, x.ndim, axis).astype(np.float32)
     zero = _along(y_zero_point, x.ndim, axis).astype(np.float64)
-    # float64 holds every int32 exactly, so adding the zero point and clamping do not round.
-    q = np.rint(x.astype(np.float32) / scale).astype(np.float64) + zero
+    # float64 holds every int32 exactly, so adding the zero point and clamping do not round;
+    # a quotient that overflows float32 is infinite and saturates.
+    with np.errstate(over="ignore"):
+        q = np.rint(x.astype(np.float32) / scale).astype(np.float64) + zero
     q = np.where(np.isnan(q), info.min, np.clip(q, info.min, info.max))
     return q.astype(dtype)
 
