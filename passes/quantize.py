@@ -59,7 +59,7 @@ class Quantize(Pass):
         self.skipped: dict[str, str] = {}  # node name -> why it stays float
         chosen = [node for node in graph.nodes if self._quantizable(node, excluded)]
         activations = _activations(chosen)
-        _check_overrides(graph, self.config)
+        self.config.check_overrides(graph)
         params = self._activation_params(graph, chosen, activations)
         for value in activations:  # graph order: inputs first, then node by node
             qdq.insert_qdq(graph, value, params[value.name])
@@ -216,13 +216,6 @@ def _source(value: Value) -> Value:
 
 def _per_channel_bias(bias: Value, weight: Value, axis: int) -> bool:
     return bias.data.size == weight.data.shape[axis] and bias.dtype.is_float
-
-
-def _check_overrides(graph: Graph, config: QuantConfig) -> None:
-    unknown = [name for name in config.overrides if not graph.has_value(name)]
-    if unknown:
-        raise ConfigError(f"overrides name tensors that are not in graph {graph.name!r}: "
-                          f"{', '.join(sorted(unknown))}")
 
 
 def _layers(graph: Graph, name: str) -> str:
