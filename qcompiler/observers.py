@@ -64,16 +64,20 @@ def _batch_range(x, axis: int | None, context: str | None):
     if array.size == 0:
         return None
     others = None if axis is None else tuple(d for d in range(array.ndim) if d != axis)
-    lo = array.min(axis=others)
-    hi = array.max(axis=others)
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+    if axis is None:  # Python floats: np.all on numpy scalars keeps allocating (numpy 2.x)
+        lo, hi = float(array.min()), float(array.max())
+        finite = math.isfinite(lo) and math.isfinite(hi)
+    else:
+        lo, hi = array.min(axis=others), array.max(axis=others)
+        finite = bool(np.isfinite(lo).all() and np.isfinite(hi).all())
+    if not finite:
         bad = ~np.isfinite(array)
         first = np.unravel_index(int(np.argmax(bad)), array.shape)
         raise CalibrationError(f"{_prefix(context)}{int(bad.sum())} NaN or Inf values in "
                                f"calibration data (first at index {list(map(int, first))} of a "
                                f"tensor of shape {list(array.shape)})")
     if axis is None:
-        return float(lo), float(hi), array
+        return lo, hi, array
     return lo.astype(np.float64), hi.astype(np.float64), array
 
 
@@ -275,9 +279,8 @@ class HistogramObserver(Observer):
         first, last = _span(lo, hi, k)
         index = np.floor(np.ldexp(array.astype(np.float64).reshape(-1), -k)).astype(np.int64)
         batch = HistogramObserver(self.bins)
-        batch.min, batch.max, batch.count, batch.exponent, batch.offset = lo, hi, array.size, k, \
-            first
-        batch.counts = np.bincount(index - first, minlength=last - first + 1).astype(np.int64)
+        batch._set(lo, hi, array.size, k, first,
+                   np.bincount(index - first, minlength=last - first + 1).astype(np.int64))
         return self.merge(batch)
 
     def merge(self, other: HistogramObserver) -> HistogramObserver:
@@ -542,15 +545,12 @@ def mse_range(hist: HistogramObserver, *, dtype: str = "i8", symmetric: bool = F
     least expected squared error over the histogram (values uniform within each bin, clipped
     to [min, max]; quantized values clamped to the scheme's [qmin, qmax], which is what
     ``reduce_range`` means): a grid search over clipping points, then a finer one around the
-    best."""
-    counts, first, k = hist.coarsened(MSE_BINS)
-    edges = np.ldexp(np.arange(first, first + counts.size + 1, dtype=np.float64), k)
-    lo = np.maximum(edges[:-1], hist.min)
-    hi = np.minimum(edges[1:], hist.max)
-    keep = counts > 0
-    lo, hi, counts = lo[keep], hi[keep], counts[keep].astype(np.float64)
+    best. The coarse grids use the histogram merged down to ``MSE_BINS`` bins, the last,
+    finest one the whole histogram."""
+    supports = {fine: _support(hist, hist.bins if fine else MSE_BINS) for fine in (False, True)}
 
-    def cost(lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+    def cost(lows: np.ndarray, highs: np.ndarray, fine: bool) -> np.ndarray:
+        lo, hi, counts = supports[fine]
         p = params_from_range(lows, highs, dtype=dtype, symmetric=symmetric,
                               reduce_range=reduce_range, axis=0)
         scale = np.array(p.scale)
@@ -567,33 +567,44 @@ def mse_range(hist: HistogramObserver, *, dtype: str = "i8", symmetric: bool = F
         amax = max(-hist.min, hist.max)
         if amax == 0:
             return hist.min, hist.max
-        f = _search_1d(lambda t: cost(-amax * t, amax * t))
+        f = _search_1d(lambda t, fine: cost(-amax * t, amax * t, fine))
         return hist.clipped(-amax * f, amax * f)
     neg, pos = min(hist.min, 0.0), max(hist.max, 0.0)
     if neg == 0 or pos == 0:
-        f = _search_1d(lambda t: cost(neg * t, pos * t))
+        f = _search_1d(lambda t, fine: cost(neg * t, pos * t, fine))
         return hist.clipped(neg * f, pos * f)
-    a, b = _search_2d(lambda ta, tb: cost(neg * ta, pos * tb))
+    a, b = _search_2d(lambda ta, tb, fine: cost(neg * ta, pos * tb, fine))
     return hist.clipped(neg * a, pos * b)
 
 
+def _support(hist: HistogramObserver, max_bins: int):
+    """``(lo, hi, counts)`` of the nonempty bins (merged down to ``max_bins``), each bin
+    narrowed to [min, max]."""
+    counts, first, k = hist.coarsened(max_bins)
+    edges = np.ldexp(np.arange(first, first + counts.size + 1, dtype=np.float64), k)
+    keep = counts > 0
+    lo = np.maximum(edges[:-1], hist.min)[keep]
+    hi = np.minimum(edges[1:], hist.max)[keep]
+    return lo, hi, counts[keep].astype(np.float64)
+
+
 def _search_1d(cost, points: int = 64) -> float:
-    """The fraction in (0, 1] of least cost: a grid, then a finer grid around its best."""
+    """The fraction in (0, 1] of least cost: a coarse grid, then a fine grid around its best."""
     grid = np.arange(1, points + 1) / points
-    best = grid[int(np.argmin(cost(grid)))]
+    best = grid[int(np.argmin(cost(grid, False)))]
     fine = np.clip(best + np.linspace(-1, 1, 2 * points + 1) / points, 1.0 / points**2, 1.0)
-    return float(fine[int(np.argmin(cost(fine)))])
+    return float(fine[int(np.argmin(cost(fine, True)))])
 
 
-def _search_2d(cost, points: int = 16) -> tuple[float, float]:
+def _search_2d(cost, points: int = 16, rounds: int = 4) -> tuple[float, float]:
     """Fractions (a, b) in (0, 1]^2 of least cost: a grid, then finer grids around the best
-    point of the previous one."""
+    point of the previous one, the last one fine."""
     center, step = np.array([0.5, 0.5]), 0.5
-    for _ in range(4):
+    for round_ in range(rounds):
         axis = np.linspace(-1, 1, points + 1) * step
         ta, tb = np.meshgrid(np.clip(center[0] + axis, 1e-6, 1.0),
                              np.clip(center[1] + axis, 1e-6, 1.0), indexing="ij")
-        costs = cost(ta.reshape(-1), tb.reshape(-1))
+        costs = cost(ta.reshape(-1), tb.reshape(-1), round_ == rounds - 1)
         i = int(np.argmin(costs))
         center = np.array([ta.reshape(-1)[i], tb.reshape(-1)[i]])
         step = 2 * step / points
