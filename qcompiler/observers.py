@@ -244,6 +244,8 @@ def _span(lo: float, hi: float, k: int) -> tuple[int, int]:
 
 def _fitting_exponent(lo: float, hi: float, k: int, bins: int) -> int:
     """The smallest exponent >= k at which [lo, hi] spans at most ``bins`` bins."""
+    if hi > lo:  # a width below (hi - lo) / bins cannot fit: start from its exponent
+        k = max(k, math.frexp((hi - lo) / bins)[1] - 1)
     while True:
         first, last = _span(lo, hi, k)
         if last - first < bins:
@@ -402,9 +404,15 @@ class HistogramObserver(Observer):
     def _rebinned(self, k: int, first: int, size: int) -> np.ndarray:
         """The counts at the coarser exponent ``k``, as ``size`` bins from index ``first``."""
         counts = np.zeros(size, np.int64)
+        if k == self.exponent:
+            counts[self.offset - first:self.offset - first + self.counts.size] = self.counts
+            return counts
         index = np.arange(self.offset, self.offset + self.counts.size, dtype=np.int64)
         # beyond a shift of 63 every index is 0 or -1 anyway
-        np.add.at(counts, (index >> min(k - self.exponent, 63)) - first, self.counts)
+        index = (index >> min(k - self.exponent, 63)) - first
+        # the indices do not decrease: sum the runs of equal ones
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(index)) + 1])
+        counts[index[starts]] = np.add.reduceat(self.counts, starts)
         return counts
 
     def coarsened(self, max_bins: int) -> tuple[np.ndarray, int, int]:
