@@ -35,6 +35,8 @@ from .quant_math import params_from_range
 
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 HISTOGRAM_METHODS = ("minmax", "percentile", "entropy", "mse")
+_OPTIONS = {"minmax": (), "percentile": ("percentile",), "entropy": ("num_quantized_bins",),
+            "mse": ()}
 # The MSE search evaluates its candidates on the histogram merged down to this many bins.
 MSE_BINS = 512
 
@@ -346,17 +348,19 @@ class HistogramObserver(Observer):
         around 0); mse has none. The result is the data's range once clipped to the chosen
         thresholds.
         """
+        if method not in _OPTIONS:
+            raise ConfigError(f"unknown histogram range method {method!r}; expected one of "
+                              f"{', '.join(HISTOGRAM_METHODS)}")
+        unknown = set(options) - set(_OPTIONS[method])
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for the "
+                              f"{method!r} range; it takes "
+                              f"{', '.join(_OPTIONS[method]) or 'none'}")
         if self.count == 0:
             raise CalibrationError("no data was observed: the range is unknown")
         choose = {"minmax": self._minmax, "percentile": self._percentile_range,
-                  "entropy": self._entropy_range, "mse": self._mse_range}.get(method)
-        if choose is None:
-            raise ConfigError(f"unknown histogram range method {method!r}; expected one of "
-                              f"{', '.join(HISTOGRAM_METHODS)}")
-        try:
-            return choose(dtype=dtype, symmetric=symmetric, reduce_range=reduce_range, **options)
-        except TypeError as exc:
-            raise ConfigError(f"bad options for the {method!r} range: {exc}") from exc
+                  "entropy": self._entropy_range, "mse": self._mse_range}[method]
+        return choose(dtype=dtype, symmetric=symmetric, reduce_range=reduce_range, **options)
 
     def _minmax(self, *, dtype, symmetric, reduce_range) -> tuple[float, float]:
         return self.min, self.max
@@ -385,6 +389,8 @@ class HistogramObserver(Observer):
         # numpy's linear definition: position (N - 1) q / 100 in the sorted data; the values of
         # a bin are taken as spread evenly across it.
         position = (self.count - 1) * q / 100.0
+        if position <= 0 or position >= self.count - 1:  # the extremes are known exactly
+            return lo if position <= 0 else hi
         below = math.floor(position)
         cumulative = np.cumsum(counts)
         j = min(int(np.searchsorted(cumulative, below + 1, side="left")), counts.size - 1)
