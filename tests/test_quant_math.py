@@ -129,6 +129,20 @@ def test_bad_ranges_are_quantization_errors(lo, hi):
         params_from_range(lo, hi, name="act")
 
 
+@pytest.mark.parametrize("dtype,symmetric,reduce_range", SCHEMES)
+def test_per_channel_params_are_per_tensor_params_of_each_channel(dtype, symmetric,
+                                                                   reduce_range):
+    rng = np.random.default_rng(4)
+    lo = np.concatenate([-rng.exponential(3, 40), [0.0, -1e-40, 2.0]])
+    hi = np.concatenate([rng.exponential(3, 40), [0.0, 1e-40, 5.0]])
+    scheme = {"dtype": dtype, "symmetric": symmetric, "reduce_range": reduce_range}
+    p = params_from_range(lo, hi, axis=1, **scheme)
+    assert p.axis == 1 and p.problems() == []
+    for c in range(lo.size):
+        one = params_from_range(lo[c], hi[c], **scheme)
+        assert (p.scale[c], p.zero_point[c]) == (one.scale[0], one.zero_point[0])
+
+
 def test_per_channel_range_shapes_are_checked():
     with pytest.raises(QuantizationError, match="scalar bounds"):
         params_from_range(np.zeros(3), np.ones(3))
