@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import golden
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -28,6 +29,11 @@ FEWER = settings(max_examples=100)
 test_cancel_qdq_keeps_outputs_bit_identical = pass_property(
     EXACT, qdq_graphs(islands=False), rtol=0.0, atol=0.0, must_fire=rule_names(EXACT),
     settings=EXAMPLES)
+
+
+@golden.parametrize("cancel-qdq")
+def test_golden(path):
+    golden.check(path)
 
 
 def test_the_exact_rules_are_every_rule_but_islands():
