@@ -535,3 +535,16 @@ def test_on_random_graphs_islands_remove_only_q_dq_pairs():
 
     run()
     assert removed["pairs"] > 0
+
+
+def test_requantize_spells_out_absent_zero_points():
+    """ONNX lets Q and DQ omit the zero point (0; Q then makes uint8)."""
+    g = Graph("implicit")
+    xq = g.add_input("xq", TensorType(DType.I8, (256,)))
+    real = g.add_node("DequantizeLinear", [xq, g.add_constant(np.float32(0.03), "s")])
+    q = g.add_node("QuantizeLinear", [real.outputs[0], g.add_constant(np.float32(0.05), "t")])
+    g.set_outputs(q.outputs)
+    result = _run_pass(g)
+    assert result.stats == {"cancel-qdq: requantize": 1}
+    assert result.graph.nodes[0].outputs[0].dtype == DType.U8
+    _assert_same_on(g, result.graph, {"xq": _codes("i8")})
