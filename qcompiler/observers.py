@@ -178,6 +178,7 @@ class MinMaxObserver(Observer):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the numeric state: two floats, or two per channel; never more batches."""
         return 16 if self.axis is None or self.min is None else self.min.nbytes * 2
 
     def to_dict(self) -> dict:
@@ -320,6 +321,7 @@ class HistogramObserver(Observer):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the numeric state: at most ``bins`` counts and the min and max."""
         return self.counts.nbytes + 16
 
     def to_dict(self) -> dict:
@@ -670,6 +672,7 @@ class TensorStats(Observer):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the numeric state of the three observers."""
         return self.minmax.nbytes + self.moving_average.nbytes + self.histogram.nbytes
 
     def to_dict(self) -> dict:
