@@ -66,11 +66,12 @@ def _batch_range(x, axis: int | None, context: str | None):
     if array.size == 0:
         return None
     others = None if axis is None else tuple(d for d in range(array.ndim) if d != axis)
+    # + 0.0 turns -0.0 into 0.0: min(0.0, -0.0) would otherwise depend on the order of batches
     if axis is None:  # Python floats: np.all on numpy scalars keeps allocating (numpy 2.x)
-        lo, hi = float(array.min()), float(array.max())
+        lo, hi = float(array.min()) + 0.0, float(array.max()) + 0.0
         finite = math.isfinite(lo) and math.isfinite(hi)
     else:
-        lo, hi = array.min(axis=others), array.max(axis=others)
+        lo, hi = array.min(axis=others) + 0.0, array.max(axis=others) + 0.0
         finite = bool(np.isfinite(lo).all() and np.isfinite(hi).all())
     if not finite:
         bad = ~np.isfinite(array)
