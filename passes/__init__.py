@@ -4,9 +4,18 @@
     fold-bn        BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
     fuse           bias adds, activations (also their decomposed forms), residual adds
     equalize       cross-layer equalization of conv pairs across ReLU (before calibration)
-    bias-correct   quantized layers' biases shifted by their mean output error (not in the
-                   registry by name alone: it needs the float graph and calibration batches)
+    insert-observers  an Observe node after every float activation, for calibration
+    quantize       Q/DQ around quantizable ops per a QuantConfig and calibrated ranges
+    cancel-qdq     DQ->Q pairs cancelled or requantized, Relu/Clip absorbed by a Q, DQ moved
+                   below data movement, Q->DQ islands no integer op reads removed
 """
 
-# importing registers the passes
-from . import canonicalize, equalize, fold_bn, fuse  # noqa: F401
+from . import (  # noqa: F401  (registers the passes)
+    cancel_qdq,
+    canonicalize,
+    equalize,
+    fold_bn,
+    fuse,
+    observe,
+    quantize,
+)
