@@ -18,8 +18,9 @@ it. A quantized layer is a Conv, Gemm or MatMul whose weight is the ``Dequantize
 integer constant (``qcompiler.qdq``); it is matched to the float graph by node name (the
 ``quantize`` pass keeps names). The new bias is quantized again as the ``quantize`` pass does it:
 int32 at ``s_in * s_w[c]`` (``quant_math.quantize_bias``, which raises a weight scale rather than
-clip a bias that would overflow; the weight is then quantized again from the float graph's). A
-layer without a bias gets one; a float bias (on a float input) stays float.
+clip a bias that would overflow; the weight is then quantized again from the float graph's and
+its new error measured and corrected in turn). A layer without a bias gets one; a float bias (on
+a float input) stays float.
 
 The data is read once for the float graph and once per layer for the quantized one, so data
 given as a generator is held in memory for the run.
@@ -42,6 +43,11 @@ from qcompiler.pass_manager import Pass, PassResult, register_pass
 from qcompiler.quant_ops import WEIGHTED
 from qcompiler.rewriter import short
 from qcompiler.types import QuantParams
+
+# Where a corrected bias no longer fits int32 at its scale, the weight scale is raised and the
+# weights quantized again, which changes their error: it is measured and corrected again, at most
+# this many times.
+MAX_REQUANTIZATIONS = 3
 
 Batches = Iterable[Mapping[str, np.ndarray]] | Iterable[np.ndarray] | Any
 
@@ -161,17 +167,22 @@ def correct_biases(quantized: Graph, reference: Graph, batches: Batches) -> dict
     float_means = layer_means(reference, names, feeds)
     corrections = {}
     for name in names:  # by name: a node that gets a bias operand is replaced
-        error = layer_means(quantized, [name], feeds, stop=True)[name] - float_means[name]
-        _shift_bias(quantized, quantized.node(name), reference.node(name), error)
-        corrections[name] = float(np.abs(error).max())
+        shift = np.zeros_like(float_means[name])
+        for _ in range(MAX_REQUANTIZATIONS + 1):
+            error = layer_means(quantized, [name], feeds, stop=True)[name] - float_means[name]
+            shift -= error
+            if not _shift_bias(quantized, quantized.node(name), reference.node(name), error):
+                break  # else the weights were quantized again: measure their error anew
+        corrections[name] = float(np.abs(shift).max())
     return corrections
 
 
 # -- rewriting the bias ---------------------------------------------------------------------------
 
 
-def _shift_bias(graph: Graph, node: Node, ref: Node, error: np.ndarray) -> None:
-    """Give ``node`` the bias ``bias - error`` (per channel), quantized as before."""
+def _shift_bias(graph: Graph, node: Node, ref: Node, error: np.ndarray) -> bool:
+    """Give ``node`` the bias ``bias - error`` (per channel), quantized as before; returns
+    whether its weights had to be quantized again (with a raised scale, to fit the bias)."""
     beta = float(node.attrs.get("beta", 1.0)) if node.op == "Gemm" else 1.0
     channels = error.size
     bias = _bias(node)
@@ -189,15 +200,17 @@ def _shift_bias(graph: Graph, node: Node, ref: Node, error: np.ndarray) -> None:
             bias is not None and bias_q is None):
         _set_bias(graph, node, graph.add_constant(new.astype(node.outputs[0].dtype.np),
                                                   f"{node.name}.bias.corrected"))
-        return
+        return False
     weight_q = _dequantized_constant(node.inputs[1])
     weight_params = weight_q.type.quant or qdq.params_of(node.inputs[1].producer)
     q, bias_params, raised = quant_math.quantize_bias(new, input_params.scale[0], weight_params,
                                                       name=node.name)
-    if not qdq.same_params(raised, weight_params):
+    requantized = not qdq.same_params(raised, weight_params)
+    if requantized:
         _set_dequantized(graph, node, 1, quant_math.quantize(ref.inputs[1].data, raised), raised,
                          "weight")
     _set_bias(graph, node, _dequantized(graph, node, q, bias_params, "bias"))
+    return requantized
 
 
 def _dequantized(graph: Graph, node: Node, data: np.ndarray, params: QuantParams,
