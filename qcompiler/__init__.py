@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from .api import compile, from_onnx, load, load_onnx, optimize, parse
+from .api import compare, compile, from_onnx, load, load_onnx, optimize, parse
 from .errors import (
     BackendError,
     CalibrationError,
@@ -28,6 +28,7 @@ from .errors import (
     PipelineError,
     QCompilerError,
     QuantizationError,
+    ReportError,
     RewriteError,
     SaveError,
     ShapeInferenceError,
@@ -60,4 +61,5 @@ __all__ = [
     "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
     "parse", "register_pass", "Interpreter", "STOP",
+    "ReportError", "compare",
 ]

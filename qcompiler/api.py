@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from .executable import Executable
     from .pass_manager import PipelineSpec
+    from .report import Data, QuantizationReport
 
 
 def load_onnx(path: str | Path,
@@ -68,3 +69,14 @@ def load(path: str | Path) -> Executable:
     from .saved import load_saved
 
     return load_saved(as_path(path, ModelLoadError, "cannot load an executable"))
+
+
+def compare(float_graph: Graph, quantized_graph: Graph, data: Data, *,
+            progress: bool | None = None) -> QuantizationReport:
+    """Per-layer error of a quantized graph against the float graph it came from, on ``data``
+    (what calibration takes): SQNR and max error per user layer, cumulative and layer alone,
+    worst first, and the ops left in float with why. ``print(report)`` shows a table,
+    ``report.to_json()`` is for tools."""
+    from .report import compare as _compare
+
+    return _compare(float_graph, quantized_graph, data, progress=progress)
