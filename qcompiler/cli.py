@@ -1,4 +1,4 @@
-"""The ``qcompiler`` command line: show, passes, compile, run and demo.
+"""The ``qcompiler`` command line: show, passes, compile, run, report and demo.
 
 Every error is one line on stderr and a non-zero exit code: 2 for a bad command line or a
 ``QCompilerError`` (a bad file, a wrong input, an unsupported model), 3 for an internal error.
@@ -133,6 +133,21 @@ def cmd_run(args: argparse.Namespace) -> None:
             print(value)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    shapes = _shapes(args.input_shape)
+    report = api.compare(api.load_onnx(args.model, shapes),
+                         api.load_onnx(args.quantized, shapes), args.data)
+    if args.json == "-":
+        print(report.to_json())
+        return
+    if args.json:
+        try:
+            Path(args.json).write_text(report.to_json() + "\n")
+        except OSError as exc:
+            raise SaveError(f"cannot write {args.json!r}: {exc.strerror or exc}") from None
+    print(report)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.model), args.data, args.repeats)
 
@@ -192,6 +207,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("compiled", metavar="FILE.qcx")
     p.add_argument("inputs", metavar="INPUTS.npz")
     p.add_argument("-o", "--output", help=".npz file for the outputs (default: print them)")
+
+    p = command("report", cmd_report,
+                "per-layer error of a quantized model against its float model, worst first")
+    p.add_argument("model", metavar="FLOAT.onnx")
+    p.add_argument("quantized", metavar="QUANTIZED.onnx", help="its quantized (QDQ) form")
+    p.add_argument("data", metavar="DATA.npz",
+                   help="inputs to measure on, keyed by input name (split into batches)")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write the report as JSON ('-': print only the JSON)")
+    input_shape(p)
 
     p = command("demo", cmd_demo, "compile the embedded model and report accuracy and speed")
     p.add_argument("--model", default=str(EXAMPLES / "digits_convnet.onnx"))

@@ -15,11 +15,13 @@ never the activations of earlier batches. Rows are sorted worst first (lowest la
 then lowest cumulative SQNR). The report also lists every op the quantized graph computes in
 float, with the reason.
 
-How layers are matched: nodes of either graph that share an origin name are one layer, so a
-raw float graph (``qc.load_onnx``) matches a quantized graph whose BatchNorm and Relu were
-fused into the Conv. A layer's value is the output of its last node; in the quantized graph
-the value after the Q -> DQ (or the Q alone) that quantizes that output, dequantized when it is
-an integer tensor, since that is what the next layer reads.
+How layers are matched: the float graph is first brought to the fused form the quantizer starts
+from (``qc.optimize``: canonicalize, fold-bn, fuse, which keep values and origins); then nodes
+of either graph that share an origin name are one layer, so a fused ``Conv{relu}`` from
+``conv, bn, relu`` matches a quantized graph that kept the three apart or fused them (as
+onnxruntime's QDQ models do). A layer's value is the output of its last node; in the quantized
+graph, the value after the Q -> DQ (or the Q alone) that quantizes that output, dequantized
+when it is an integer tensor, since that is what the next layer reads.
 """
 
 from __future__ import annotations
@@ -508,16 +510,21 @@ def compare(float_graph: Graph, quantized_graph: Graph, data: Data, *,
     for name, graph in (("float_graph", float_graph), ("quantized_graph", quantized_graph)):
         if not isinstance(graph, Graph):
             raise ReportError(f"compare: {name} must be a qc.Graph, got {type(graph).__name__}")
-    layers = _match(float_graph, quantized_graph)
+    from .api import optimize
+
+    # the fused form the quantizer starts from: same values and origins, and the layers of a
+    # quantized graph whose BatchNorms were folded (by us or another tool) line up with it
+    reference = optimize(float_graph)
+    layers = _match(reference, quantized_graph)
     measured = [layer for layer in layers if layer.compared]
     if not measured:
         raise ReportError(f"graphs {float_graph.name!r} and {quantized_graph.name!r} have no "
                           f"layer with a float output in common")
     show = sys.stderr.isatty() if progress is None else progress
     batches = 0
-    for feeds in tqdm(calibration_batches(float_graph, data), desc="compare", unit="batch",
+    for feeds in tqdm(calibration_batches(reference, data), desc="compare", unit="batch",
                       disable=not show):
-        _measure_batch(measured, float_graph, quantized_graph, feeds)
+        _measure_batch(measured, reference, quantized_graph, feeds)
         batches += 1
     order = {layer: k for k, layer in enumerate(measured)}
     rows = sorted(measured, key=lambda layer: (layer.alone.result().sqnr_db,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import qcompiler as qc
-from qcompiler import qdq
+from qcompiler import cli, qdq
 from qcompiler.graph import Graph, Value
 from qcompiler.report import FLOAT_REASONS, QuantizationReport
 from qcompiler.types import DType, QuantParams, TensorType
@@ -319,3 +319,126 @@ def test_digits_convnet_raw_float_graph_against_fused_qdq(case):
     pool = rows[("pool2",)]
     assert 0 < pool.alone.max_abs_error <= qdq.params_of(
         q.node("pool2").inputs[0].producer).scale[0] / 2 * (1 + 1e-6)
+
+
+def integer_maxpool(q: Graph) -> Graph:
+    """``q`` with its MaxPool run on the int8 tensor, as cancel-qdq leaves it: conv2 -> Q ->
+    MaxPool (int8) -> DQ -> flatten, instead of Q -> DQ -> MaxPool -> Q -> DQ."""
+    g = q.copy()
+    pool = g.node("pool2")
+    quantized = pool.inputs[0].producer.inputs[0]
+    (out_q,) = pool.outputs[0].users
+    (out_dq,) = out_q.outputs[0].users
+    moved = g.add_node("MaxPool", [quantized], dict(pool.attrs), name="pool2_int8", after=out_dq,
+                       types=[TensorType(DType.I8, pool.outputs[0].shape, quantized.type.quant)],
+                       origins=pool.origins)
+    dq = qdq.add_dequantize(g, moved.outputs[0], after=moved)
+    g.replace_all_uses_with(out_dq.outputs[0], dq)
+    for node in (out_dq, out_q, pool, pool.inputs[0].producer):
+        g.erase(node)
+    g.verify()
+    return g
+
+
+def test_integer_data_movement_reads_the_same(case):
+    g = qc.load_onnx(DIGITS)
+    with np.load(DIGITS_DATA) as data:
+        x = data["test_x"][:32]
+    q = quantize_by_hand(g, ranges_of(qc.optimize(g), {"image": x}), coarse={})
+    moved = integer_maxpool(q)
+    assert [n.op for n in moved.nodes].count(qdq.QUANTIZE) == q.op_counts()[qdq.QUANTIZE] - 1
+    # MaxPool commutes with a monotonic quantization: the figures are the same, measured on the
+    # int8 tensor (dequantized) and fed the float graph's values quantized
+    assert qc.compare(g, moved, [x]) == qc.compare(g, q, [x])
+
+
+def _relu_onnx(path) -> None:
+    """A one-node ONNX model whose input is not the digits model's."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "relu",
+                              [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.fixture(scope="module")
+def ort_digits(tmp_path_factory):
+    """The digits model quantized by onnxruntime's quantize_static (QDQ), and an inputs file."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    with np.load(DIGITS_DATA) as data:
+        x = data["test_x"][:48]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"image": x[k:k + 16]} for k in range(0, 48, 16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    folder = tmp_path_factory.mktemp("ort")
+    quantized = str(folder / "digits.qdq.onnx")
+    quantize_static(DIGITS, quantized, Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    inputs = str(folder / "inputs.npz")
+    np.savez(inputs, image=x)
+    return quantized, inputs, x
+
+
+def test_cli_report_on_an_onnxruntime_qdq_model(ort_digits, tmp_path, capsys):
+    quantized, inputs, x = ort_digits
+    out = tmp_path / "report.json"
+    assert cli.main(["report", DIGITS, quantized, inputs, "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "alone SQNR dB" in text and "conv2_conv, conv2_bnorm, conv2_relu" in text
+    report = QuantizationReport.from_json(out.read_text())
+    assert report == qc.compare(qc.load_onnx(DIGITS), qc.load_onnx(quantized), inputs)
+    # onnxruntime folds the Relus into its Q ranges and leaves the BatchNorms in float
+    q = qc.load_onnx(quantized)
+    assert {f.node for f in report.float_ops} == {
+        n.name for n in q.nodes if n.op == "BatchNormalization"}
+    assert {row.layers[0] for row in report.layers} == {
+        "conv1_conv", "conv2_conv", "pool2", "conv3_conv", "flatten", "fc1", "fc2"}
+    assert cli.main(["report", DIGITS, quantized, inputs, "--json", "-"]) == 0
+    assert QuantizationReport.from_json(capsys.readouterr().out) == report
+
+
+def test_cli_report_errors_are_one_line(ort_digits, tmp_path, capsys):
+    quantized, _, x = ort_digits
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, pixels=x)
+    assert cli.main(["report", DIGITS, quantized, str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qcompiler: error: ") and "pixels" in err and err.count("\n") == 1
+    other = tmp_path / "relu.onnx"
+    _relu_onnx(other)
+    assert cli.main(["report", str(other), quantized, str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qcompiler: error: ReportError: the graphs have different inputs")
+    assert err.count("\n") == 1
+
+
+def test_output_error_matches_onnxruntime_running_both_models(ort_digits):
+    """The cumulative figures at the model's output are those of onnxruntime running the float
+    and the QDQ model (with graph optimizations off, so the Q/DQ nodes run as written)."""
+    import onnxruntime as ort
+
+    quantized, inputs, x = ort_digits
+    report = qc.compare(qc.load_onnx(DIGITS), qc.load_onnx(quantized), inputs)
+    (output,) = [row for row in report.layers if row.layers == ("fc2",)]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    f, y = (ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            .run(None, {"image": x})[0] for path in (DIGITS, quantized))
+    # measured: 6e-6 dB and 1e-6 apart (float32 kernels of both runtimes)
+    assert output.cumulative.sqnr_db == pytest.approx(sqnr_db(f, y), abs=2e-5)
+    assert output.cumulative.max_abs_error == pytest.approx(
+        np.abs(y.astype(np.float64) - f).max(), abs=5e-6)
