@@ -32,7 +32,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
@@ -43,6 +43,9 @@ from .graph import Graph, Node, Value
 from .interpreter import Interpreter
 from .quant_ops import ARITHMETIC, DATA_MOVEMENT, WEIGHTED
 from .types import QuantParams
+
+if TYPE_CHECKING:
+    from .config import QuantConfig
 
 # Nodes that only carry quantization (or observe), not a user's computation: they belong to the
 # layer whose value they quantize. Requantize is what cancel-qdq makes of a DQ -> Q pair.
@@ -390,16 +393,19 @@ def _float_counterpart(value: Value, upstream: _Layer, reader: _Layer) -> Value:
 # -- float ops ----------------------------------------------------------------------------------
 
 
-def _float_ops(quantized: Graph) -> list[FloatOp]:
+def _float_ops(quantized: Graph, excluded: Mapping[str, str]) -> list[FloatOp]:
     """Every node of ``quantized`` that computes a float result in float, with the reason the
-    quantize pass recorded (``graph.metadata[FLOAT_REASONS]``) or, without one, the reason
-    read off the graph."""
+    quantize pass recorded (``graph.metadata[FLOAT_REASONS]``), else the config's exclusion
+    (``excluded``: node name -> reason), else the reason read off the graph."""
     recorded = getattr(quantized, "metadata", {}).get(FLOAT_REASONS, {})
     out = []
     for node in _layer_nodes(quantized):
         if not any(v.dtype.is_float for v in node.outputs):
             continue
-        reason = recorded.get(node.name) or _inferred_reason(node)
+        reason = recorded.get(node.name)
+        if reason is None and node.name in excluded and not _is_quantized(node):
+            reason = f"excluded by config: {excluded[node.name]}"
+        reason = reason or _inferred_reason(node)
         if reason is not None:
             out.append(FloatOp(node.name, node.op, node.origins, reason))
     return out
@@ -494,14 +500,16 @@ def _measure_batch(layers: list[_Layer], float_graph: Graph, quantized: Graph,
 
 
 def compare(float_graph: Graph, quantized_graph: Graph, data: Data, *,
+            config: QuantConfig | None = None,
             progress: bool | None = None) -> QuantizationReport:
     """Per-layer error of ``quantized_graph`` against ``float_graph`` on ``data``.
 
     ``data`` is what calibration takes: an iterable of ``{input name: array}`` dicts, of arrays
     for a single-input model, or the path of an ``.npz`` file keyed by input name. It is read
     once, batch by batch, with a progress bar on a terminal (``progress`` forces it on or off).
-    Raises ``ReportError`` when the graphs do not correspond and ``CalibrationError`` (or an
-    ``InputError``) for data the float graph cannot take.
+    ``config``, the config the graph was quantized with, names the exclusions that left ops in
+    float. Raises ``ReportError`` when the graphs do not correspond and ``CalibrationError``
+    (or an ``InputError``) for data the float graph cannot take.
     """
     from tqdm import tqdm
 
@@ -529,7 +537,9 @@ def compare(float_graph: Graph, quantized_graph: Graph, data: Data, *,
     order = {layer: k for k, layer in enumerate(measured)}
     rows = sorted(measured, key=lambda layer: (layer.alone.result().sqnr_db,
                                                layer.cumulative.result().sqnr_db, order[layer]))
-    float_ops = {f.node: f for f in _float_ops(quantized_graph)}
+    excluded = {} if config is None else {
+        node.name: why for node, why in config.excluded(reference).items()}
+    float_ops = {f.node: f for f in _float_ops(quantized_graph, excluded)}
     return QuantizationReport(
         tuple(LayerError(layer.names, tuple(n.op for n in layer.q_nodes),
                          not any(n.name in float_ops for n in layer.q_nodes),

@@ -14,6 +14,7 @@ import pytest
 
 import qcompiler as qc
 from qcompiler import cli, qdq
+from qcompiler.config import QuantConfig
 from qcompiler.graph import Graph, Value
 from qcompiler.report import FLOAT_REASONS, QuantizationReport
 from qcompiler.types import DType, QuantParams, TensorType
@@ -232,10 +233,13 @@ def test_float_ops_are_listed_with_their_reasons(case):
     }
     assert {row.layers: row.quantized for row in report.layers} == {
         ("fc1", "relu1"): True, ("fc2", "relu2"): True, ("fc3",): False, ("softmax",): False}
-    q.metadata = {FLOAT_REASONS: {"fc3": "excluded by config: exclude_layers ['fc3']"}}
-    recorded = {f.node: f.reason for f in qc.compare(g, q, batches).float_ops}
-    assert recorded["fc3"] == "excluded by config: exclude_layers ['fc3']"
-    assert recorded["softmax"] == reasons["softmax"]
+    config = QuantConfig(exclude_layers=["fc3"], exclude_op_types=["Softmax"])
+    configured = {f.node: f.reason for f in qc.compare(g, q, batches, config=config).float_ops}
+    assert configured == {"fc3": "excluded by config: exclude_layers 'fc3'",
+                          "softmax": "excluded by config: exclude_op_types 'Softmax'"}
+    q.metadata = {FLOAT_REASONS: {"fc3": "the quantize pass's own words"}}
+    recorded = {f.node: f.reason for f in qc.compare(g, q, batches, config=config).float_ops}
+    assert recorded["fc3"] == "the quantize pass's own words"
 
 
 def test_the_table_prints_in_fixed_width_columns(case):
