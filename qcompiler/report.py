@@ -16,12 +16,12 @@ then lowest cumulative SQNR). The report also lists every op the quantized graph
 float, with the reason.
 
 How layers are matched: the float graph is first brought to the fused form the quantizer starts
-from (``qc.optimize``: canonicalize, fold-bn, fuse, which keep values and origins); then nodes
-of either graph that share an origin name are one layer, so a fused ``Conv{relu}`` from
-``conv, bn, relu`` matches a quantized graph that kept the three apart or fused them (as
-onnxruntime's QDQ models do). A layer's value is the output of its last node; in the quantized
-graph, the value after the Q -> DQ (or the Q alone) that quantizes that output, dequantized
-when it is an integer tensor, since that is what the next layer reads.
+from (``qc.optimize``: canonicalize, fold-bn, fuse, which keep values and origins); each of its
+nodes is a layer (nodes sharing an origin name are one), and a quantized node belongs to the
+layer its origins name, so a quantized graph that fused ``conv, bn, relu`` or kept them apart
+(as onnxruntime's QDQ models do) lines up. A layer's value is the output of its last node; in
+the quantized graph, the value after the Q -> DQ (or the Q alone) that quantizes that output,
+dequantized when it is an integer tensor, since that is what the next layer reads.
 """
 
 from __future__ import annotations
@@ -257,33 +257,39 @@ def _layer_nodes(graph: Graph) -> list[Node]:
 
 def _match(float_graph: Graph, quantized: Graph) -> list[_Layer]:
     """The layers of ``quantized`` with their float counterparts, in the quantized graph's
-    order; raises ``ReportError`` when the graphs do not correspond."""
+    order; raises ``ReportError`` when the graphs do not correspond.
+
+    Float nodes sharing an origin name are one layer. A quantized node belongs to the float
+    layer its origins name; when they name several (a rewrite that moved a DQ below a MaxPool
+    gives the MaxPool the DQ's origins, those of the layer upstream), to the last of them in
+    the float graph, since the upstream names come from the values it reads.
+    """
     _check_signatures(float_graph, quantized)
-    q_nodes, f_nodes = _layer_nodes(quantized), _layer_nodes(float_graph)
+    f_nodes = _layer_nodes(float_graph)
     names = nx.utils.UnionFind()
-    for node in (*q_nodes, *f_nodes):
-        names.union(*node.origins)
-    for node in q_nodes:  # the Q of a layer's output may stand for an absorbed Relu too
-        for quantize in _output_quantizers(node):
-            names.union(node.origins[0], *quantize.origins)
-    layers: dict[str, _Layer] = {}
-    for node in q_nodes:
-        layer = layers.setdefault(names[node.origins[0]], _Layer((), [], []))
-        layer.q_nodes.append(node)
     for node in f_nodes:
-        layer = layers.get(names[node.origins[0]])
-        if layer is not None:  # float layers the quantized graph lacks were folded away
-            layer.f_nodes.append(node)
+        names.union(*node.origins)
+    groups: dict[str, list[Node]] = {}
+    for node in f_nodes:
+        groups.setdefault(names[node.origins[0]], []).append(node)
+    known = {name for node in f_nodes for name in node.origins}
+    position = {id(node): k for k, node in enumerate(float_graph.nodes)}
+    layers: dict[str, _Layer] = {}
+    for node in _layer_nodes(quantized):
+        roots = {names[name] for name in node.origins if name in known}
+        if not roots:
+            raise ReportError(
+                f"{node.describe()} of quantized graph {quantized.name!r} has no counterpart "
+                f"in float graph {float_graph.name!r}: no node there comes from layer(s) "
+                f"{', '.join(node.origins)}; compare a quantized graph with the float graph "
+                f"it was made from")
+        root = max(roots, key=lambda r: position[id(groups[r][-1])])
+        if root not in layers:
+            layer_names = tuple(dict.fromkeys(n for f in groups[root] for n in f.origins))
+            layers[root] = _Layer(layer_names, [], groups[root])
+        layers[root].q_nodes.append(node)
     ordered = list(layers.values())
     for layer in ordered:
-        layer.names = tuple(dict.fromkeys(
-            name for node in (*layer.q_nodes, *layer.f_nodes) for name in node.origins))
-        if not layer.f_nodes:
-            raise ReportError(
-                f"{layer.q_last.describe()} of quantized graph {quantized.name!r} has no "
-                f"counterpart in float graph {float_graph.name!r}: no node there comes from "
-                f"layer(s) {', '.join(layer.names)}; compare a quantized graph with the float "
-                f"graph it was made from")
         _pair_outputs(layer)
     owner = {node: layer for layer in ordered for node in layer.q_nodes}
     for layer in ordered:
@@ -310,11 +316,6 @@ def _same_shape(a: Value, b: Value) -> bool:
     """Same rank, and equal wherever both dimensions are known numbers."""
     return len(a.shape) == len(b.shape) and all(
         x == y for x, y in zip(a.shape, b.shape) if isinstance(x, int) and isinstance(y, int))
-
-
-def _output_quantizers(node: Node) -> list[Node]:
-    return [user for value in node.outputs for user in value.users
-            if user.op == qdq.QUANTIZE and qdq.params_of(user) is not None]
 
 
 def _pair_outputs(layer: _Layer) -> None:
