@@ -431,3 +431,24 @@ def test_output_error_matches_onnxruntime_running_both_models(ort_digits):
     assert output.cumulative.sqnr_db == pytest.approx(sqnr_db(f, y), abs=2e-5)
     assert output.cumulative.max_abs_error == pytest.approx(
         np.abs(y.astype(np.float64) - f).max(), abs=5e-6)
+
+
+def test_data_is_streamed_and_the_progress_bar_is_quiet_off_a_terminal(case, capsys):
+    import weakref
+
+    g, q, batches, _ = case
+    alive: list[weakref.ref] = []
+
+    def stream():
+        for k in range(12):
+            # by the time batch k is asked for, batches before k - 1 are gone
+            assert sum(ref() is not None for ref in alive[:max(k - 1, 0)]) == 0
+            batch = batches[k % len(batches)].copy()
+            alive.append(weakref.ref(batch))
+            yield batch
+            del batch
+
+    assert qc.compare(g, q, stream()).batches == 12
+    assert capsys.readouterr().err == ""  # stderr is not a terminal under pytest
+    qc.compare(g, q, batches, progress=True)
+    assert "compare: 4batch" in capsys.readouterr().err
