@@ -48,8 +48,10 @@ if TYPE_CHECKING:
     from .config import QuantConfig
 
 # Nodes that only carry quantization (or observe), not a user's computation: they belong to the
-# layer whose value they quantize. Requantize is what cancel-qdq makes of a DQ -> Q pair.
-PLUMBING = frozenset({qdq.QUANTIZE, qdq.DEQUANTIZE, "Requantize", "Observe"})
+# layer whose value they quantize. Requantize is what cancel-qdq makes of a DQ -> Q pair;
+# DynamicQuantizeLinear quantizes an activation at run time (dynamic quantization).
+PLUMBING = frozenset({qdq.QUANTIZE, qdq.DEQUANTIZE, "Requantize", "DynamicQuantizeLinear",
+                      "Observe"})
 
 FLOAT_REASONS = "quantize.float_reasons"
 """Key of ``graph.metadata`` under which the quantize pass records, for each node it leaves in
@@ -201,7 +203,7 @@ def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], right_from: int |
     return [line(head), line(tuple("-" * w for w in widths)), *map(line, rows)]
 
 
-# -- matching the two graphs' layers ---------------------------------------------------------------
+# -- layers and their sums -------------------------------------------------------------------------
 
 
 class _Accumulator:
@@ -249,6 +251,9 @@ class _Layer:
     @property
     def f_last(self) -> Node:
         return self.f_nodes[-1]
+
+
+# -- matching the two graphs' layers ---------------------------------------------------------------
 
 
 def _layer_nodes(graph: Graph) -> list[Node]:
