@@ -4,8 +4,16 @@
     fold-bn        BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
     fuse           bias adds, activations (also their decomposed forms), residual adds
     insert-observers  an Observe node after every float activation, for calibration
+    quantize       Q/DQ around quantizable ops per a QuantConfig and calibrated ranges
     cancel-qdq     DQ->Q pairs cancelled or requantized, Relu/Clip absorbed by a Q, DQ moved
                    below data movement, Q->DQ islands no integer op reads removed
 """
 
-from . import cancel_qdq, canonicalize, fold_bn, fuse, observe  # noqa: F401  (registers the passes)
+from . import (  # noqa: F401  (registers the passes)
+    cancel_qdq,
+    canonicalize,
+    fold_bn,
+    fuse,
+    observe,
+    quantize,
+)

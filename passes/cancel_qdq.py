@@ -103,7 +103,9 @@ def _round_trip_problem(params: QuantParams) -> str | None:
     """Whether ``Q(DQ(k)) == k`` for every code ``k`` of every channel, checked exhaustively."""
     scale, zero = _channels(params)
     codes = np.broadcast_to(_codes(params.dtype), (scale.size, 256))
-    back = quantize_linear(dequantize_linear(codes, scale, zero, axis=0), scale, zero, axis=0)
+    with np.errstate(over="ignore"):  # an infinite real is what makes the pair fail
+        real = dequantize_linear(codes, scale, zero, axis=0)
+    back = quantize_linear(real, scale, zero, axis=0)
     wrong = np.argwhere(back != codes)
     if wrong.size == 0:
         return None
@@ -413,6 +415,8 @@ def _concat_check(m: Match) -> str | None:
 def _concat(rw: Rewriter, m: Match) -> None:
     dqs = _concat_dqs(m.root)
     assert not isinstance(dqs, str)
+    # the DQs join the match: the new nodes stand for their layers too, and dead ones go
+    m.nodes.extend(dq for dq in dict.fromkeys(dqs) if dq not in m.nodes)
     _move_below(rw, m.root, [dq.inputs[0] for dq in dqs], dqs[0], qdq.params_of(dqs[0]))
 
 

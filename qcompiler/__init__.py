@@ -6,11 +6,13 @@
     out = exe.run({"image": x})
 
     g = qc.PassManager("canonicalize,fold-bn,fuse").run(g).graph   # or qc.optimize(g)
+    q = qc.quantize(g, "calibration.npz", qc.QuantConfig())        # QDQ (post-training)
 """
 
 from __future__ import annotations
 
-from .api import compare, compile, from_onnx, load, load_onnx, optimize, parse
+from .api import compare, compile, from_onnx, load, load_onnx, optimize, parse, quantize
+from .config import QuantConfig
 from .errors import (
     BackendError,
     CalibrationError,
@@ -60,6 +62,6 @@ __all__ = [
     "QuantizationError", "RewriteError", "SaveError", "ShapeInferenceError", "TensorType",
     "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
-    "parse", "register_pass", "Interpreter", "STOP",
+    "parse", "quantize", "register_pass", "Interpreter", "QuantConfig", "STOP",
     "ReportError", "compare",
 ]

@@ -7,10 +7,13 @@ onnxruntime and time a run, so every comparison is made the same way.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +25,18 @@ from .errors import InputFileError
 from .input_check import read_feeds
 
 
-def ort_session(model: onnx.ModelProto | str | Path, optimize: bool = True) -> Any:
+def ort_session(model: onnx.ModelProto | str | Path, optimize: bool = True,
+                exact_int8: bool = False) -> Any:
     """An onnxruntime CPU session on one thread (as the numpy backend runs), quiet about
     warnings; ``optimize=False`` turns off its graph rewrites so it runs the model as written.
+    ``exact_int8=True`` sets ``session.x64quantprecision=1``: on x86 CPUs without VNNI its
+    default int8 kernels saturate int16 pair sums, and this mode avoids that (more slowly).
     Needs the ``bench`` or ``test`` extra (onnxruntime)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if exact_int8:
+        opts.add_session_config_entry("session.x64quantprecision", "1")
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # errors only: unused initializers are not worth a warning
@@ -36,6 +44,60 @@ def ort_session(model: onnx.ModelProto | str | Path, optimize: bool = True) -> A
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+ORT_METHODS = ("MinMax", "Entropy", "Percentile")
+
+
+def ort_quantize_static(model: onnx.ModelProto | str | Path, name: str, calib: np.ndarray, *,
+                        method: str = "MinMax", per_channel: bool = True,
+                        batch: int = 32) -> onnx.ModelProto:
+    """onnxruntime's ``quantize_static`` (QDQ format, int8 activations and weights, its
+    defaults otherwise) on the single-input ``model``, calibrated on ``calib`` fed to input
+    ``name`` in batches of ``batch``: the peer's post-training quantization, for comparisons."""
+    import tempfile
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{name: calib[i:i + batch]} for i in range(0, len(calib), batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        source, ready, target = (Path(tmp, f) for f in ("float.onnx", "pre.onnx", "int8.onnx"))
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        onnx.save(proto, str(source))
+        # its recommended first step (folds BatchNorm); symbolic shapes would need sympy
+        quant_pre_process(str(source), str(ready), skip_symbolic_shape=True)
+        quantize_static(str(ready), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, method))
+        return onnx.load(str(target))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence what onnxruntime's quantization tool prints and logs while it works."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:

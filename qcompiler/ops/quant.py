@@ -106,7 +106,8 @@ def dequantize_linear(x, x_scale, x_zero_point=None, axis=1, block_size=0):
     if x_zero_point is not None:
         diff = diff - _along(x_zero_point, x.ndim, axis).astype(np.int64)
     scale = _along(x_scale, x.ndim, axis)
-    return diff.astype(scale.dtype) * scale
+    with np.errstate(over="ignore"):  # beyond the float range the product is infinite
+        return diff.astype(scale.dtype) * scale
 
 
 REQUANTIZE_ROUNDINGS = ("float",)
