@@ -294,11 +294,13 @@ def test_graphs_that_do_not_correspond_are_named(case):
 
 def test_wrong_data_is_an_error_naming_the_input(case):
     g, q, _, _ = case
-    with pytest.raises(qc.QCompilerError, match="image"):
+    with pytest.raises(qc.CalibrationError, match="unknown input.*'image'"):
         qc.compare(g, q, [{"image": np.zeros((2, 8), np.float32)}])
-    with pytest.raises(qc.QCompilerError, match="x"):
+    with pytest.raises(qc.CalibrationError, match=r"input 'x' must have shape f32\[N,8\]"):
         qc.compare(g, q, [np.zeros((2, 5), np.float32)])
-    with pytest.raises(qc.CalibrationError):
+    with pytest.raises(qc.CalibrationError, match="input 'x' holds NaN"):
+        qc.compare(g, q, [np.full((2, 8), np.nan, np.float32)])
+    with pytest.raises(qc.CalibrationError, match="empty"):
         qc.compare(g, q, [])
 
 
@@ -407,6 +409,9 @@ def test_cli_report_errors_are_one_line(ort_digits, tmp_path, capsys):
     assert cli.main(["report", DIGITS, quantized, str(wrong)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("qcompiler: error: ") and "pixels" in err and err.count("\n") == 1
+    assert cli.main(["report", DIGITS, quantized, str(wrong), "--calib", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert "ReportError: --calib is for quantizing" in err and err.count("\n") == 1
     other = tmp_path / "relu.onnx"
     _relu_onnx(other)
     assert cli.main(["report", str(other), quantized, str(wrong)]) == 2
@@ -452,3 +457,16 @@ def test_data_is_streamed_and_the_progress_bar_is_quiet_off_a_terminal(case, cap
     assert capsys.readouterr().err == ""  # stderr is not a terminal under pytest
     qc.compare(g, q, batches, progress=True)
     assert "compare: 4batch" in capsys.readouterr().err
+
+
+def test_cli_report_quantizes_with_a_config(ort_digits, tmp_path, capsys):
+    _, inputs, _ = ort_digits
+    config = tmp_path / "quant.json"
+    config.write_text(json.dumps({"exclude_layers": ["fc2"]}))
+    out = tmp_path / "report.json"
+    assert cli.main(["report", DIGITS, inputs, "--config", str(config), "--json", str(out)]) == 0
+    report = QuantizationReport.from_json(out.read_text())
+    (fc2,) = [f for f in report.float_ops if f.node == "fc2"]
+    assert fc2.reason == "excluded by config: exclude_layers 'fc2'"
+    assert {row.layers: row.quantized for row in report.layers}[("fc2",)] is False
+    assert "fc2" in capsys.readouterr().out
