@@ -423,7 +423,7 @@ def _inferred_reason(node: Node) -> str | None:
         return f"{node.op} is not quantizable (no role in qcompiler/quant_ops.py)"
     if _is_quantized(node):
         return None
-    return "left in float by the quantize pass (no reason recorded in the graph)"
+    return "not quantized (no reason recorded in the graph)"
 
 
 def _is_quantized(node: Node) -> bool:

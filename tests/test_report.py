@@ -228,7 +228,7 @@ def test_float_ops_are_listed_with_their_reasons(case):
     report = qc.compare(g, q, batches)
     reasons = {f.node: f.reason for f in report.float_ops}
     assert reasons == {
-        "fc3": "left in float by the quantize pass (no reason recorded in the graph)",
+        "fc3": "not quantized (no reason recorded in the graph)",
         "softmax": "Softmax is not quantizable (no role in qcompiler/quant_ops.py)",
     }
     assert {row.layers: row.quantized for row in report.layers} == {
