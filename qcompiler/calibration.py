@@ -97,9 +97,9 @@ def _raw_batches(specs: list[InputSpec], calib: Any) -> tuple[Iterable[Any], boo
         arrays = read_feeds(calib, CalibrationError)
         return _split(specs, arrays, f"calibration file {str(calib)!r}", extra_ok=True), True
     if isinstance(calib, np.lib.npyio.NpzFile):
-        return _split(specs, dict(calib), "the .npz calibration data", extra_ok=True), True
+        return _split(specs, calib, "the .npz calibration data", extra_ok=True), True
     if isinstance(calib, Mapping):
-        return _split(specs, dict(calib), "the calibration data", extra_ok=False), True
+        return _split(specs, calib, "the calibration data", extra_ok=False), True
     if isinstance(calib, np.ndarray):
         name = _single_input(specs, "a single array")
         return _split(specs, {name: calib}, "the calibration array", extra_ok=False), True
@@ -121,9 +121,10 @@ def _single_input(specs: list[InputSpec], what: str) -> str:
     return specs[0].name
 
 
-def _split(specs: list[InputSpec], arrays: dict[str, np.ndarray], where: str, *,
+def _split(specs: list[InputSpec], arrays: Mapping[str, Any], where: str, *,
            extra_ok: bool) -> list[Batch]:
-    """Whole data sets (samples along axis 0), one per input, cut into batches that fit."""
+    """Whole data sets (samples along axis 0), one per input, cut into batches that fit.
+    Only the inputs' arrays are read (an ``np.load`` result reads each from the file)."""
     names = [s.name for s in specs]
     held = ", ".join(repr(k) for k in arrays) or "no arrays"
     unknown = [k for k in arrays if k not in names]
@@ -135,9 +136,10 @@ def _split(specs: list[InputSpec], arrays: dict[str, np.ndarray], where: str, *,
         raise CalibrationError(f"{where} has no array for input(s) "
                                f"{', '.join(map(repr, missing))}; it holds {held}; the "
                                f"model's inputs are: {_expected(specs)}")
+    data = {spec.name: np.asarray(arrays[spec.name]) for spec in specs}
     counts = {}
     for spec in specs:
-        array = np.asarray(arrays[spec.name])
+        array = data[spec.name]
         if array.ndim == 0 or not spec.shape:
             raise CalibrationError(f"{where}: input {spec.name!r} ({spec.describe()}) needs "
                                    f"samples along axis 0, got shape {list(array.shape)}; "
@@ -153,13 +155,13 @@ def _split(specs: list[InputSpec], arrays: dict[str, np.ndarray], where: str, *,
         raise CalibrationError(f"{where} holds {total} samples, but the model's batch size is "
                                f"fixed at {size} ({_expected(specs)}): give a multiple of "
                                f"{size}")
-    return [{s.name: arrays[s.name][start:start + size] for s in specs}
+    return [{name: array[start:start + size] for name, array in data.items()}
             for start in range(0, total, size)]
 
 
 def _fixed_batch(specs: list[InputSpec]) -> int | None:
     """The model's batch size when an input fixes its first dimension, else None."""
-    return next((s.shape[0] for s in specs if isinstance(s.shape[0], int)), None)
+    return next((s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int)), None)
 
 
 def _expected(specs: list[InputSpec]) -> str:

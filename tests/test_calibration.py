@@ -5,6 +5,7 @@ before the model runs; the cache skips the model on a hit and recomputes on a mi
 from __future__ import annotations
 
 import json
+import tracemalloc
 from importlib import resources
 
 import numpy as np
@@ -380,3 +381,30 @@ def test_tensor_stats_per_value_use_the_bins_asked_for(digits):
     result = calibrate(digits, CALIB[:32], bins=256)
     assert all(isinstance(s, TensorStats) for s in result.values())
     assert result.to_dict()["stats"]["image"] == result["image"].to_dict()
+
+
+def test_memory_does_not_grow_with_the_number_of_batches():
+    """A generator's batches are observed and dropped: the peak is that of one batch."""
+    g = qc.parse(LOG)
+    rng = np.random.default_rng(0)
+
+    def stream(n):  # every batch spans [0.5, 2], so the histograms keep their span
+        for _ in range(n):
+            x = rng.uniform(0.5, 2.0, (256, 3)).astype(np.float32)
+            x[0], x[1] = 0.5, 2.0
+            yield {"x": x}
+
+    calibrate(g, stream(2))  # one-time allocations (imports, caches) out of the way
+    peaks = {}
+    tracemalloc.start()
+    try:
+        for n in (10, 100):
+            tracemalloc.reset_peak()
+            start = tracemalloc.get_traced_memory()[0]
+            assert calibrate(g, stream(n)).batches == n
+            peaks[n] = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    # Keeping the batches would add 90 * 3 KiB; the peaks measured differ by up to 16 KiB
+    # either way (Python's own allocations), so the bound is 10 batches.
+    assert peaks[100] < peaks[10] + 10 * 256 * 3 * 4, peaks
