@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from . import api
+from .config import QuantConfig
 from .errors import InputFileError
 from .input_check import read_feeds
 
@@ -148,3 +149,37 @@ def run_demo(model: Path, data_path: str, repeats: int) -> None:
                "onnxruntime on one thread, numpy on its BLAS's default threads")
     print(f"time for the test set: numpy backend / onnxruntime = {ours / theirs:.2f}x "
           f"(median of {repeats}; {threads})")
+    if "calib_x" in data:
+        _int8_report(model, imported, data["calib_x"], x, y, logits)
+
+
+def _int8_report(model: Path, graph: Any, calib: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 float_logits: np.ndarray) -> None:
+    """Post-training int8 with the default config next to onnxruntime's quantize_static, both
+    calibrated on the same images."""
+    name = graph.inputs[0].name
+    config = QuantConfig()
+    q = api.quantize(graph, [calib], config, progress=False)
+    logits = api.compile(q, backend="numpy").run({name: x})[graph.outputs[0].name]
+    print(f"int8 (qc.quantize, {config.calibration}, per-channel weights, {len(calib)} "
+          f"calibration images; QDQ simulated on the numpy backend)")
+    print(f"  qcompiler int8       accuracy {_accuracy(logits, y):.3f}   agreement with fp32 "
+          f"{_accuracy(logits, float_logits.argmax(1)):.3f}   logits SQNR "
+          f"{_sqnr(float_logits, logits):.1f} dB")
+    theirs = ort_quantize_static(model, name, calib, method="MinMax", per_channel=True)
+    for exact, label in ((False, "default session"), (True, "x64quantprecision=1")):
+        out = ort_session(theirs, exact_int8=exact).run(None, {name: x})[0]
+        print(f"  onnxruntime int8     accuracy {_accuracy(out, y):.3f}   agreement with fp32 "
+              f"{_accuracy(out, float_logits.argmax(1)):.3f}   logits SQNR "
+              f"{_sqnr(float_logits, out):.1f} dB   (quantize_static MinMax, {label})")
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def _sqnr(reference: np.ndarray, result: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of ``result`` against ``reference``, in dB."""
+    noise = float(np.sum((reference.astype(np.float64) - result) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else 10.0 * float(np.log10(signal / noise))

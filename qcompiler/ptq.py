@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -41,6 +40,8 @@ def quantize(graph: Graph, calib: Calib | None = None,
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"config must be a qc.QuantConfig, got {type(config).__name__}")
     g = PassManager(FLOAT_PIPELINE).run(graph.copy()).graph
+    config.check_overrides(g)  # the config's own errors, before any calibration work
+    config.excluded(g)
     if config.equalize:
         g = PassManager("equalize").run(g).graph
     if config.mode != "static":
@@ -49,8 +50,7 @@ def quantize(graph: Graph, calib: Calib | None = None,
         return PassManager([dynamic_pass(config), "canonicalize"]).run(g).graph
     from .calibration import calibrate
 
-    calibration = calibrate(g, calib, cache=config.cache, progress=progress,
-                            **_bins(config))
+    calibration = calibrate(g, calib, cache=config.cache, progress=progress)
     from qcompiler.passes.quantize import Quantize
 
     q = PassManager([Quantize(config, calibration)]).run(g.copy()).graph
@@ -59,8 +59,3 @@ def quantize(graph: Graph, calib: Calib | None = None,
 
         q = PassManager([BiasCorrect(g, calib)]).run(q).graph
     return PassManager("cancel-qdq,canonicalize").run(q).graph
-
-
-def _bins(config: QuantConfig) -> dict[str, Any]:
-    bins = config.calibration_options.get("bins")
-    return {} if bins is None else {"bins": bins}

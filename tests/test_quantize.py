@@ -82,7 +82,7 @@ def test_every_quantizable_node_reads_and_writes_quantized_values(quantized):
 
 
 def test_weights_are_int8_symmetric_per_channel_in_minus_127_127(quantized):
-    for node, dq in weight_dqs(quantized):
+    for _, dq in weight_dqs(quantized):
         w = dq.inputs[0]
         params = w.type.quant
         assert w.dtype == qc.DType.I8 and params.axis == 0  # Conv's M, Gemm's N (transB=1)
@@ -153,7 +153,7 @@ GEMM_BIG_BIAS = """
 graph gemm_big_bias(%x: f32[4,2]) {
   %w: f32[3,2] = const dense<[[0.5, -0.25], [1.0, 0.125], [0.001, -0.002]]>
   %b: f32[3] = const dense<[1000000.0, -2.5, 0.25]>
-  %y: f32[4,3] = Gemm(%x, %w, %b) {transB = 1}
+  %y: f32[4,3] = Gemm(%x, %w, %b) {transB = 1} @gemm
   return %y
 }
 """
@@ -167,9 +167,15 @@ def test_a_bias_that_would_overflow_raises_the_weight_scale_never_clips():
     w_params = gemm.inputs[1].producer.inputs[0].type.quant
     bias = gemm.inputs[2].producer.inputs[0]
     s_in = input_params(gemm).scale[0]
-    # channel 0's scale was raised so that its bias fits; the others keep max|w| / 127
-    assert w_params.scale[0] > 0.5 / 127 * 1.0001
-    np.testing.assert_allclose(w_params.scale[1:], [1.0 / 127, 0.002 / 127], rtol=1e-6)
+    # a channel whose bias would need more than BIAS_LIMIT steps at s_in * max|w| / 127 gets a
+    # larger weight scale (channels 0 and 2 here); the others keep max|w| / 127
+    natural = np.abs(g.constants["w"].data).max(axis=1).astype(np.float64) / 127
+    steps = np.abs([1e6, -2.5, 0.25]) / (s_in * natural)
+    raised = steps > quant_math.BIAS_LIMIT
+    assert raised.tolist() == [True, False, True]
+    scale = np.asarray(w_params.scale)
+    assert (scale[raised] > natural[raised]).all()
+    np.testing.assert_allclose(scale[~raised], natural[~raised], rtol=1e-7)
     assert np.abs(bias.data.astype(np.int64)).max() <= quant_math.BIAS_LIMIT
     restored = bias.data.astype(np.float64) * np.asarray(bias.type.quant.scale)
     np.testing.assert_allclose(restored, [1e6, -2.5, 0.25],
@@ -189,13 +195,14 @@ def test_an_excluded_layer_stays_float_and_says_why(digits):
 
 
 def test_quantize_pass_records_why_nodes_stay_float(digits):
-    from qcompiler.calibration import calibrate
     from qcompiler.passes.quantize import Quantize
+
+    from qcompiler.calibration import calibrate
 
     g = qc.optimize(digits)
     cal = calibrate(g, [DATA["calib_x"][:64]], progress=False)
     p = Quantize(qc.QuantConfig(exclude_op_types=["Gemm"]), cal)
-    result = qc.PassManager([p]).run(g.copy())
+    result = p.run(g.copy())
     assert p.skipped == {"fc1": "exclude_op_types 'Gemm'", "fc2": "exclude_op_types 'Gemm'"}
     assert any("fc1: left in float" in note for note in result.notes)
 
@@ -223,13 +230,16 @@ def test_per_tensor_weights_have_one_scale(digits):
 def test_quantize_without_calibration_says_what_is_missing(digits):
     from qcompiler.passes.quantize import Quantize
 
-    with pytest.raises(QuantizationError, match="no calibrated range"):
+    with pytest.raises(QuantizationError, match="%image .a graph input. has no calibrated range"):
+        Quantize(qc.QuantConfig(), {}).run(qc.optimize(digits))
+    with pytest.raises(qc.PassError, match="pass 'quantize' failed: %image"):
         qc.PassManager([Quantize(qc.QuantConfig(), {})]).run(qc.optimize(digits))
 
 
 # -- other architectures -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["resnet_bottleneck", "mobilenetv2_block", "inception_block"])
+@pytest.mark.parametrize("name", ["resnet_bottleneck", "mobilenetv2_block", "mobilenetv3_block",
+                                  "inception_block"])
 def test_building_blocks_quantize_and_stay_close_to_float(name):
     model = zoo.BUILDING_BLOCKS[name]()
     g = qc.from_onnx(model)
@@ -244,7 +254,8 @@ def test_building_blocks_quantize_and_stay_close_to_float(name):
     out = qc.compile(q).run({g.inputs[0].name: x})
     for key, want in ref.items():
         noise = np.sum((want - out[key]) ** 2)
-        assert 10 * np.log10(np.sum(want**2) / noise) > 20, name  # measured: > 30 dB
+        # measured 35.4, 35.1, 31.9 and 37.6 dB (random weights, 4 calibration batches of 2)
+        assert 10 * np.log10(np.sum(want**2) / noise) > 28, name
 
 
 def test_config_is_replaceable_like_a_dataclass():
