@@ -470,3 +470,25 @@ def test_cli_report_quantizes_with_a_config(ort_digits, tmp_path, capsys):
     assert fc2.reason == "excluded by config: exclude_layers 'fc2'"
     assert {row.layers: row.quantized for row in report.layers}[("fc2",)] is False
     assert "fc2" in capsys.readouterr().out
+
+
+def test_qc_quantize_output_and_the_report_agree():
+    """On qc.quantize's own output, every layer of the model has a row, none is float, and
+    the cumulative figures at the output are those of running both graphs whole."""
+    g = qc.load_onnx(DIGITS)
+    with np.load(DIGITS_DATA) as data:
+        calib, x = data["calib_x"][:128], data["test_x"][:96]
+    q = qc.quantize(g, calib, progress=False)
+    report = qc.compare(g, q, x)
+    assert report.float_ops == ()
+    assert {row.layers[0] for row in report.layers} == {
+        "conv1_conv", "conv2_conv", "pool2", "conv3_conv", "flatten", "fc1", "fc2"}
+    assert all(row.quantized for row in report.layers)
+    (output,) = [row for row in report.layers if row.layers == ("fc2",)]
+    fused = qc.optimize(g)  # the float reference compare measures against
+    f = np.concatenate([qc.Interpreter(fused).run({"image": x[k:k + 32]})["logits"]
+                        for k in range(0, 96, 32)])
+    y = np.concatenate([qc.Interpreter(q).run({"image": x[k:k + 32]})["logits"]
+                        for k in range(0, 96, 32)])
+    assert output.cumulative.sqnr_db == pytest.approx(sqnr_db(f, y), abs=1e-9)
+    assert output.cumulative.max_abs_error == np.abs(y.astype(np.float64) - f).max()
