@@ -60,13 +60,15 @@ class Quantize(Pass):
         chosen = [node for node in graph.nodes if self._quantizable(node, excluded)]
         activations = _activations(chosen)
         self.config.check_overrides(graph)
-        params = self._activation_params(graph, chosen, activations)
+        by_name = self._activation_params(graph, chosen, activations)
+        # keyed by value: inserting Q/DQ renames a graph output's float value
+        params = {id(value): by_name[value.name] for value in activations}
         for value in activations:  # graph order: inputs first, then node by node
-            qdq.insert_qdq(graph, value, params[value.name])
+            qdq.insert_qdq(graph, value, params[id(value)])
         weights = 0
         for node in chosen:
             if node.op in WEIGHTED and node.inputs[1].is_constant:
-                self._quantize_weights(graph, node, params[_source(node.inputs[0]).name])
+                self._quantize_weights(graph, node, params[id(_source(node.inputs[0]))])
                 weights += 1
             elif node.op in ARITHMETIC:
                 self._quantize_constant_operands(graph, node)
@@ -154,7 +156,9 @@ class Quantize(Pass):
             if raised != wparams:
                 wparams = raised
                 wq = quant_math.quantize(weight.data, wparams)
-            self._replace_operand(graph, node, 2, bq.reshape(bias.shape), bparams, "bias")
+            # 1-D whatever the float bias's shape (Gemm's C may be [1, N] or a scalar for N = 1):
+            # it broadcasts the same, and per-channel parameters need the channel axis
+            self._replace_operand(graph, node, 2, bq.reshape(-1), bparams, "bias")
         self._replace_operand(graph, node, 1, wq, wparams, "weight")
 
     def _quantize_constant_operands(self, graph: Graph, node: Node) -> None:
