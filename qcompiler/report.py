@@ -514,8 +514,9 @@ def compare(float_graph: Graph, quantized_graph: Graph, data: Data, *,
     for a single-input model, or the path of an ``.npz`` file keyed by input name. It is read
     once, batch by batch, with a progress bar on a terminal (``progress`` forces it on or off).
     ``config``, the config the graph was quantized with, names the exclusions that left ops in
-    float. Raises ``ReportError`` when the graphs do not correspond and ``CalibrationError``
-    (or an ``InputError``) for data the float graph cannot take.
+    float, and with ``equalize`` set the float graph is equalized the same way first. Raises
+    ``ReportError`` when the graphs do not correspond and ``CalibrationError`` (or an
+    ``InputError``) for data the float graph cannot take.
     """
     from tqdm import tqdm
 
@@ -524,11 +525,14 @@ def compare(float_graph: Graph, quantized_graph: Graph, data: Data, *,
     for name, graph in (("float_graph", float_graph), ("quantized_graph", quantized_graph)):
         if not isinstance(graph, Graph):
             raise ReportError(f"compare: {name} must be a qc.Graph, got {type(graph).__name__}")
-    from .api import optimize
+    from .api import DEFAULT_FLOAT_PIPELINE, optimize
 
     # the fused form the quantizer starts from: same values and origins, and the layers of a
-    # quantized graph whose BatchNorms were folded (by us or another tool) line up with it
-    reference = optimize(float_graph)
+    # quantized graph whose BatchNorms were folded (by us or another tool) line up with it;
+    # equalized too when the config asked for it, as equalization rescales the channels
+    # between layers
+    equalize = config is not None and config.equalize
+    reference = optimize(float_graph, DEFAULT_FLOAT_PIPELINE + (",equalize" if equalize else ""))
     layers = _match(reference, quantized_graph)
     measured = [layer for layer in layers if layer.compared]
     if not measured:
