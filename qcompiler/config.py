@@ -81,11 +81,10 @@ class QuantConfig:
     weight_symmetric: bool = True
     activation_symmetric: bool = False
     per_channel: bool = True
-    # Chosen by measurement (BENCHMARKS.md, bench/quantization.py): with the other defaults,
-    # entropy is the most accurate on the depthwise-separable digits model (0.959 against
-    # 0.935 to 0.952 for the others) and ties on digits_convnet. With equalize=True,
-    # percentile did better there (README, "Choosing a calibration method").
-    calibration: str = "entropy"
+    # Chosen by measurement (README, "Choosing a calibration method"; bench/quantization.py):
+    # percentile is the most accurate or within a few test images of it on every model we
+    # measured, while entropy, the best on one configuration, loses up to 22 dB elsewhere.
+    calibration: str = "percentile"
     calibration_options: dict[str, Any] = field(default_factory=dict)
     reduce_range: bool = False
     overrides: dict[str, tuple[float, float] | QuantParams] = field(default_factory=dict)

@@ -41,7 +41,7 @@ from . import ops, qdq
 from .errors import ReportError
 from .graph import Graph, Node, Value
 from .interpreter import Interpreter
-from .quant_ops import ARITHMETIC, DATA_MOVEMENT, WEIGHTED
+from .quant_ops import ARITHMETIC, DATA_MOVEMENT, FLOAT_REASONS, WEIGHTED
 from .types import QuantParams
 
 if TYPE_CHECKING:
@@ -53,9 +53,6 @@ if TYPE_CHECKING:
 PLUMBING = frozenset({qdq.QUANTIZE, qdq.DEQUANTIZE, "Requantize", "DynamicQuantizeLinear",
                       "Observe"})
 
-FLOAT_REASONS = "quantize.float_reasons"
-"""Key of ``graph.metadata`` under which the quantize pass records, for each node it leaves in
-float, the reason ({node name: reason}); read when the quantized graph carries it."""
 
 Data = Iterable[Mapping[str, np.ndarray]] | Iterable[np.ndarray] | str | Path
 
@@ -403,7 +400,7 @@ def _float_ops(quantized: Graph, excluded: Mapping[str, str]) -> list[FloatOp]:
     """Every node of ``quantized`` that computes a float result in float, with the reason the
     quantize pass recorded (``graph.metadata[FLOAT_REASONS]``), else the config's exclusion
     (``excluded``: node name -> reason), else the reason read off the graph."""
-    recorded = getattr(quantized, "metadata", {}).get(FLOAT_REASONS, {})
+    recorded = quantized.metadata.get(FLOAT_REASONS, {})
     out = []
     for node in _layer_nodes(quantized):
         if not any(v.dtype.is_float for v in node.outputs):
