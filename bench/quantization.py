@@ -96,7 +96,7 @@ def bench_model(key: str, data: dict[str, np.ndarray]) -> None:
             logits, took = ours(graph, calib, x, cfg)
             print(score.row(f"qcompiler {method}, {gran}", logits, took))
         if key == "dwsep":
-            for method in (base.calibration, "percentile"):
+            for method in dict.fromkeys((base.calibration, "minmax")):
                 for label, extra in (("equalize", {"equalize": True}),
                                      ("bias correction", {"bias_correction": True}),
                                      ("equalize + bias correction",
