@@ -275,8 +275,9 @@ def test_kl_threshold_is_onnxruntimes_on_the_same_histogram():
 def test_entropy_range_against_onnxruntime(kind):
     """End to end on the same data, with onnxruntime given as many bins as our symmetric view
     has (the KL optimum moves with the bin count: onnxruntime alone gives 4.14, 4.01 and 4.45
-    on normal data with 1024, 1212 and 2048 bins): measured at most 0.6 of our bin widths
-    apart; tolerance 1."""
+    on normal data with 1024, 1212 and 2048 bins): measured at most 0.18 of our bin widths
+    apart; tolerance 1, as onnxruntime's bins span [-max|x|, max|x|] and ours sit at multiples
+    of a power of two, so their edges differ by up to a bin."""
     x = _data(kind, 20_000)
     h = HistogramObserver(512).observe(x)
     counts, k = h.symmetric_counts(512)
