@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from .api import compile, from_onnx, load, load_onnx, optimize, parse, quantize
+from .api import compare, compile, from_onnx, load, load_onnx, optimize, parse, quantize
 from .config import QuantConfig
 from .errors import (
     BackendError,
@@ -30,6 +30,7 @@ from .errors import (
     PipelineError,
     QCompilerError,
     QuantizationError,
+    ReportError,
     RewriteError,
     SaveError,
     ShapeInferenceError,
@@ -62,4 +63,5 @@ __all__ = [
     "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
     "parse", "quantize", "register_pass", "Interpreter", "QuantConfig", "STOP",
+    "ReportError", "compare",
 ]

@@ -133,3 +133,8 @@ class CalibrationError(QCompilerError):
 
 class QuantizationError(QCompilerError):
     """A graph cannot be quantized as asked: names the node, the tensor and the user's layer."""
+
+
+class ReportError(QCompilerError):
+    """A per-layer report cannot be made: the float and quantized graphs do not correspond (a
+    layer of one has no counterpart in the other, their inputs or a layer's outputs differ)."""

@@ -66,11 +66,12 @@ def _batch_range(x, axis: int | None, context: str | None):
     if array.size == 0:
         return None
     others = None if axis is None else tuple(d for d in range(array.ndim) if d != axis)
+    # + 0.0 turns -0.0 into 0.0: min(0.0, -0.0) would otherwise depend on the order of batches
     if axis is None:  # Python floats: np.all on numpy scalars keeps allocating (numpy 2.x)
-        lo, hi = float(array.min()), float(array.max())
+        lo, hi = float(array.min()) + 0.0, float(array.max()) + 0.0
         finite = math.isfinite(lo) and math.isfinite(hi)
     else:
-        lo, hi = array.min(axis=others), array.max(axis=others)
+        lo, hi = array.min(axis=others) + 0.0, array.max(axis=others) + 0.0
         finite = bool(np.isfinite(lo).all() and np.isfinite(hi).all())
     if not finite:
         bad = ~np.isfinite(array)
@@ -178,6 +179,7 @@ class MinMaxObserver(Observer):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the numeric state: two floats, or two per channel; never more batches."""
         return 16 if self.axis is None or self.min is None else self.min.nbytes * 2
 
     def to_dict(self) -> dict:
@@ -320,6 +322,7 @@ class HistogramObserver(Observer):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the numeric state: at most ``bins`` counts and the min and max."""
         return self.counts.nbytes + 16
 
     def to_dict(self) -> dict:
@@ -486,34 +489,30 @@ def kl_threshold(hist: np.ndarray, num_quantized_bins: int = 128) -> tuple[int, 
 
 
 def _smooth(p: np.ndarray, eps: float = 0.0001) -> np.ndarray | None:
-    """onnxruntime's ``smooth_distribution``: zeros become eps, taken off the nonzeros."""
-    is_zeros = (p == 0).astype(np.float32)
-    is_nonzeros = (p != 0).astype(np.float32)
-    n_zeros = is_zeros.sum()
+    """onnxruntime's ``smooth_distribution``: zeros become eps, taken off the nonzeros, in
+    float32 (bit for bit: adding ``float32(eps)`` or ``float32(-eps1)`` once); None when all
+    are zero, or when so many are that onnxruntime's assertion ``eps1 < 1`` would fail."""
+    zero = p == 0
+    n_zeros = int(np.count_nonzero(zero))
     n_nonzeros = p.size - n_zeros
     if not n_nonzeros:
         return None
     eps1 = eps * float(n_zeros) / float(n_nonzeros)
     if eps1 >= 1.0:
         return None
-    hist = p.astype(np.float32)
-    hist += eps * is_zeros + (-eps1) * is_nonzeros
-    return hist
+    return p.astype(np.float32) + np.where(zero, np.float32(eps), np.float32(-eps1))
 
 
 def _divergence(p: np.ndarray, q: np.ndarray) -> np.float32:
-    """KL(p || q) of the smoothed distributions in float32, as onnxruntime computes it
-    (infinite when either is empty or q vanishes where p does not)."""
+    """KL(p || q) of the smoothed distributions in float32, as onnxruntime computes it;
+    infinite when either cannot be smoothed. Smoothed entries are positive, so no term needs
+    onnxruntime's special cases for zeros."""
     ps, qs = _smooth(p), _smooth(q)
     if ps is None or qs is None:
         return np.float32(np.inf)
-    pk = 1.0 * ps / np.sum(ps)
-    qk = 1.0 * qs / np.sum(qs)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        vec = pk * np.log(pk / qk)
-    vec[(pk == 0) & (qk >= 0)] = 0
-    vec[~((pk > 0) & (qk > 0))] = np.inf
-    return np.sum(vec).astype(np.float32)
+    pk = ps / np.sum(ps)
+    qk = qs / np.sum(qs)
+    return np.sum(pk * np.log(pk / qk)).astype(np.float32)
 
 
 # --- MSE-optimal range ----------------------------------------------------------------------
@@ -670,6 +669,7 @@ class TensorStats(Observer):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the numeric state of the three observers."""
         return self.minmax.nbytes + self.moving_average.nbytes + self.histogram.nbytes
 
     def to_dict(self) -> dict:

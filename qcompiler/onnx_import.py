@@ -26,7 +26,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from onnx import AttributeProto, TensorProto, defs, numpy_helper
 
-from . import ops
+from . import ops, qdq
 from .errors import (
     InputShapeError,
     ModelLoadError,
@@ -94,6 +94,7 @@ def _import(model: onnx.ModelProto, input_shapes: InputShapes | None, where: str
     graph = _Builder(model, opset, scan).build()
     fold_constants(graph)
     eliminate_dead_code(graph)
+    qdq.annotate(graph)  # a pre-quantized (QDQ) model: Q outputs and DQ'd constants get types
     graph.verify()
     return graph
 
@@ -476,6 +477,19 @@ def _resize(n: _Node) -> None:
     inputs = [None if i in (1, 2) and v is not None and v.is_constant and v.data.size == 0
               else v for i, v in enumerate(n.inputs)]
     n.emit("Resize", inputs, n.passthrough_attrs(), [n.outputs[0]])
+
+
+@_rule("QuantizeLinear", "DequantizeLinear")
+def _quantize_dequantize(n: _Node) -> None:
+    """QDQ models: a one-element constant scale or zero point means per tensor, spelled as a
+    scalar in the IR (onnxruntime's quantize_static writes a [1] scale beside a scalar zero
+    point, which onnxruntime reads as per tensor)."""
+    inputs = list(n.inputs)
+    for k, suffix in ((1, "scale"), (2, "zero_point")):
+        value = n.input(k)
+        if value is not None and value.is_constant and value.data.size == 1 and value.shape:
+            inputs[k] = n.const(value.data.reshape(()), suffix)
+    n.emit(n.op_type, inputs, n.passthrough_attrs(), n.used_outputs(n.op_type))
 
 
 def _softmax_2d(n: _Node) -> None:

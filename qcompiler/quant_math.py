@@ -135,11 +135,14 @@ def _range_arrays(lo, hi, axis: int | None, name: str | None) -> tuple[np.ndarra
         raise QuantizationError(f"{_label(name)}a per-channel range (axis={axis}) needs two "
                                 f"1-D arrays of one length, got shapes {lo_a.shape} and "
                                 f"{hi_a.shape}")
-    if not (np.all(np.isfinite(lo_a)) and np.all(np.isfinite(hi_a))):
-        raise QuantizationError(f"{_label(name)}range [{lo}, {hi}] is not finite (NaN or Inf "
-                                f"in the data or the calibration)")
-    if np.any(lo_a > hi_a):
-        raise QuantizationError(f"{_label(name)}range [{lo}, {hi}] has lo > hi")
+    for bad, what in ((~(np.isfinite(lo_a) & np.isfinite(hi_a)),
+                       "is not finite (NaN or Inf in the data or the calibration)"),
+                      (lo_a > hi_a, "has lo > hi")):
+        if np.any(bad):
+            where = "" if axis is None else f" of channel {int(np.argmax(bad))}"
+            first = (lo_a, hi_a) if axis is None else (lo_a[bad][0], hi_a[bad][0])
+            raise QuantizationError(f"{_label(name)}range [{first[0]}, {first[1]}]{where} "
+                                    f"{what}")
     return lo_a, hi_a
 
 

@@ -32,7 +32,7 @@ from qcompiler.quant_math import dequantize, params_from_range, quantize
 
 RNG = np.random.default_rng(0)
 FLOATS = st.floats(-1e4, 1e4, width=32) | st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.0**-20])
-BATCHES = st.lists(hnp.arrays(np.float32, st.integers(0, 40), elements=FLOATS), min_size=1,
+BATCHES = st.lists(hnp.arrays(np.float32, st.integers(0, 40), elements=FLOATS), min_size=2,
                    max_size=6)
 
 
@@ -68,7 +68,7 @@ def test_merged_halves_equal_the_whole():
     @given(BATCHES, st.data())
     def check(batches, data):
         batches = [b[:b.size // 2 * 2].reshape(-1, 2) for b in batches]  # 2 channels
-        cut = data.draw(st.integers(0, len(batches)))
+        cut = data.draw(st.integers(1, len(batches) - 1))
         order = data.draw(st.permutations(range(len(batches))))
         for kind, make in MERGEABLE.items():
             whole = make()
@@ -81,10 +81,11 @@ def test_merged_halves_equal_the_whole():
             if isinstance(merged, TensorStats):  # its moving average is order-dependent
                 merged, whole = merged.histogram, whole.histogram
             assert _state(merged) == _state(whole)
-            seen[kind] += sum(b.size for b in batches) > 0 and 0 < cut < len(batches)
+            seen[kind] += all(sum(batches[i].size for i in order if (i < cut) == side)
+                              for side in (True, False))
 
     check()
-    assert min(seen.values()) >= 10
+    assert min(seen.values()) >= 15  # both halves held data (measured: 24 of 30 examples)
 
 
 def test_histogram_regrows_exactly_as_the_range_grows():

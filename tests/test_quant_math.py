@@ -148,8 +148,10 @@ def test_per_channel_range_shapes_are_checked():
         params_from_range(np.zeros(3), np.ones(3))
     with pytest.raises(QuantizationError, match="1-D arrays"):
         params_from_range(np.zeros(3), np.ones(4), axis=0)
-    with pytest.raises(QuantizationError, match="not finite"):
+    with pytest.raises(QuantizationError, match=r"range \[nan, 1.0\] of channel 1 is not finite"):
         params_from_range(np.array([0.0, np.nan]), np.ones(2), axis=0)
+    with pytest.raises(QuantizationError, match=r"range \[3.0, 1.0\] of channel 0 has lo > hi"):
+        params_from_range(np.array([3.0, 0.0]), np.ones(2), axis=0)
 
 
 @pytest.mark.parametrize("dtype,symmetric,reduce_range", SCHEMES)

@@ -21,7 +21,7 @@ import qcompiler as qc
 from qcompiler import qdq, quant_math
 from qcompiler.demo import ort_quantize_static
 from qcompiler.errors import ConfigError, QuantizationError
-from qcompiler.quant_ops import ARITHMETIC, DATA_MOVEMENT, WEIGHTED
+from qcompiler.quant_ops import ARITHMETIC, DATA_MOVEMENT, FLOAT_REASONS, WEIGHTED
 from qcompiler.testing import graphs, inputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,7 +207,8 @@ def test_quantize_pass_records_why_nodes_stay_float(digits):
     cal = calibrate(g, [DATA["calib_x"][:64]], progress=False)
     p = Quantize(qc.QuantConfig(exclude_op_types=["Gemm"]), cal)
     result = p.run(g.copy())
-    assert p.skipped == {"fc1": "exclude_op_types 'Gemm'", "fc2": "exclude_op_types 'Gemm'"}
+    why = "excluded by config: exclude_op_types 'Gemm'"
+    assert p.skipped == {"fc1": why, "fc2": why}
     assert any("fc1: left in float" in note for note in result.notes)
 
 
@@ -310,3 +311,12 @@ def test_the_random_graphs_reached_every_kind_of_node():
     """Run after the property above (file order): it must have quantized each kind."""
     assert {"weighted", "Add", "Mul", "GlobalAveragePool", "moved onto integers"} <= set(FIRED), \
         FIRED
+
+
+def test_the_reasons_for_float_nodes_travel_with_the_graph(digits):
+    q = qc.quantize(digits, [DATA["calib_x"][:32]], qc.QuantConfig(exclude_layers=["fc2"]),
+                    progress=False)
+    assert q.metadata[FLOAT_REASONS] == {"fc2": "excluded by config: exclude_layers 'fc2'"}
+    assert q.copy().metadata == q.metadata
+    report = qc.compare(digits, q, [DATA["test_x"][:64]])
+    assert "exclude_layers 'fc2'" in str(report)
