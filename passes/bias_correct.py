@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from qcompiler.errors import ConfigError, QuantizationError
 from qcompiler.graph import Graph, Node, Value
 from qcompiler.interpreter import STOP, Interpreter
 from qcompiler.pass_manager import Pass, PassResult, register_pass
+from qcompiler.ptq import Calib
 from qcompiler.quant_ops import WEIGHTED
 from qcompiler.rewriter import short
 from qcompiler.types import QuantParams
@@ -48,8 +49,6 @@ from qcompiler.types import QuantParams
 # weights quantized again, which changes their error: it is measured and corrected again, at most
 # this many times.
 MAX_REQUANTIZATIONS = 3
-
-Batches = Iterable[Mapping[str, np.ndarray]] | Iterable[np.ndarray] | Any
 
 
 def _dequantized_constant(value: Value | None) -> Value | None:
@@ -154,7 +153,7 @@ def layer_means(graph: Graph, names: Iterable[str], batches: Iterable[Mapping[st
     return {name: m.mean for name, m in means.items()}
 
 
-def correct_biases(quantized: Graph, reference: Graph, batches: Batches) -> dict[str, float]:
+def correct_biases(quantized: Graph, reference: Graph, batches: Calib) -> dict[str, float]:
     """Shift the bias of every quantized layer of ``quantized`` (in place) by the mean error of
     its output against ``reference`` on ``batches`` (calibration data in any form
     ``qc.quantize`` takes); returns, per corrected layer, the largest shift applied to one of its
@@ -267,7 +266,7 @@ class BiasCorrect(Pass):
 
     name: ClassVar[str] = "bias-correct"
     reference: Graph | None = None  # the float graph the quantized one was made from
-    batches: Any = None  # calibration data, in any form qc.quantize takes
+    batches: Calib | None = None  # calibration data, in any form qc.quantize takes
 
     def run(self, graph: Graph) -> PassResult:
         if self.reference is None or self.batches is None:
