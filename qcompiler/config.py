@@ -83,7 +83,7 @@ class QuantConfig:
     per_channel: bool = True
     # Chosen by measurement (README, "Choosing a calibration method"; bench/quantization.py):
     # percentile is the most accurate or within a few test images of it on every model we
-    # measured, while entropy, the best on one configuration, loses up to 22 dB elsewhere.
+    # measured, while entropy, the best on one configuration, loses up to 23 dB elsewhere.
     calibration: str = "percentile"
     calibration_options: dict[str, Any] = field(default_factory=dict)
     reduce_range: bool = False
