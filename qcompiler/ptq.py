@@ -17,7 +17,7 @@ activations are quantized per run (dynamic) or stay float (weight-only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,8 @@ def quantize(graph: Graph, calib: Calib | None = None,
         return PassManager([dynamic_pass(config), "canonicalize"]).run(g).graph
     from .calibration import calibrate
 
+    if config.bias_correction and _one_pass(calib):
+        calib = list(calib)  # calibration and bias correction both read it
     calibration = calibrate(g, calib, cache=config.cache, progress=progress)
     from qcompiler.passes.quantize import Quantize
 
@@ -59,3 +61,8 @@ def quantize(graph: Graph, calib: Calib | None = None,
 
         q = PassManager([BiasCorrect(g, calib)]).run(q).graph
     return PassManager("cancel-qdq,canonicalize").run(q).graph
+
+
+def _one_pass(calib: object) -> bool:
+    """Whether ``calib`` is an iterator (a generator...) that can be read only once."""
+    return isinstance(calib, Iterator)

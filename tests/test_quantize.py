@@ -320,3 +320,13 @@ def test_the_reasons_for_float_nodes_travel_with_the_graph(digits):
     assert q.copy().metadata == q.metadata
     report = qc.compare(digits, q, [DATA["test_x"][:64]])
     assert "exclude_layers 'fc2'" in str(report)
+
+
+def test_bias_correction_reads_generator_data_twice():
+    """Calibration and bias correction both read the data: a generator is held for both."""
+    g = qc.load_onnx(ROOT / "tests" / "data" / "models" / "digits_dwsep.onnx")
+    calib = DATA["calib_x"][:64]
+    cfg = qc.QuantConfig(bias_correction=True)
+    from_list = qc.quantize(g, [calib[:32], calib[32:]], cfg, progress=False)
+    from_generator = qc.quantize(g, (b for b in (calib[:32], calib[32:])), cfg, progress=False)
+    assert from_generator == from_list
