@@ -320,3 +320,14 @@ def test_the_reasons_for_float_nodes_travel_with_the_graph(digits):
     assert q.copy().metadata == q.metadata
     report = qc.compare(digits, q, [DATA["test_x"][:64]])
     assert "exclude_layers 'fc2'" in str(report)
+
+
+@pytest.mark.parametrize("exclusion", [{"exclude_op_types": ["MaxPool"]},
+                                       {"exclude_layers": ["pool2"]}])
+def test_an_excluded_data_movement_op_stays_float_after_cancel_qdq(digits, exclusion):
+    """cancel-qdq moves DQs below data-movement ops; not below one the config keeps in float."""
+    q = qc.quantize(digits, [DATA["calib_x"][:32]], qc.QuantConfig(**exclusion), progress=False)
+    (pool,) = q.find_nodes("MaxPool")
+    assert "pool2" in q.metadata[FLOAT_REASONS]
+    assert pool.inputs[0].dtype == qc.DType.F32 and pool.outputs[0].dtype == qc.DType.F32
+    assert pool.inputs[0].producer.op == qdq.DEQUANTIZE
