@@ -110,11 +110,14 @@ class Quantize(Pass):
     def _activation_params(self, graph: Graph, chosen: list[Node],
                            activations: list[Value]) -> dict[str, QuantParams]:
         """One parameter set per group of values that must share parameters."""
-        groups = nx.utils.UnionFind(v.name for v in activations)
+        names = {v.name for v in activations}
+        groups = nx.utils.UnionFind(names)
         for node in chosen:
-            if node.op in DATA_MOVEMENT:
-                for i in data_inputs(node.op, len(node.inputs)):
-                    groups.union(node.outputs[0].name, _source(node.inputs[i]).name)
+            if node.op in DATA_MOVEMENT:  # every output (a Split has several) with every input
+                members = [v.name for v in node.outputs if v.name in names]
+                members += [_source(node.inputs[i]).name
+                            for i in data_inputs(node.op, len(node.inputs))]
+                groups.union(*members)
         params: dict[str, QuantParams] = {}
         for members in groups.to_sets():
             chosen_params = self._group_params(graph, sorted(members))

@@ -378,3 +378,25 @@ def test_an_excluded_data_movement_op_stays_float_after_cancel_qdq(digits, exclu
     assert "pool2" in q.metadata[FLOAT_REASONS]
     assert pool.inputs[0].dtype == qc.DType.F32 and pool.outputs[0].dtype == qc.DType.F32
     assert pool.inputs[0].producer.op == qdq.DEQUANTIZE
+
+
+SPLIT = """
+graph split(%a: f32[N,4]) {
+  %w: f32[6,4] = const dense<[[0.5, -0.25, 1, 2], [1, 0.125, 3, 1], [0.001, -0.002, 1, 1],
+                              [1, 1, 1, 1], [2, 2, 2, 2], [-5, 1, 1, 1]]>
+  %y: f32[N,6] = Gemm(%a, %w) {transB = 1} @gemm
+  %p: f32[N,3], %r: f32[N,3] = Split(%y) {axis = 1, num_outputs = 2} @split
+  %o: f32[N,3] = Add(%p, %r) @add
+  return %o
+}
+"""
+
+
+def test_every_output_of_a_split_shares_its_input_parameters():
+    g = qc.parse(SPLIT)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    q = qc.quantize(g, [x], progress=False)
+    (split,) = q.find_nodes("Split")
+    assert split.inputs[0].type.quant is not None  # cancel-qdq moved it onto the integers
+    assert [v.type.quant for v in split.outputs] == [split.inputs[0].type.quant] * 2
+    assert not q.find_nodes("Requantize")
