@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import QuantConfig
-from .errors import ConfigError
+from .errors import CalibrationError, ConfigError
 from .graph import Graph
 from .pass_manager import PassManager
 
@@ -48,6 +48,11 @@ def quantize(graph: Graph, calib: Calib | None = None,
         from qcompiler.passes.dynamic import dynamic_pass
 
         return PassManager([dynamic_pass(config), "canonicalize"]).run(g).graph
+    if calib is None:
+        raise CalibrationError(f"static quantization of graph {graph.name!r} needs calibration "
+                               f"data (qc.quantize's calib, the CLI's --calib): batches of "
+                               f"inputs {', '.join(v.name for v in g.inputs)}, or use "
+                               f"QuantConfig(mode='dynamic') or mode='weight_only'")
     from .calibration import calibrate
 
     calibration = calibrate(g, calib, cache=config.cache, progress=progress)
