@@ -53,8 +53,10 @@ def quantize(graph: Graph, calib: Calib | None = None,
                                f"data (qc.quantize's calib, the CLI's --calib): batches of "
                                f"inputs {', '.join(v.name for v in g.inputs)}, or use "
                                f"QuantConfig(mode='dynamic') or mode='weight_only'")
-    from .calibration import calibrate
+    from .calibration import CalibrationData, calibrate
 
+    if config.bias_correction and not CalibrationData(g, calib).reiterable:
+        calib = list(calib)  # bias correction reads the data again; a generator reads once
     calibration = calibrate(g, calib, cache=config.cache, progress=progress)
     from qcompiler.passes.quantize import Quantize
 
