@@ -23,11 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from .config import QuantConfig
-from .errors import CalibrationError, ConfigError
+from .errors import CalibrationError, ConfigError, QuantizationError
 from .graph import Graph
 from .pass_manager import PassManager
 
 FLOAT_PIPELINE = "canonicalize,fold-bn,fuse"
+# Ops of a graph that is quantized already (a QDQ model): quantizing it again would stack a
+# second set of Q/DQ nodes on the first.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Requantize"})
 
 Calib = Iterable[Mapping[str, np.ndarray]] | Iterable[np.ndarray] | str | Path
 
@@ -39,6 +42,11 @@ def quantize(graph: Graph, calib: Calib | None = None,
     config = QuantConfig() if config is None else config
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"config must be a qc.QuantConfig, got {type(config).__name__}")
+    quantized = [n for n in graph.nodes if n.op in QUANTIZED_OPS]
+    if quantized:
+        raise QuantizationError(f"graph {graph.name!r} is already quantized: "
+                                f"{quantized[0].describe()}; a QDQ graph is simplified with "
+                                f"PassManager('canonicalize,cancel-qdq'), not quantized again")
     g = PassManager(FLOAT_PIPELINE).run(graph.copy()).graph
     config.check_overrides(g)  # the config's own errors, before any calibration work
     config.excluded(g)

@@ -400,3 +400,11 @@ def test_every_output_of_a_split_shares_its_input_parameters():
     assert split.inputs[0].type.quant is not None  # cancel-qdq moved it onto the integers
     assert [v.type.quant for v in split.outputs] == [split.inputs[0].type.quant] * 2
     assert not q.find_nodes("Requantize")
+
+
+def test_quantizing_an_already_quantized_graph_is_an_error(quantized):
+    """A QDQ graph (ours, or onnxruntime's quantize_static output) is simplified with
+    canonicalize,cancel-qdq, not quantized a second time on top of its Q/DQ nodes."""
+    with pytest.raises(QuantizationError, match="graph 'digits_convnet' is already quantized: "
+                                                "QuantizeLinear node 'image.q'"):
+        qc.quantize(quantized, [DATA["calib_x"][:32]], progress=False)
