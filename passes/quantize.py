@@ -63,11 +63,7 @@ class Quantize(Pass):
             from qcompiler.calibration import strip_observers
 
             strip_observers(graph)
-        excluded = self.config.excluded(graph)
-        self.skipped: dict[str, str] = {}  # node name -> why it stays float
-        chosen = [node for node in graph.nodes if self._quantizable(node, excluded)]
-        activations = _activations(chosen)
-        self.config.check_overrides(graph)
+        chosen, activations = self._plan(graph)
         by_name = self._activation_params(graph, chosen, activations)
         # keyed by value: inserting Q/DQ renames a graph output's float value
         params = {id(value): by_name[value.name] for value in activations}
@@ -90,6 +86,28 @@ class Quantize(Pass):
                            "float": len(self.skipped)}, notes)
 
     # -- choosing what to quantize -------------------------------------------------------------
+
+    def _plan(self, graph: Graph) -> tuple[list[Node], list[Value]]:
+        """The nodes to quantize and the activations they read or write; ``ConfigError`` for
+        an override of a tensor that is not one of those activations (it would be ignored)."""
+        excluded = self.config.excluded(graph)
+        self.skipped: dict[str, str] = {}  # node name -> why it stays float
+        chosen = [node for node in graph.nodes if self._quantizable(node, excluded)]
+        activations = _activations(chosen)
+        self.config.check_overrides(graph)
+        names = {v.name for v in activations}
+        unused = [name for name in self.config.overrides if name not in names]
+        if unused:
+            raise ConfigError(f"override(s) for {', '.join(map(repr, unused))} in graph "
+                              f"{graph.name!r}: not a quantized activation (a weight is "
+                              f"quantized from its own values; a tensor only float ops read "
+                              f"and write is not quantized); the quantized activations are "
+                              f"{', '.join(map(repr, sorted(names)))}")
+        return chosen, activations
+
+    def check(self, graph: Graph) -> None:
+        """The config's errors on ``graph`` (exclusions, overrides), before calibration."""
+        self._plan(graph)
 
     def _quantizable(self, node: Node, excluded: Mapping[Node, str]) -> bool:
         if node in excluded:

@@ -61,13 +61,14 @@ def quantize(graph: Graph, calib: Calib | None = None,
                                f"data (qc.quantize's calib, the CLI's --calib): batches of "
                                f"inputs {', '.join(v.name for v in g.inputs)}, or use "
                                f"QuantConfig(mode='dynamic') or mode='weight_only'")
+    from qcompiler.passes.quantize import Quantize
+
+    Quantize(config).check(g)  # an override that would be ignored, before calibration work
     from .calibration import CalibrationData, calibrate
 
     if config.bias_correction and not CalibrationData(g, calib).reiterable:
         calib = list(calib)  # bias correction reads the data again; a generator reads once
     calibration = calibrate(g, calib, cache=config.cache, progress=progress)
-    from qcompiler.passes.quantize import Quantize
-
     q = PassManager([Quantize(config, calibration)]).run(g.copy()).graph
     if config.bias_correction:
         from qcompiler.passes.bias_correct import BiasCorrect

@@ -408,3 +408,24 @@ def test_quantizing_an_already_quantized_graph_is_an_error(quantized):
     with pytest.raises(QuantizationError, match="graph 'digits_convnet' is already quantized: "
                                                 "QuantizeLinear node 'image.q'"):
         qc.quantize(quantized, [DATA["calib_x"][:32]], progress=False)
+
+
+SOFTMAX_TAIL = """
+graph tail(%x: f32[N,2]) {
+  %w: f32[3,2] = const dense<[[0.5, -0.25], [1.0, 0.125], [0.25, -0.5]]>
+  %y: f32[N,3] = Gemm(%x, %w) {transB = 1} @gemm
+  %p: f32[N,3] = Softmax(%y) {axis = 1} @softmax
+  %l: f32[N,3] = Log(%p) @log
+  return %l
+}
+"""
+
+
+@pytest.mark.parametrize("tensor", ["w", "p"])
+def test_an_override_of_a_tensor_that_is_not_a_quantized_activation_is_an_error(tensor):
+    """A weight is quantized from its own values, and a tensor only float ops read and write
+    is not quantized: an override of either would be ignored."""
+    g = qc.parse(SOFTMAX_TAIL)
+    x = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    with pytest.raises(ConfigError, match=f"override.*'{tensor}'.*not a quantized activation"):
+        qc.quantize(g, [x], qc.QuantConfig(overrides={tensor: (-1.0, 1.0)}), progress=False)
