@@ -103,6 +103,13 @@ class Quantize(Pass):
                               f"quantized from its own values; a tensor only float ops read "
                               f"and write is not quantized); the quantized activations are "
                               f"{', '.join(map(repr, sorted(names)))}")
+        per_axis = [name for name, value in self.config.overrides.items()
+                    if isinstance(value, QuantParams) and value.axis is not None]
+        if per_axis:
+            raise ConfigError(f"override of {per_axis[0]!r} in graph {graph.name!r}: "
+                              f"{self.config.overrides[per_axis[0]]} is per axis, but "
+                              f"activations are quantized per tensor (a weighted op's int32 "
+                              f"bias is at s_in * s_w, one input scale)")
         return chosen, activations
 
     def check(self, graph: Graph) -> None:
@@ -128,11 +135,12 @@ class Quantize(Pass):
     def _activation_params(self, graph: Graph, chosen: list[Node],
                            activations: list[Value]) -> dict[str, QuantParams]:
         """One parameter set per group of values that must share parameters."""
-        names = {v.name for v in activations}
+        names = [v.name for v in activations]  # graph order: errors name the first value
         groups = nx.utils.UnionFind(names)
+        known = set(names)
         for node in chosen:
             if node.op in DATA_MOVEMENT:  # every output (a Split has several) with every input
-                members = [v.name for v in node.outputs if v.name in names]
+                members = [v.name for v in node.outputs if v.name in known]
                 members += [_source(node.inputs[i]).name
                             for i in data_inputs(node.op, len(node.inputs))]
                 groups.union(*members)

@@ -429,3 +429,14 @@ def test_an_override_of_a_tensor_that_is_not_a_quantized_activation_is_an_error(
     x = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
     with pytest.raises(ConfigError, match=f"override.*'{tensor}'.*not a quantized activation"):
         qc.quantize(g, [x], qc.QuantConfig(overrides={tensor: (-1.0, 1.0)}), progress=False)
+
+
+def test_a_per_axis_override_of_an_activation_is_an_error():
+    """Activations are quantized per tensor: the int32 bias of the Gemm reading %x is at
+    s_in * s_w, which needs one input scale."""
+    g = qc.parse(SOFTMAX_TAIL)
+    x = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    params = qc.QuantParams((0.01, 0.02), (0, 0), qc.DType.I8, axis=1)
+    with pytest.raises(ConfigError, match="override of 'x' .* per axis, but activations are "
+                                          "quantized per tensor"):
+        qc.quantize(g, [x], qc.QuantConfig(overrides={"x": params}), progress=False)
