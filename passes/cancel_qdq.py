@@ -32,6 +32,9 @@ Exact rules (every output stays bit-identical; run together to a fixpoint):
 - ``propagate-dq-concat``: ``Concat(DQ(x1), DQ(x2), ...)`` with equal parameters everywhere is
   ``DQ(Concat(x1, x2, ...))`` (not along a per-axis axis).
 
+Neither propagation moves a DQ below an op the quantize pass left in float (the graph's
+``metadata[FLOAT_REASONS]``, e.g. excluded by the config): it must stay a float op.
+
 Changing rule (``islands=True``, the default; off, the pass is exact):
 
 - ``remove-island``: ``DQ(Q(x))`` where no integer op will ever read the quantized value is
@@ -56,7 +59,7 @@ from qcompiler.graph import Node, Value, merged_origins
 from qcompiler.ops.quant import dequantize_linear, quantize_linear
 from qcompiler.ops.window import conv_window
 from qcompiler.pass_manager import register_pass
-from qcompiler.quant_ops import ARITHMETIC, DATA_MOVEMENT, WEIGHTED
+from qcompiler.quant_ops import ARITHMETIC, DATA_MOVEMENT, FLOAT_REASONS, WEIGHTED
 from qcompiler.rewriter import ANY, Const, Match, Op, Opt, RewritePass, Rewriter, Rule, Var, short
 from qcompiler.types import DType, QuantParams, TensorType
 
@@ -315,8 +318,17 @@ def _only_padding(node: Node) -> str | None:
     return None
 
 
+def _kept_float(node: Node) -> str | None:
+    """Why ``node`` must stay a float op (the quantize pass recorded it), or None."""
+    reason = node.graph.metadata.get(FLOAT_REASONS, {}).get(node.name) if node.graph else None
+    return f"{short(node)} is left in float ({reason})" if reason else None
+
+
 def _op_problem(node: Node) -> str | None:
     """Why ``node`` does not commute with a DQ, or None."""
+    kept = _kept_float(node)
+    if kept:
+        return kept
     if any(v.uses or v.is_graph_output for v in node.outputs[1:]) and node.op != "Split":
         return f"{short(node)}: its output %{node.outputs[1].name} is read"
     if node.op == "MaxPool":
@@ -393,6 +405,9 @@ def _concat_dqs(node: Node) -> list[Node] | str:
 
 
 def _concat_check(m: Match) -> str | None:
+    kept = _kept_float(m.root)
+    if kept:
+        return kept
     dqs = _concat_dqs(m.root)
     if isinstance(dqs, str):
         return dqs

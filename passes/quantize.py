@@ -63,11 +63,7 @@ class Quantize(Pass):
             from qcompiler.calibration import strip_observers
 
             strip_observers(graph)
-        excluded = self.config.excluded(graph)
-        self.skipped: dict[str, str] = {}  # node name -> why it stays float
-        chosen = [node for node in graph.nodes if self._quantizable(node, excluded)]
-        activations = _activations(chosen)
-        self.config.check_overrides(graph)
+        chosen, activations = self._plan(graph)
         by_name = self._activation_params(graph, chosen, activations)
         # keyed by value: inserting Q/DQ renames a graph output's float value
         params = {id(value): by_name[value.name] for value in activations}
@@ -91,6 +87,35 @@ class Quantize(Pass):
 
     # -- choosing what to quantize -------------------------------------------------------------
 
+    def _plan(self, graph: Graph) -> tuple[list[Node], list[Value]]:
+        """The nodes to quantize and the activations they read or write; ``ConfigError`` for
+        an override of a tensor that is not one of those activations (it would be ignored)."""
+        excluded = self.config.excluded(graph)
+        self.skipped: dict[str, str] = {}  # node name -> why it stays float
+        chosen = [node for node in graph.nodes if self._quantizable(node, excluded)]
+        activations = _activations(chosen)
+        self.config.check_overrides(graph)
+        names = {v.name for v in activations}
+        unused = [name for name in self.config.overrides if name not in names]
+        if unused:
+            raise ConfigError(f"override(s) for {', '.join(map(repr, unused))} in graph "
+                              f"{graph.name!r}: not a quantized activation (a weight is "
+                              f"quantized from its own values; a tensor only float ops read "
+                              f"and write is not quantized); the quantized activations are "
+                              f"{', '.join(map(repr, sorted(names)))}")
+        per_axis = [name for name, value in self.config.overrides.items()
+                    if isinstance(value, QuantParams) and value.axis is not None]
+        if per_axis:
+            raise ConfigError(f"override of {per_axis[0]!r} in graph {graph.name!r}: "
+                              f"{self.config.overrides[per_axis[0]]} is per axis, but "
+                              f"activations are quantized per tensor (a weighted op's int32 "
+                              f"bias is at s_in * s_w, one input scale)")
+        return chosen, activations
+
+    def check(self, graph: Graph) -> None:
+        """The config's errors on ``graph`` (exclusions, overrides), before calibration."""
+        self._plan(graph)
+
     def _quantizable(self, node: Node, excluded: Mapping[Node, str]) -> bool:
         if node in excluded:
             self.skipped[node.name] = f"excluded by config: {excluded[node]}"
@@ -110,11 +135,15 @@ class Quantize(Pass):
     def _activation_params(self, graph: Graph, chosen: list[Node],
                            activations: list[Value]) -> dict[str, QuantParams]:
         """One parameter set per group of values that must share parameters."""
-        groups = nx.utils.UnionFind(v.name for v in activations)
+        names = [v.name for v in activations]  # graph order: errors name the first value
+        groups = nx.utils.UnionFind(names)
+        known = set(names)
         for node in chosen:
-            if node.op in DATA_MOVEMENT:
-                for i in data_inputs(node.op, len(node.inputs)):
-                    groups.union(node.outputs[0].name, _source(node.inputs[i]).name)
+            if node.op in DATA_MOVEMENT:  # every output (a Split has several) with every input
+                members = [v.name for v in node.outputs if v.name in known]
+                members += [_source(node.inputs[i]).name
+                            for i in data_inputs(node.op, len(node.inputs))]
+                groups.union(*members)
         params: dict[str, QuantParams] = {}
         for members in groups.to_sets():
             chosen_params = self._group_params(graph, sorted(members))

@@ -17,17 +17,20 @@ activations are quantized per run (dynamic) or stay float (weight-only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from .config import QuantConfig
-from .errors import ConfigError
+from .errors import CalibrationError, ConfigError, QuantizationError
 from .graph import Graph
 from .pass_manager import PassManager
 
 FLOAT_PIPELINE = "canonicalize,fold-bn,fuse"
+# Ops of a graph that is quantized already (a QDQ model): quantizing it again would stack a
+# second set of Q/DQ nodes on the first.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Requantize"})
 
 Calib = Iterable[Mapping[str, np.ndarray]] | Iterable[np.ndarray] | str | Path
 
@@ -39,6 +42,11 @@ def quantize(graph: Graph, calib: Calib | None = None,
     config = QuantConfig() if config is None else config
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"config must be a qc.QuantConfig, got {type(config).__name__}")
+    quantized = [n for n in graph.nodes if n.op in QUANTIZED_OPS]
+    if quantized:
+        raise QuantizationError(f"graph {graph.name!r} is already quantized: "
+                                f"{quantized[0].describe()}; a QDQ graph is simplified with "
+                                f"PassManager('canonicalize,cancel-qdq'), not quantized again")
     g = PassManager(FLOAT_PIPELINE).run(graph.copy()).graph
     config.check_overrides(g)  # the config's own errors, before any calibration work
     config.excluded(g)
@@ -48,21 +56,22 @@ def quantize(graph: Graph, calib: Calib | None = None,
         from qcompiler.passes.dynamic import dynamic_pass
 
         return PassManager([dynamic_pass(config), "canonicalize"]).run(g).graph
-    from .calibration import calibrate
-
-    if config.bias_correction and _one_pass(calib):
-        calib = list(calib)  # calibration and bias correction both read it
-    calibration = calibrate(g, calib, cache=config.cache, progress=progress)
+    if calib is None:
+        raise CalibrationError(f"static quantization of graph {graph.name!r} needs calibration "
+                               f"data (qc.quantize's calib, the CLI's --calib): batches of "
+                               f"inputs {', '.join(v.name for v in g.inputs)}, or use "
+                               f"QuantConfig(mode='dynamic') or mode='weight_only'")
     from qcompiler.passes.quantize import Quantize
 
+    Quantize(config).check(g)  # an override that would be ignored, before calibration work
+    from .calibration import CalibrationData, calibrate
+
+    if config.bias_correction and not CalibrationData(g, calib).reiterable:
+        calib = list(calib)  # bias correction reads the data again; a generator reads once
+    calibration = calibrate(g, calib, cache=config.cache, progress=progress)
     q = PassManager([Quantize(config, calibration)]).run(g.copy()).graph
     if config.bias_correction:
         from qcompiler.passes.bias_correct import BiasCorrect
 
         q = PassManager([BiasCorrect(g, calib)]).run(q).graph
     return PassManager("cancel-qdq,canonicalize").run(q).graph
-
-
-def _one_pass(calib: object) -> bool:
-    """Whether ``calib`` is an iterator (a generator...) that can be read only once."""
-    return isinstance(calib, Iterator)

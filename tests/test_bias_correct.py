@@ -223,6 +223,16 @@ def test_dwsep_per_tensor_accuracy_improves(dwsep):
     assert naive < 0.75 and corrected > 0.9 and both > 0.975, (naive, corrected, both)
 
 
+def test_qc_quantize_reads_a_generator_once_for_calibration_and_bias_correction():
+    """Calibration and bias correction both read the data: a generator must still work."""
+    g = qc.load_onnx(ROOT / "examples" / "digits_convnet.onnx")
+    calib = DIGITS["calib_x"][:64]
+    config = replace(PER_TENSOR, bias_correction=True)
+    from_list = qc.quantize(g, [calib[:32], calib[32:]], config, progress=False)
+    from_generator = qc.quantize(g, (calib[i:i + 32] for i in (0, 32)), config, progress=False)
+    assert from_generator == from_list
+
+
 # -- refusals -------------------------------------------------------------------------------------
 
 

@@ -274,3 +274,40 @@ def test_run_into_a_directory_is_one_line_and_writes_nothing(tmp_path, capsys, s
     one_line_error(capsys, code, f"cannot write {str(target)!r}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "digits.qcx", "in.npz"]
     assert list(target.iterdir()) == []
+
+
+def test_compile_with_calib_writes_a_quantized_executable(tmp_path, capsys):
+    calib = tmp_path / "calib.npz"
+    with np.load(Path(MODEL).with_name("digits.npz")) as data:
+        np.savez(calib, image=data["calib_x"][:64])
+    out = tmp_path / "q.qcx"
+    assert cli.main(["compile", MODEL, "-o", str(out), "--calib", str(calib)]) == 0
+    assert "compiled quantized" in capsys.readouterr().out
+    assert qc.load(out).graph.find_nodes("QuantizeLinear")
+
+
+@pytest.mark.parametrize("config, calib, message", [
+    ('{"calibraton": "minmax"}', "calib", "c.json': unknown config key(s) 'calibraton' (did "
+                                          "you mean 'calibration'?)"),
+    ('{"exclude_layers": ["conv9"]}', "calib", "ConfigError: exclusion(s) matching nothing in "
+                                               "graph 'digits_convnet': layer 'conv9'"),
+    ('{"per_channel": false}', None, "CalibrationError: static quantization of graph "
+                                     "'digits_convnet' needs calibration data"),
+    (None, "nan", "CalibrationError: calibration input 'image' holds NaN in sample 3"),
+    (None, "missing", "CalibrationError: cannot read inputs from"),
+])
+def test_quantizing_compile_errors_are_one_line_and_write_nothing(tmp_path, capsys, config,
+                                                                   calib, message):
+    with np.load(Path(MODEL).with_name("digits.npz")) as data:
+        x = data["calib_x"][:8].copy()
+    x[3, 0, 2, 2] = np.nan if calib == "nan" else x[3, 0, 2, 2]
+    np.savez(tmp_path / f"{calib}.npz", image=x)
+    argv = ["compile", MODEL, "-o", str(tmp_path / "q.qcx")]
+    if config is not None:
+        (tmp_path / "c.json").write_text(config)
+        argv += ["--config", str(tmp_path / "c.json")]
+    if calib is not None:
+        argv += ["--calib", str(tmp_path / f"{calib}.npz") if calib != "missing"
+                 else str(tmp_path / "none.npz")]
+    one_line_error(capsys, cli.main(argv), message)
+    assert not (tmp_path / "q.qcx").exists()
