@@ -6,16 +6,18 @@
     out = exe.run({"image": x})
 
     g = qc.PassManager("canonicalize,fold-bn,fuse").run(g).graph   # or qc.optimize(g)
+    qc.export_onnx(g, "model.qdq.onnx")                             # ONNX onnxruntime runs
 """
 
 from __future__ import annotations
 
-from .api import compile, from_onnx, load, load_onnx, optimize, parse
+from .api import compile, export_onnx, from_onnx, load, load_onnx, optimize, parse
 from .errors import (
     BackendError,
     CalibrationError,
     ConfigError,
     ExecutionError,
+    ExportError,
     InputDTypeError,
     InputError,
     InputFileError,
@@ -53,11 +55,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendError", "CalibrationError", "ConfigError", "DType", "Executable", "ExecutionError",
+    "ExportError",
     "Graph", "IRError", "InputDTypeError", "InputError", "InputFileError", "InputShapeError",
     "MissingInputError", "ModelLoadError", "Node", "ParseError", "Pass", "PassError",
     "PassManager", "PassResult", "PipelineError", "QCompilerError", "QuantParams",
     "QuantizationError", "RewriteError", "SaveError", "ShapeInferenceError", "TensorType",
     "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
-    "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
+    "available_passes", "compile", "export_onnx", "from_onnx", "get_pass", "load", "load_onnx",
+    "optimize",
     "parse", "register_pass", "Interpreter", "STOP",
 ]

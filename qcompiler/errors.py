@@ -133,3 +133,12 @@ class CalibrationError(QCompilerError):
 
 class QuantizationError(QCompilerError):
     """A graph cannot be quantized as asked: names the node, the tensor and the user's layer."""
+
+
+class ExportError(SaveError):
+    """A graph cannot be written as ONNX: ``unsupported`` maps each op ONNX has no spelling for
+    to the nodes that use it. Nothing is written."""
+
+    def __init__(self, message: str, unsupported: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.unsupported = dict(unsupported or {})

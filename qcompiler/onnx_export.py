@@ -1,0 +1,252 @@
+"""Export a graph to ONNX (opset 21): float graphs and QDQ graphs, which onnxruntime runs.
+
+The IR spells every op as ONNX opset 21 does, so most nodes are written as they are, their
+values keeping their names (constants become initializers). What ONNX does not have is
+spelled with standard ops:
+
+- fused forms (qcompiler extensions, see ``qcompiler/ops/activation.py``): a Conv with a
+  residual ``Z`` and an ``activation`` becomes ``Conv``, ``Add(., Z)`` and the activation op; a
+  MatMul with a ``bias`` becomes ``MatMul`` and ``Add(., bias)``. Each is bit-exact with the
+  fused node on float32 (the fused kernels add and activate in that order).
+- ``Observe`` nodes (calibration's identities) are dropped: their readers read the observed
+  value (an ``Identity`` keeps the name when the observed value is a graph output).
+
+Any other op ONNX lacks is refused with an ``ExportError`` listing every such node. Symbolic
+dimensions become ``dim_param``s (an unknown ``?`` dimension is left without one). Each node
+keeps its name (a node split from a fused one is ``<name>/<role>``) and records the user's
+layers it computes (``Node.origins``) in its ``doc_string`` and in its metadata under
+``qcompiler.origins`` (a JSON list). The file is written to a temporary file beside the target
+and renamed into place, so a failed export leaves no partial file.
+
+Opset 21 needs onnxruntime 1.20 or later (1.18 reads opset 21 graphs but lacks some kernels at
+that version); per-axis Q/DQ needs opset 13, which 21 covers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import defs, helper, numpy_helper
+
+from . import __version__, ops
+from .errors import ExportError, SaveError
+from .graph import Graph, Node, Value
+from .ops.activation import ACTIVATIONS
+from .ops.dtypes import TO_ONNX
+from .types import TensorType
+
+EXPORT_OPSET = 21
+IR_VERSION = 10  # the IR version of opset 21
+OBSERVE = "Observe"
+ORIGINS_KEY = "qcompiler.origins"
+FUSED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+_ATTR_TYPES = {
+    "int": onnx.AttributeProto.INT, "float": onnx.AttributeProto.FLOAT,
+    "string": onnx.AttributeProto.STRING, "ints": onnx.AttributeProto.INTS,
+    "floats": onnx.AttributeProto.FLOATS, "tensor": onnx.AttributeProto.TENSOR,
+}
+
+
+def export_onnx(graph: Graph, path: str | Path) -> None:
+    """Write ``graph`` to ``path`` as an ONNX model (see the module docstring); ``SaveError``
+    when the file cannot be written, ``ExportError`` when the graph has no ONNX spelling."""
+    model = to_onnx(graph)
+    write_model(model, Path(path))
+
+
+def to_onnx(graph: Graph) -> onnx.ModelProto:
+    """The ONNX model of ``graph``, checked by ``onnx.checker``."""
+    refused = {}
+    for node in graph.nodes:
+        if node.op != OBSERVE and not _is_onnx_op(node.op):
+            refused.setdefault(node.op, []).append(node)
+    if refused:
+        lines = [f"  {op}: " + ", ".join(n.describe() for n in nodes)
+                 for op, nodes in refused.items()]
+        raise ExportError("cannot export to ONNX: these ops have no ONNX spelling (lower or "
+                          "remove them first):\n" + "\n".join(lines),
+                          {op: [n.name for n in nodes] for op, nodes in refused.items()})
+    writer = _Writer(graph)
+    for node in graph.nodes:
+        writer.node(node)
+    onnx_graph = helper.make_graph(
+        writer.nodes, graph.name,
+        [_value_info(v.name, v.type) for v in graph.inputs],
+        [_value_info(v.name, v.type) for v in graph.outputs],
+        initializer=writer.initializers)
+    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", EXPORT_OPSET)],
+                              producer_name="qcompiler", producer_version=__version__)
+    model.ir_version = IR_VERSION
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported model of graph {graph.name!r} does not pass "
+                          f"onnx.checker: {exc}") from None
+    return model
+
+
+def write_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` to a temporary file beside ``path`` and rename it into place."""
+    if path.is_dir():
+        raise SaveError(f"cannot export to {str(path)!r}: it is a directory (an ONNX model is "
+                        f"one file, e.g. model.onnx)")
+    try:
+        blob = model.SerializeToString()
+    except ValueError as exc:  # protobuf refuses messages over 2 GiB
+        raise SaveError(f"cannot export to {str(path)!r}: {exc}; nothing was written") from None
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            file.write(blob)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as exc:
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise SaveError(f"cannot export to {str(path)!r}: {exc.strerror or exc}; nothing "
+                            f"was written") from exc
+        raise
+
+
+def _is_onnx_op(op: str) -> bool:
+    try:
+        defs.get_schema(op, EXPORT_OPSET, "")
+    except defs.SchemaError:
+        return False
+    return True
+
+
+def _value_info(name: str, type: TensorType) -> onnx.ValueInfoProto:
+    dims = [None if d == "?" else d for d in type.shape]
+    return helper.make_tensor_value_info(name, TO_ONNX[type.dtype.value], dims)
+
+
+class _Writer:
+    """Collects the ONNX nodes and initializers of one graph."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers = [numpy_helper.from_array(v.data, v.name)
+                             for v in graph.constants.values()]
+        self.taken = {v.name for v in graph.values()}
+        self.alias: dict[str, str] = {}  # an Observe output -> the value it observes
+
+    def name_of(self, value: Value | None) -> str:
+        return "" if value is None else self.alias.get(value.name, value.name)
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
+
+    def constant(self, array: np.ndarray, base: str) -> str:
+        name = self.fresh(base)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def emit(self, node: Node, op: str, inputs: list[str], outputs: list[str], attrs: dict,
+             role: str | None = None) -> None:
+        proto = helper.make_node(op, inputs, outputs,
+                                 name=node.name if role is None else f"{node.name}/{role}")
+        proto.attribute.extend(_attributes(node, op, attrs))
+        proto.doc_string = f"qcompiler layers: {', '.join(node.origins)}"
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = ORIGINS_KEY, json.dumps(list(node.origins))
+        self.nodes.append(proto)
+
+    def node(self, node: Node) -> None:
+        if node.op == OBSERVE:
+            self.observe(node)
+            return
+        inputs = [self.name_of(v) for v in node.inputs]
+        outputs = [v.name for v in node.outputs]
+        attrs = dict(node.attrs)
+        if node.op not in FUSED_OPS or not _fused(node):
+            self.emit(node, node.op, _trimmed(inputs), outputs, attrs)
+            return
+        self.unfuse(node, inputs, outputs[0], attrs)
+
+    def observe(self, node: Node) -> None:
+        observed, out = node.inputs[0], node.outputs[0]
+        if out.is_graph_output:
+            self.emit(node, "Identity", [self.name_of(observed)], [out.name], {})
+        else:
+            self.alias[out.name] = self.name_of(observed)
+
+    def unfuse(self, node: Node, inputs: list[str], out: str, attrs: dict) -> None:
+        """A fused Conv/ConvTranspose/Gemm/MatMul as the op, then the Add of Conv's residual
+        or MatMul's bias, then the activation: the order the fused kernel applies them in."""
+        activation = attrs.pop("activation", "")
+        params = tuple(attrs.pop("activation_params", ()))
+        tail = []  # (op, role, operands after the running value, attributes)
+        extra_at = {"Conv": 3, "MatMul": 2}.get(node.op)
+        if extra_at is not None and len(inputs) > extra_at and inputs[extra_at]:
+            role = "residual" if node.op == "Conv" else "bias"
+            tail.append(("Add", role, [inputs.pop(extra_at)], {}))
+        if activation:
+            tail.append(self.activation(node, activation, params))
+        current = self.fresh(f"{out}/{node.op.lower()}") if tail else out
+        self.emit(node, node.op, _trimmed(inputs), [current], attrs)
+        for k, (op, role, operands, step_attrs) in enumerate(tail):
+            result = out if k == len(tail) - 1 else self.fresh(f"{out}/{role}")
+            self.emit(node, op, [current, *operands], [result], step_attrs, role=role)
+            current = result
+
+    def activation(self, node: Node, name: str, params: tuple) -> tuple[str, str, list, dict]:
+        """The standalone op of a fused activation: Clip's bounds become constants of the
+        output's dtype, the other ops' params their float attributes."""
+        if name == "Clip":
+            dtype = node.outputs[0].dtype.np
+            bounds = [self.constant(np.array(p, dtype), f"{node.name}/clip.{which}")
+                      for p, which in zip(params, ("min", "max"), strict=True)]
+            return "Clip", "clip", bounds, {}
+        attrs = dict(zip(ACTIVATIONS[name], (float(p) for p in params), strict=True))
+        return name, name.lower(), [], attrs
+
+
+def _fused(node: Node) -> bool:
+    """Whether ``node`` uses a qcompiler extension (an activation, Conv's Z, MatMul's bias)."""
+    extensions = node.opdef.extensions
+    if node.attrs.get("activation"):
+        return True
+    names = node.opdef.input_names
+    return any(v is not None and names[k] in extensions for k, v in enumerate(node.inputs))
+
+
+def _trimmed(inputs: list[str]) -> list[str]:
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    return inputs
+
+
+def _attributes(node: Node, op: str, attrs: dict) -> list[onnx.AttributeProto]:
+    """The ONNX attributes of ``attrs`` (of op ``op``, typed by its declaration); unset ones
+    (None) and the fused-form extensions are left out."""
+    opdef = ops.get(op)
+    out = []
+    for key, value in attrs.items():
+        if value is None or key in opdef.extensions:
+            continue
+        kind = opdef.attr_kinds.get(key)
+        if kind == "tensor":
+            out.append(helper.make_attribute(key, numpy_helper.from_array(np.asarray(value))))
+        elif kind in ("ints", "floats"):
+            out.append(helper.make_attribute(key, list(value), attr_type=_ATTR_TYPES[kind]))
+        elif kind in _ATTR_TYPES:
+            out.append(helper.make_attribute(key, value, attr_type=_ATTR_TYPES[kind]))
+        else:
+            raise ExportError(f"{node.describe()}: attribute {key!r} = {value!r} has no known "
+                              f"ONNX type")
+    return out
+

@@ -1,0 +1,267 @@
+"""``qc.export_onnx``: float and QDQ graphs written as ONNX that onnxruntime runs.
+
+Float models (the zoo, the digits model, as imported and after the float passes) agree with the
+numpy backend within float tolerance; fused forms are written with standard ops and read back
+bit-exact; QDQ graphs agree with our simulation of them within one quantization step at the
+output; imported graphs survive the round trip unchanged; the file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import test_qdq_import as qdq_models
+import zoo
+from test_exported_models import _batch_feeds
+
+import qcompiler as qc
+from qcompiler import ops, qdq
+from qcompiler.demo import ort_session
+from qcompiler.onnx_export import EXPORT_OPSET, ORIGINS_KEY, to_onnx
+from qcompiler.types import TensorType
+
+EXAMPLES = resources.files("qcompiler.examples")
+# Largest |ours - onnxruntime| allowed, relative to max|onnxruntime| of the output: measured
+# worst over these models, imported and fused, onnxruntime with and without its graph
+# rewrites: 5.6e-7 (float32 summation order). A wrong or missing op is far above it.
+PEAK_TOL = 2e-6
+
+ZOO = ["resnet_bottleneck", "mobilenetv2_block", "mobilenetv3_block", "inception_block",
+       "reshape_shape_subgraph", "resnet_style", "tf2onnx_style", "paddle2onnx_style"]
+
+
+def _model(name: str) -> onnx.ModelProto:
+    if name == "digits":
+        return onnx.load(str(EXAMPLES / "digits_convnet.onnx"))
+    return getattr(zoo, name)(batch="N") if name != "resnet_style" else zoo.resnet_style()
+
+
+def _exported(graph: qc.Graph, tmp_path: Path, name: str = "model.onnx") -> Path:
+    path = tmp_path / name
+    qc.export_onnx(graph, path)
+    return path
+
+
+def _peak_error(ours: dict[str, np.ndarray], theirs: list[np.ndarray],
+                graph: qc.Graph) -> float:
+    return max(float(np.abs(ref - ours[v.name]).max() / max(np.abs(ref).max(), 1e-30))
+               for v, ref in zip(graph.outputs, theirs, strict=True))
+
+
+@pytest.mark.parametrize("name", [*ZOO, "digits"])
+def test_float_models_run_in_onnxruntime_as_in_the_numpy_backend(name: str,
+                                                                  tmp_path: Path) -> None:
+    imported = qc.from_onnx(_model(name))
+    for kind, graph in (("imported", imported), ("fused", qc.optimize(imported))):
+        path = _exported(graph, tmp_path, f"{kind}.onnx")
+        feeds = _batch_feeds(onnx.load(str(path)), 2, seed=0)
+        ours = qc.compile(graph).run(feeds)
+        for rewrites in (False, True):
+            theirs = ort_session(path, optimize=rewrites).run(None, feeds)
+            error = _peak_error(ours, theirs, graph)
+            assert error <= PEAK_TOL, (name, kind, rewrites, error)
+
+
+@pytest.mark.parametrize("name", [*ZOO, "digits"])
+def test_an_imported_graph_survives_the_round_trip_unchanged(name: str, tmp_path: Path) -> None:
+    graph = qc.from_onnx(_model(name))
+    assert qc.load_onnx(_exported(graph, tmp_path)) == graph
+
+
+@pytest.mark.parametrize("name", [*ZOO, "digits"])
+def test_a_fused_graph_reads_back_bit_exact_and_fuses_again(name: str, tmp_path: Path) -> None:
+    fused = qc.optimize(qc.from_onnx(_model(name)))
+    back = qc.load_onnx(_exported(fused, tmp_path))
+    feeds = _batch_feeds(onnx.load(str(tmp_path / "model.onnx")), 2, seed=1)
+    ours, again = qc.compile(fused).run(feeds), qc.compile(back).run(feeds)
+    for value in fused.outputs:
+        np.testing.assert_array_equal(again[value.name], ours[value.name])
+    assert qc.optimize(back).op_counts() == fused.op_counts()
+
+
+def _const(g: qc.Graph, rng: np.random.Generator, shape: tuple[int, ...], name: str):
+    return g.add_constant(rng.normal(0, 0.5, shape).astype(np.float32), name)
+
+
+def fused_forms() -> qc.Graph:
+    """Every fused form: Conv with an activation, with Z and an activation, with Z alone;
+    ConvTranspose, Gemm and MatMul (with its bias) with activations; MatMul with a bias alone.
+    Each fused node stands for several user layers (its origins)."""
+    rng = np.random.default_rng(0)
+    g = qc.Graph("fused_forms")
+    x = g.add_input("x", TensorType("f32", ("N", 3, 6, 6)))
+    same = {"kernel_shape": (3, 3), "pads": (1, 1, 1, 1)}
+
+    def add(op, inputs, attrs, name):
+        layers = (name, f"{name}_bn", f"{name}_act")
+        return g.add_node(op, inputs, attrs, name=name, origins=layers).outputs[0]
+
+    y = add("Conv", [x, _const(g, rng, (4, 3, 3, 3), "w1"), _const(g, rng, (4,), "b1")],
+            {**same, "activation": "Relu"}, "conv_relu")
+    y = add("Conv", [y, _const(g, rng, (4, 4, 3, 3), "w2"), _const(g, rng, (4,), "b2"), y],
+            {**same, "activation": "Clip", "activation_params": (0.0, 6.0)}, "conv_res_relu6")
+    y = add("Conv", [y, _const(g, rng, (4, 4, 3, 3), "w3"), None, y], same, "conv_res")
+    y = add("ConvTranspose", [y, _const(g, rng, (4, 2, 1, 1), "wt"),
+                              _const(g, rng, (2,), "bt")],
+            {"activation": "HardSigmoid", "activation_params": (0.2, 0.5)}, "deconv_hsig")
+    y = g.add_node("Flatten", [y], {"axis": 1}, name="flatten").outputs[0]
+    y = add("Gemm", [y, _const(g, rng, (16, 72), "wg"), _const(g, rng, (16,), "bg")],
+            {"transB": 1, "activation": "LeakyRelu", "activation_params": (0.1,)}, "gemm_leaky")
+    y = add("MatMul", [y, _const(g, rng, (16, 8), "wm"), _const(g, rng, (8,), "bm")],
+            {"activation": "HardSwish"}, "matmul_hswish")
+    y = add("MatMul", [y, _const(g, rng, (8, 5), "wo"), _const(g, rng, (5,), "bo")], {},
+            "matmul_bias")
+    g.set_outputs([y])
+    g.verify()
+    return g
+
+
+def test_fused_forms_are_written_with_standard_ops(tmp_path: Path) -> None:
+    g = fused_forms()
+    path = _exported(g, tmp_path)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    written = [(n.name, n.op_type) for n in model.graph.node]
+    assert written == [
+        ("conv_relu", "Conv"), ("conv_relu/relu", "Relu"),
+        ("conv_res_relu6", "Conv"), ("conv_res_relu6/residual", "Add"),
+        ("conv_res_relu6/clip", "Clip"),
+        ("conv_res", "Conv"), ("conv_res/residual", "Add"),
+        ("deconv_hsig", "ConvTranspose"), ("deconv_hsig/hardsigmoid", "HardSigmoid"),
+        ("flatten", "Flatten"),
+        ("gemm_leaky", "Gemm"), ("gemm_leaky/leakyrelu", "LeakyRelu"),
+        ("matmul_hswish", "MatMul"), ("matmul_hswish/bias", "Add"),
+        ("matmul_hswish/hardswish", "HardSwish"),
+        ("matmul_bias", "MatMul"), ("matmul_bias/bias", "Add"),
+    ]
+    attrs = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+             for n in model.graph.node}
+    assert attrs["gemm_leaky/leakyrelu"] == {"alpha": pytest.approx(0.1)}
+    assert attrs["deconv_hsig/hardsigmoid"] == {"alpha": pytest.approx(0.2),
+                                                "beta": pytest.approx(0.5)}
+    x = np.random.default_rng(1).normal(0, 2, (3, 3, 6, 6)).astype(np.float32)
+    ours = qc.compile(g).run({"x": x})
+    for rewrites in (False, True):
+        theirs = ort_session(path, optimize=rewrites).run(None, {"x": x})
+        assert _peak_error(ours, theirs, g) <= PEAK_TOL
+    back = qc.load_onnx(path)
+    np.testing.assert_array_equal(qc.compile(back).run({"x": x})["matmul_bias"],
+                                  ours["matmul_bias"])
+    assert qc.optimize(back).op_counts() == g.op_counts()
+
+
+def test_every_node_records_the_user_layers_it_computes() -> None:
+    model = to_onnx(fused_forms())
+    for node in model.graph.node:
+        layer = node.name.split("/")[0]
+        expected = [layer] if layer == "flatten" else [layer, f"{layer}_bn", f"{layer}_act"]
+        meta = {p.key: p.value for p in node.metadata_props}
+        assert json.loads(meta[ORIGINS_KEY]) == expected, node.name
+        assert node.doc_string == f"qcompiler layers: {', '.join(expected)}"
+    assert model.opset_import[0].version == EXPORT_OPSET == 21
+    assert model.producer_name == "qcompiler"
+
+
+def test_symbolic_dims_become_dim_params_and_unknown_ones_stay_unknown() -> None:
+    g = qc.Graph("dims")
+    x = g.add_input("x", TensorType("f32", ("batch", "?", 4)))
+    g.set_outputs([g.add_node("Relu", [x], name="relu").outputs[0]])
+    model = to_onnx(g)
+    for info in (model.graph.input[0], model.graph.output[0]):
+        dims = info.type.tensor_type.shape.dim
+        assert dims[0].dim_param == "batch"
+        assert not dims[1].HasField("dim_param") and not dims[1].HasField("dim_value")
+        assert dims[2].dim_value == 4
+    out = ort_session(model).run(None, {"x": np.full((2, 3, 4), -1, np.float32)})[0]
+    np.testing.assert_array_equal(out, np.zeros((2, 3, 4), np.float32))
+
+
+@pytest.fixture
+def foreign_op():
+    """A registered op ONNX has no spelling for (removed again after the test)."""
+
+    @ops.op("NotInOnnx", ["x"], ["y"], infer=lambda ctx: [ops.Out(ctx.dtype(0), ctx.shape(0))])
+    def not_in_onnx(x):
+        return x
+
+    yield "NotInOnnx"
+    del ops.OPS["NotInOnnx"]
+
+
+def test_an_op_onnx_lacks_is_refused_and_nothing_is_written(foreign_op: str,
+                                                            tmp_path: Path) -> None:
+    g = qc.Graph("foreign")
+    x = g.add_input("x", TensorType("f32", (2,)))
+    node = g.add_node(foreign_op, [x], name="custom", origins=("user_layer",))
+    g.set_outputs([node.outputs[0]])
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"earlier export")
+    with pytest.raises(qc.ExportError, match="NotInOnnx") as info:
+        qc.export_onnx(g, target)
+    assert "custom" in str(info.value) and "user_layer" in str(info.value)
+    assert info.value.unsupported == {"NotInOnnx": ["custom"]}
+    assert isinstance(info.value, qc.SaveError)
+    assert target.read_bytes() == b"earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_a_directory_or_a_missing_folder_is_a_save_error(tmp_path: Path) -> None:
+    g = qc.from_onnx(_model("digits"))
+    with pytest.raises(qc.SaveError, match="directory"):
+        qc.export_onnx(g, tmp_path)
+    with pytest.raises(qc.SaveError, match="nothing was written"):
+        qc.export_onnx(g, tmp_path / "missing" / "model.onnx")
+    with pytest.raises(qc.ExportError, match="qc.Graph"):
+        qc.export_onnx(_model("digits"), tmp_path / "model.onnx")  # type: ignore[arg-type]
+    with pytest.raises(qc.SaveError, match="file path"):
+        qc.export_onnx(g, 3)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_leaves_the_earlier_file_and_no_temporary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"earlier export")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(qc.SaveError, match="No space left"):
+        qc.export_onnx(qc.from_onnx(_model("digits")), target)
+    assert target.read_bytes() == b"earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+# -- QDQ graphs -----------------------------------------------------------------------------------
+
+
+def _steps_apart(ours: np.ndarray, theirs: np.ndarray, step: float) -> np.ndarray:
+    return np.abs(ours.astype(np.float64) - theirs) / step
+
+
+@pytest.mark.parametrize("scheme", qdq_models.SCHEMES, ids=qdq_models._scheme_id)
+def test_an_imported_qdq_graph_exports_and_runs_as_we_simulate_it(
+        scheme: tuple[bool, str], tmp_path: Path) -> None:
+    """onnxruntime's quantize_static model, imported then exported: onnxruntime runs it as
+    written and with its QDQ rewrites (exact integer kernels) within one output step of the
+    numpy simulation; it is the same graph when read back."""
+    g = qc.from_onnx(qdq_models.quantized_digits(*scheme))
+    path = _exported(g, tmp_path)
+    assert qc.load_onnx(path) == g
+    model = onnx.load(str(path))
+    x = qdq_models.DATA["test_x"]
+    ours = qc.compile(g).run({"image": x})["logits"]
+    step = qdq.params_of(g.outputs[0].producer).scale[0]
+    for who, session in (("as written", ort_session(model, optimize=False)),
+                         ("rewritten", qdq_models.precise_session(model))):
+        apart = _steps_apart(ours, session.run(None, {"image": x})[0], step)
+        print(f"\n{qdq_models._scheme_id(scheme)}, onnxruntime {who}: outputs differing "
+              f"{float((apart > 0).mean()):.4%}, max {apart.max():.2f} steps")
+        assert apart.max() <= 1 + 1e-4
