@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import difflib
 
-from . import einsum, elementwise, grid_sample, logic, nn, quant, reduce, tensor  # noqa: F401
+from . import (  # noqa: F401
+    einsum,
+    elementwise,
+    grid_sample,
+    logic,
+    nn,
+    quant,
+    quant_dynamic,
+    reduce,
+    tensor,
+)
 from ._schema import OPS, REQUIRED, Ctx, InferError, OpDef, Out, op
 from .activation import ACTIVATIONS, apply_activation
 
