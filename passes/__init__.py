@@ -3,6 +3,7 @@
     canonicalize   constant folding, Identity/Dropout removal, CSE, dead-code elimination
     fold-bn        BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
     fuse           bias adds, activations (also their decomposed forms), residual adds
+    quantize-dynamic  int8 weights; Gemm/MatMul activations quantized at run time (or weight-only)
 """
 
-from . import canonicalize, fold_bn, fuse  # noqa: F401  (registers the passes)
+from . import canonicalize, dynamic, fold_bn, fuse  # noqa: F401  (registers the passes)
