@@ -10,6 +10,8 @@ spelled with standard ops:
   fused node on float32 (the fused kernels add and activate in that order).
 - ``Observe`` nodes (calibration's identities) are dropped: their readers read the observed
   value (an ``Identity`` keeps the name when the observed value is a graph output).
+- the scale and zero point of a weight's DequantizeLinear get initializers of their own when
+  other nodes share them, as onnxruntime's weight rewrites need (see ``own_parameter``).
 
 Any other op ONNX lacks is refused with an ``ExportError`` listing every such node. Symbolic
 dimensions become ``dim_param``s (an unknown ``?`` dimension is left without one). Each node
@@ -38,6 +40,7 @@ from .errors import ExportError, SaveError
 from .graph import Graph, Node, Value
 from .ops.activation import ACTIVATIONS
 from .ops.dtypes import TO_ONNX
+from .qdq import DEQUANTIZE
 from .types import TensorType
 
 EXPORT_OPSET = 21
@@ -170,12 +173,24 @@ class _Writer:
             self.observe(node)
             return
         inputs = [self.name_of(v) for v in node.inputs]
+        if node.op == DEQUANTIZE and node.inputs[0].is_constant:
+            inputs[1:] = [self.own_parameter(v) for v in node.inputs[1:]]
         outputs = [v.name for v in node.outputs]
         attrs = dict(node.attrs)
         if node.op not in FUSED_OPS or not _fused(node):
             self.emit(node, node.op, _trimmed(inputs), outputs, attrs)
             return
         self.unfuse(node, inputs, outputs[0], attrs)
+
+    def own_parameter(self, value: Value | None) -> str:
+        """The name of a weight DQ's scale or zero point, copied into an initializer of its own
+        when other nodes read it too: onnxruntime rewrites each weight's parameters in place
+        (its s8 -> u8 weight conversion under ``session.x64quantprecision``) and fails on an
+        initializer two weights share (what common-subexpression elimination makes of equal
+        zero points)."""
+        if value is None or not value.is_constant or len(value.users) < 2:
+            return self.name_of(value)
+        return self.constant(value.data, value.name)
 
     def observe(self, node: Node) -> None:
         observed, out = node.inputs[0], node.outputs[0]

@@ -21,9 +21,10 @@ import zoo
 from test_exported_models import _batch_feeds
 
 import qcompiler as qc
-from qcompiler import ops, qdq
+from qcompiler import ops, qdq, quant_math
 from qcompiler.demo import ort_session
 from qcompiler.onnx_export import EXPORT_OPSET, ORIGINS_KEY, to_onnx
+from qcompiler.quant_ops import WEIGHTED, weight_axis
 from qcompiler.types import TensorType
 
 EXAMPLES = resources.files("qcompiler.examples")
@@ -265,3 +266,68 @@ def test_an_imported_qdq_graph_exports_and_runs_as_we_simulate_it(
         print(f"\n{qdq_models._scheme_id(scheme)}, onnxruntime {who}: outputs differing "
               f"{float((apart > 0).mean()):.4%}, max {apart.max():.2f} steps")
         assert apart.max() <= 1 + 1e-4
+
+
+def _calibrated_ranges(g: qc.Graph, x: np.ndarray) -> dict[str, tuple[float, float]]:
+    ranges = {g.inputs[0].name: (float(x.min()), float(x.max()))}
+
+    def record(interp: qc.Interpreter, node: qc.Node, outputs: list[np.ndarray]) -> None:
+        for value, array in zip(node.outputs, outputs):
+            ranges[value.name] = (float(array.min()), float(array.max()))
+
+    qc.Interpreter(g, after=record).run({g.inputs[0].name: x})
+    return ranges
+
+
+def qdq_digits(per_channel: bool, activations: str) -> qc.Graph:
+    """The fused digits model in QDQ form, built with qcompiler.qdq and quant_math: Q/DQ on
+    every Conv/Gemm input and output (min/max over the calibration images), int8 symmetric
+    weights and int32 biases at ``s_in * s_w`` read through DQ."""
+    g = qc.optimize(qc.load_onnx(qdq_models.MODEL))
+    ranges = _calibrated_ranges(g, qdq_models.DATA["calib_x"])
+    weighted = [n for n in g.nodes if n.op in WEIGHTED]
+    activations_of = {v.name: v for n in weighted for v in (n.inputs[0], n.outputs[0])}
+    for value in activations_of.values():
+        qdq.insert_qdq(g, value, quant_math.params_from_range(*ranges[value.name],
+                                                              dtype=activations))
+    for node in weighted:
+        w, b = node.inputs[1], node.inputs[2]
+        _, w_params = quant_math.quantize_weight(w.data, axis=weight_axis(node.op, node.attrs),
+                                                 per_channel=per_channel)
+        s_in = qdq.params_of(node.inputs[0].producer).scale[0]
+        q_b, b_params, w_params = quant_math.quantize_bias(b.data, s_in, w_params)
+        for position, data, params in ((1, quant_math.quantize(w.data, w_params), w_params),
+                                       (2, q_b, b_params)):
+            name = f"{node.inputs[position].name}.quantized"
+            constant = qdq.add_quantized_constant(g, data, params, name)
+            node.set_input(position, qdq.add_dequantize(g, constant, before=node))
+    g = qc.PassManager("canonicalize").run(g).graph
+    assert qdq.problems(g) == []
+    return g
+
+
+@pytest.mark.parametrize("scheme", qdq_models.SCHEMES, ids=qdq_models._scheme_id)
+def test_a_qdq_graph_we_build_runs_in_onnxruntime_within_one_output_step(
+        scheme: tuple[bool, str], tmp_path: Path) -> None:
+    """Our QDQ digits model exported: onnxruntime as written, and with its QDQ rewrites on
+    exact integer kernels, within one step of the output's quantization of the numpy
+    simulation (mismatch rate printed; onnxruntime's default AVX2 session printed too)."""
+    g = qdq_digits(*scheme)
+    path = _exported(g, tmp_path)
+    back = qc.load_onnx(path)
+    assert qc.optimize(back).op_counts() == g.op_counts() and qdq.problems(back) == []
+    model = onnx.load(str(path))
+    x = qdq_models.DATA["test_x"]
+    ours = qc.compile(g).run({"image": x})[g.outputs[0].name]
+    step = qdq.params_of(g.outputs[0].producer).scale[0]
+    sessions = (("as written", ort_session(model, optimize=False), True),
+                ("rewritten, exact kernels", qdq_models.precise_session(model), True),
+                ("default", ort_session(model), False))
+    for who, session, checked in sessions:
+        theirs = session.run(None, {"image": x})[0]
+        apart = _steps_apart(ours, theirs, step)
+        print(f"\n{qdq_models._scheme_id(scheme)}, onnxruntime {who}: outputs differing "
+              f"{float((apart > 0).mean()):.4%}, max {apart.max():.2f} steps; accuracy ours "
+              f"{qdq_models.accuracy(ours):.4f}, onnxruntime {qdq_models.accuracy(theirs):.4f}")
+        if checked:
+            assert apart.max() <= 1 + 1e-4
