@@ -4,6 +4,7 @@
     fold-bn        BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
     fuse           bias adds, activations (also their decomposed forms), residual adds
     quantize-dynamic  int8 weights; Gemm/MatMul activations quantized at run time (or weight-only)
+    insert-observers  an Observe node after every float activation, for calibration
 """
 
-from . import canonicalize, dynamic, fold_bn, fuse  # noqa: F401  (registers the passes)
+from . import canonicalize, dynamic, fold_bn, fuse, observe  # noqa: F401  (registers the passes)

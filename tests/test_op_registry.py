@@ -145,8 +145,11 @@ def test_the_promised_ops_are_registered():
     assert sorted(set(REQUIRED) - set(ops.OPS)) == []
 
 
+NOT_ONNX = {"Observe"}  # qcompiler's own ops, tested in their own files
+
+
 def test_every_registered_op_has_an_example():
-    assert sorted(set(ops.OPS) ^ set(EXAMPLES)) == []
+    assert sorted((set(ops.OPS) - NOT_ONNX) ^ set(EXAMPLES)) == []
 
 
 @pytest.mark.parametrize("op_type", sorted(EXAMPLES))

@@ -16,6 +16,7 @@ from . import (  # noqa: F401
     grid_sample,
     logic,
     nn,
+    observe,
     quant,
     quant_dynamic,
     reduce,
