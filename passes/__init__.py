@@ -5,6 +5,15 @@
     fuse           bias adds, activations (also their decomposed forms), residual adds
     quantize-dynamic  int8 weights; Gemm/MatMul activations quantized at run time (or weight-only)
     insert-observers  an Observe node after every float activation, for calibration
+    cancel-qdq     DQ->Q pairs cancelled or requantized, Relu/Clip absorbed by a Q, DQ moved
+                   below data movement, Q->DQ islands no integer op reads removed
 """
 
-from . import canonicalize, dynamic, fold_bn, fuse, observe  # noqa: F401  (registers the passes)
+from . import (  # noqa: F401  (registers the passes)
+    cancel_qdq,
+    canonicalize,
+    dynamic,
+    fold_bn,
+    fuse,
+    observe,
+)

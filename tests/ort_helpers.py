@@ -57,15 +57,25 @@ def node_model(
             graph_inputs.append(
                 helper.make_tensor_value_info(name, onnx_type(array.dtype), array.shape))
     outs = [f"out{k}" for k in range(n_outputs)]
-    node = helper.make_node(op_type, names, outs, name="node", **(attrs or {}))
     graph = helper.make_graph(
-        [node], "g", graph_inputs,
+        onnx_nodes(op_type, names, outs, attrs or {}), "g", graph_inputs,
         [helper.ValueInfoProto(name=o) for o in outs],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = min(model.ir_version, 10)
     return model
+
+
+def onnx_nodes(op_type: str, names: Sequence[str], outs: Sequence[str],
+               attrs: dict[str, Any]) -> list[onnx.NodeProto]:
+    """The ONNX nodes computing one op: the op itself, or the ONNX spelling of a qcompiler op
+    that ONNX lacks (``Requantize`` is ``QuantizeLinear(DequantizeLinear(x))``)."""
+    if op_type == "Requantize":
+        axis = {k: v for k, v in attrs.items() if k == "axis"}
+        return [helper.make_node("DequantizeLinear", names[:3], ["real"], name="dq", **axis),
+                helper.make_node("QuantizeLinear", ["real", *names[3:]], outs, name="q", **axis)]
+    return [helper.make_node(op_type, names, outs, name="node", **attrs)]
 
 
 def run_node(

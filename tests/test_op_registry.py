@@ -115,6 +115,8 @@ EXAMPLES = {
     "ReduceMean": ([f32(2, 3, 4), i64(0, 2)], {"keepdims": 0}, (1,)),
     "ReduceSum": ([f32(2, 3, 4), i64(-1)], {}, (1,)),
     "Relu": ([f32(5)], {}, ()),
+    "Requantize": ([np.arange(-128, 128, dtype=np.int8), np.float32(0.05), np.int8(3),
+                    np.float32(0.125), np.uint8(120)], {}, ()),
     "Reshape": ([X, i64(0, -1)], {}, (1,)),
     "Resize": ([X, None, np.array([1, 1, 2, 1.5], np.float32)], {"mode": "linear"}, (2,)),
     "Selu": ([f32(5)], {}, ()),

@@ -193,3 +193,106 @@ def test_inference_errors(op_type, inputs, attrs, message):
                          ids=[f"{e[0]}-{e[3]}" for e in _unsupported()])
 def test_unsupported_features_are_named(op_type, inputs, attrs, message):
     refuse(op_type, inputs, attrs, UnsupportedModelError, message)
+
+
+# -- Requantize: QuantizeLinear(DequantizeLinear(x)) as one integer op --------------------------
+
+# (x scale, x zero point, y scale, y zero point) per tensor: equal parameters, ratios of two
+# (ties on every odd input), a ratio of a half, large ratios (saturation at both ends), and
+# arbitrary float32 scales.
+REQUANT_PARAMS = [
+    (0.5, 0, 0.5, 0), (0.5, 0, 1.0, 0), (0.25, -3, 0.125, 7), (1.0, 10, 2.0, -10),
+    (0.0625, 0, 4.0, 0), (3.0, 5, 0.01, -128), (0.1, -128, 0.37, 127), (1e-3, 17, 0.7, 3),
+    (0.0372, 1, 0.0372, 2), (7.0, 0, 0.013, 0),
+]
+
+
+def _requant_case(x_dtype, y_dtype, xs, xz, ys, yz):
+    """Every x of x_dtype, with its parameters shifted into the zero-point range of each type."""
+    xi, yi = np.iinfo(x_dtype), np.iinfo(y_dtype)
+    shift_x = 128 if x_dtype is np.uint8 else 0
+    shift_y = 128 if y_dtype is np.uint8 else 0
+    x = np.arange(xi.min, xi.max + 1).astype(x_dtype)
+    return [x, np.array(xs, np.float32), np.array(np.clip(xz + shift_x, xi.min, xi.max), x_dtype),
+            np.array(ys, np.float32), np.array(np.clip(yz + shift_y, yi.min, yi.max), y_dtype)]
+
+
+def _composition(inputs, attrs):
+    """The DQ -> Q pair the op stands for, run as a graph by the Interpreter."""
+    from qcompiler import Interpreter
+
+    g = Graph("dq_q")
+    x = g.add_input("x", TensorType(DType.from_numpy(inputs[0].dtype), inputs[0].shape))
+    c = [g.add_constant(a, f"c{k}") for k, a in enumerate(inputs[1:])]
+    real = g.add_node("DequantizeLinear", [x, c[0], c[1]], attrs).outputs[0]
+    q = g.add_node("QuantizeLinear", [real, c[2], c[3]], attrs).outputs[0]
+    g.set_outputs([q])
+    return Interpreter(g).run({"x": inputs[0]})[q.name]
+
+
+@pytest.mark.parametrize("x_dtype", QTYPES)
+@pytest.mark.parametrize("y_dtype", QTYPES)
+@pytest.mark.parametrize("params", REQUANT_PARAMS, ids=str)
+def test_requantize_every_input_equals_the_composition(x_dtype, y_dtype, params):
+    inputs = _requant_case(x_dtype, y_dtype, *params)
+    out = check_op("Requantize", inputs, {})[0]  # onnxruntime runs DequantizeLinear -> Q
+    assert out.dtype == y_dtype
+    np.testing.assert_array_equal(out, _composition(inputs, {}))
+
+
+@pytest.mark.parametrize("x_dtype", QTYPES)
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_requantize_per_axis_every_input(x_dtype, axis):
+    """Per-axis input parameters, per-axis output parameters, and both, along one axis."""
+    info = np.iinfo(x_dtype)
+    x = np.arange(info.min, info.max + 1).astype(x_dtype).reshape(4, 64)
+    x = np.stack([x, x[::-1]], axis=2).reshape(4, 8, 8, 2)
+    n = x.shape[axis]
+    rng = np.random.default_rng(n)
+    x_scale = rng.uniform(0.01, 1.0, n).astype(np.float32)
+    y_scale = np.float32(2.0) ** rng.integers(-6, 3, n).astype(np.float32)
+    x_zero = rng.integers(info.min, info.max, n, endpoint=True).astype(x_dtype)
+    y_zero = rng.integers(-128, 127, n, endpoint=True).astype(np.int8)
+    for inputs in ([x, x_scale, x_zero, np.array(0.1, np.float32), np.array(-3, np.int8)],
+                   [x, np.array(0.3, np.float32), x_zero[:1].reshape(()), y_scale, y_zero],
+                   [x, x_scale, x_zero, y_scale, y_zero]):
+        out = check_op("Requantize", inputs, {"axis": axis})[0]
+        np.testing.assert_array_equal(out, _composition(inputs, {"axis": axis}))
+
+
+def test_requantize_text_form_round_trip():
+    import qcompiler as qc
+
+    g = Graph("rq")
+    x = g.add_input("x", TensorType(DType.I8, ("N", 3)))
+    node = g.add_node("Requantize", [x, g.add_constant(np.float32(0.5)),
+                                     g.add_constant(np.int8(1)),
+                                     g.add_constant(np.float32([1, 2, 3])),
+                                     g.add_constant(np.uint8([0, 1, 2]))], {"axis": 1})
+    g.set_outputs(node.outputs)
+    assert node.outputs[0].type == TensorType(DType.U8, ("N", 3))
+    text = g.to_text(inline_constants=True)
+    assert 'Requantize(' in text
+    assert qc.parse(text) == g
+
+
+def _requantize_errors():
+    i8, f32 = DType.I8, DType.F32
+    return [
+        ([(f32, (3,)), np.float32(1), np.int8(0), np.float32(1), np.int8(0)], {},
+         ShapeInferenceError, "x must be one of"),
+        ([(i8, (3,)), np.float32(1), np.uint8(0), np.float32(1), np.int8(0)], {},
+         ShapeInferenceError, "x_zero_point is u8 but x is i8"),
+        ([(i8, (3,)), np.float16(1), np.int8(0), np.float32(1), np.int8(0)], {},
+         ShapeInferenceError, "computes in float32"),
+        ([(i8, (2, 3)), np.float32(1), np.int8(0), np.float32([1, 2]), np.int8([0, 0])], {},
+         ShapeInferenceError, "2 scales for axis 1"),
+        ([(i8, (3,)), np.float32(1), np.int8(0), np.float32(1), np.int8(0)],
+         {"rounding": "nearest_up"}, UnsupportedModelError, "rounding='nearest_up'"),
+    ]
+
+
+@pytest.mark.parametrize(("inputs", "attrs", "error", "message"), _requantize_errors(),
+                         ids=[e[3] for e in _requantize_errors()])
+def test_requantize_inference_errors(inputs, attrs, error, message):
+    refuse("Requantize", inputs, attrs, error, message)

@@ -1,4 +1,5 @@
-"""QuantizeLinear and DequantizeLinear (ONNX opset 21), per tensor or per axis.
+"""QuantizeLinear and DequantizeLinear (ONNX opset 21), per tensor or per axis, and
+Requantize (a qcompiler op: the two composed, integer in and integer out).
 
 ``real = scale * (q - zero_point)``. Quantizing divides in float32 like onnxruntime, rounds half
 to even, then saturates; NaN becomes qmin, as onnxruntime gives. Blocked quantization
@@ -17,18 +18,21 @@ QUANT_DTYPES = ("i8", "u8", "i32")
 _FLOATS = ("f32", "f16")
 
 
-def _params(ctx: Ctx, x_types: tuple[str, ...]) -> int | None:
-    """Check x, scale and zero point; the quantization axis (None when per tensor)."""
-    x, scale = ctx.shape(0), ctx.shape(1)
+def _params(ctx: Ctx, x_types: tuple[str, ...], scale_at: int = 1) -> int | None:
+    """Check x, the scale (input ``scale_at``) and the zero point after it; the quantization
+    axis (None when per tensor)."""
+    x, scale = ctx.shape(0), ctx.shape(scale_at)
     if ctx.dtype(0) not in x_types:
         ctx.fail(f"x must be one of {', '.join(x_types)}, got {ctx.dtype(0)}")
-    if ctx.dtype(1) not in _FLOATS:
-        ctx.fail(f"scale must be f32 or f16, got {ctx.dtype(1)}")
-    if ctx.attr("block_size"):
+    if ctx.dtype(scale_at) not in _FLOATS:
+        ctx.fail(f"scale must be f32 or f16, got {ctx.dtype(scale_at)}")
+    if ctx.attrs.get("block_size"):
         ctx.unsupported(f"block_size={ctx.attr('block_size')} (blocked quantization) is not "
                  f"supported; use per-tensor or per-axis scales")
-    if ctx.has(2) and ctx.shape(2) != scale:
-        ctx.fail(f"zero point shape {list(ctx.shape(2))} differs from scale shape {list(scale)}")
+    zero_at = scale_at + 1
+    if ctx.has(zero_at) and ctx.shape(zero_at) != scale:
+        ctx.fail(f"zero point shape {list(ctx.shape(zero_at))} differs from scale shape "
+                 f"{list(scale)}")
     if len(scale) == 0 or scale == (1,):
         return None
     if len(scale) > 1:
@@ -79,8 +83,10 @@ def quantize_linear(x, y_scale, y_zero_point=None, axis=1, saturate=1, block_siz
     info = np.iinfo(dtype)
     scale = _along(y_scale, x.ndim, axis).astype(np.float32)
     zero = _along(y_zero_point, x.ndim, axis).astype(np.float64)
-    # float64 holds every int32 exactly, so adding the zero point and clamping do not round.
-    q = np.rint(x.astype(np.float32) / scale).astype(np.float64) + zero
+    # float64 holds every int32 exactly, so adding the zero point and clamping do not round;
+    # a quotient that overflows float32 is infinite and saturates.
+    with np.errstate(over="ignore"):
+        q = np.rint(x.astype(np.float32) / scale).astype(np.float64) + zero
     q = np.where(np.isnan(q), info.min, np.clip(q, info.min, info.max))
     return q.astype(dtype)
 
@@ -100,4 +106,37 @@ def dequantize_linear(x, x_scale, x_zero_point=None, axis=1, block_size=0):
     if x_zero_point is not None:
         diff = diff - _along(x_zero_point, x.ndim, axis).astype(np.int64)
     scale = _along(x_scale, x.ndim, axis)
-    return diff.astype(scale.dtype) * scale
+    with np.errstate(over="ignore"):  # beyond the float range the product is infinite
+        return diff.astype(scale.dtype) * scale
+
+
+REQUANTIZE_ROUNDINGS = ("float",)
+
+
+def _requantize(ctx: Ctx) -> list[Out]:
+    if ctx.attr("rounding") not in REQUANTIZE_ROUNDINGS:
+        ctx.unsupported(f"rounding={ctx.attr('rounding')!r} is not supported; supported: "
+                        f"{', '.join(map(repr, REQUANTIZE_ROUNDINGS))}")
+    _params(ctx, QUANT_DTYPES, 1)
+    _params(ctx, QUANT_DTYPES, 3)
+    for at in (1, 3):
+        if ctx.dtype(at) != "f32":
+            ctx.fail(f"Requantize computes in float32: scale input {at} must be f32, got "
+                     f"{ctx.dtype(at)}")
+    if ctx.dtype(2) != ctx.dtype(0):
+        ctx.fail(f"x_zero_point is {ctx.dtype(2)} but x is {ctx.dtype(0)}")
+    if ctx.dtype(4) not in QUANT_DTYPES:
+        ctx.fail(f"y_zero_point must be one of {', '.join(QUANT_DTYPES)}, got {ctx.dtype(4)}")
+    return [Out(ctx.dtype(4), ctx.shape(0))]
+
+
+@op("Requantize", ["x", "x_scale", "x_zero_point", "y_scale", "y_zero_point"], ["y"],
+    attrs={"axis": 1, "rounding": "float"}, infer=_requantize)
+def requantize(x, x_scale, x_zero_point, y_scale, y_zero_point, axis=1, rounding="float"):
+    """``QuantizeLinear(DequantizeLinear(x, x_scale, x_zero_point), y_scale, y_zero_point)``
+    in float32, bit for bit: what a DQ -> Q pair with different parameters becomes (see the
+    ``cancel-qdq`` pass). ``axis`` serves whichever parameters are per axis. ``rounding`` names
+    how the rescaling rounds; "float" (the composition, round half to even) is the only mode
+    for now: fixed-point modes belong to integer lowering."""
+    real = dequantize_linear(x, x_scale, x_zero_point, axis=axis)
+    return quantize_linear(real, y_scale, y_zero_point, axis=axis)

@@ -21,6 +21,7 @@ The modules, one concern each:
     strategies      inputs(), quant_params()
     equivalence     run_graph(), assert_equivalent()
     properties      pass_property(), rule_names(), Firing
+    qdq_graphs      qdq_graphs(), qdq_params(): random graphs in the QDQ form
 
 hypothesis is a test extra: ``import qcompiler`` never imports it, this package does.
 """
@@ -39,9 +40,11 @@ from .equivalence import assert_equivalent, run_graph
 from .graph_strategy import graphs
 from .kit import BUILDERS, Builder, GraphKit, register_builder
 from .properties import Firing, pass_property, rule_names
+from .qdq_graphs import qdq_graphs, qdq_params
 from .strategies import DISTRIBUTIONS, inputs, quant_params
 
 __all__ = [
     "BUILDERS", "DISTRIBUTIONS", "Builder", "Firing", "GraphKit", "assert_equivalent", "graphs",
-    "inputs", "pass_property", "quant_params", "register_builder", "rule_names", "run_graph",
+    "inputs", "pass_property", "qdq_graphs", "qdq_params", "quant_params", "register_builder",
+    "rule_names", "run_graph",
 ]

@@ -1,0 +1,300 @@
+"""cancel-qdq: bit-identical outputs on random QDQ graphs (every exact rule required to fire,
+ties and saturation required to occur), exhaustive checks of the Relu/Clip absorption over
+every int8 and uint8 input, the refusals and their reasons, and the islands rule, which
+changes numbers on purpose, tested on its own."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import qcompiler as qc
+from qcompiler import qdq
+from qcompiler.graph import Graph, Value
+from qcompiler.ops.quant import dequantize_linear, quantize_linear
+from qcompiler.passes.cancel_qdq import CancelQDQ
+from qcompiler.testing import inputs, pass_property, qdq_graphs, rule_names, run_graph
+from qcompiler.types import DType, QuantParams, TensorType
+
+EXACT = "cancel-qdq{islands=false}"
+EXAMPLES = settings(max_examples=150)
+
+test_cancel_qdq_keeps_outputs_bit_identical = pass_property(
+    EXACT, qdq_graphs(islands=False), rtol=0.0, atol=0.0, must_fire=rule_names(EXACT),
+    settings=EXAMPLES)
+
+
+def test_the_exact_rules_are_every_rule_but_islands():
+    assert set(rule_names("cancel-qdq")) - set(rule_names(EXACT)) == {
+        "cancel-qdq: remove-island"}
+    assert len(rule_names(EXACT)) == 6
+
+
+# -- ties and saturation reach the rewritten nodes -------------------------------------------
+
+
+class _Rounding:
+    """Counts, at every QuantizeLinear and Requantize a run executes, the elements whose
+    quotient x / scale is a tie (ends in .5) and those that saturate."""
+
+    def __init__(self) -> None:
+        self.ties: Counter[str] = Counter()
+        self.saturated: Counter[str] = Counter()
+
+    def __call__(self, interp: qc.Interpreter, node, arrays) -> None:
+        if node.op not in ("QuantizeLinear", "Requantize"):
+            return
+        if node.op == "QuantizeLinear":
+            real, scale, zero = arrays[0], arrays[1], arrays[2]
+        else:
+            axis = node.attrs.get("axis", 1)
+            real = dequantize_linear(arrays[0], arrays[1], arrays[2], axis=axis)
+            scale, zero = arrays[3], arrays[4]
+        axis = node.attrs.get("axis", 1) % real.ndim
+        shape = [1] * real.ndim
+        if scale.size > 1:
+            shape[axis] = scale.size
+        with np.errstate(over="ignore", invalid="ignore"):
+            quotient = real.astype(np.float32) / scale.reshape(shape).astype(np.float32)
+            self.ties[node.op] += int(np.sum(np.abs(quotient - np.trunc(quotient)) == 0.5))
+            info = np.iinfo(zero.dtype)
+            full = np.rint(quotient).astype(np.float64) + zero.reshape(shape)
+            self.saturated[node.op] += int(np.sum((full < info.min) | (full > info.max)))
+
+
+def test_random_graphs_reach_ties_and_saturation_in_the_rewritten_nodes():
+    """The rewritten graphs, run on the strategy's inputs, round ties and saturate in their
+    QuantizeLinear and Requantize nodes (counted per example), and stay bit-identical."""
+    counts: Counter[str] = Counter()
+
+    @EXAMPLES
+    @given(st.data())
+    def run(data):
+        graph = data.draw(qdq_graphs(islands=False))
+        feeds = data.draw(inputs(graph))
+        after = qc.PassManager(EXACT).run(graph).graph
+        rounding = _Rounding()
+        got = qc.Interpreter(after, before=rounding).run(feeds)
+        expected = run_graph(graph, feeds)
+        for name, value in expected.items():
+            np.testing.assert_array_equal(got[name], value)
+        for op in ("QuantizeLinear", "Requantize"):
+            counts[f"{op} ties"] += rounding.ties[op] > 0
+            counts[f"{op} saturated"] += rounding.saturated[op] > 0
+
+    run()
+    assert all(counts[f"{op} {what}"] for op in ("QuantizeLinear", "Requantize")
+               for what in ("ties", "saturated")), counts
+
+
+
+# -- building blocks -----------------------------------------------------------------------------
+
+
+def _p(scale, zero, dtype="i8", axis=None) -> QuantParams:
+    return qdq.exact_params(QuantParams(scale, zero, DType(dtype), axis))
+
+
+def _int_input(g: Graph, params: QuantParams, shape: tuple) -> Value:
+    return g.add_input("xq", TensorType(params.dtype, shape, params))
+
+
+def _run_pass(g: Graph, pipeline: str = EXACT):
+    return qc.PassManager(pipeline).run(g)
+
+
+def _codes(dtype: str) -> np.ndarray:
+    info = np.iinfo(DType(dtype).np)
+    return np.arange(int(info.min), int(info.max) + 1).astype(DType(dtype).np)
+
+
+def _assert_same_on(before: Graph, after: Graph, feeds) -> None:
+    want, got = run_graph(before, feeds), run_graph(after, feeds)
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value)
+
+
+def _reasons(g: Graph, islands: bool = False) -> list[str]:
+    return CancelQDQ(islands=islands).explain(g)
+
+
+# -- DQ -> Q ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["i8", "u8"])
+def test_equal_parameters_cancel_and_other_readers_keep_the_dq(dtype):
+    params = _p(0.05, 3 if dtype == "i8" else 131, dtype)
+    g = Graph("pair")
+    xq = _int_input(g, params, (1, 256))
+    real = qdq.add_dequantize(g, xq)
+    q = qdq.add_quantize(g, real, params)
+    other = g.add_node("Sigmoid", [real]).outputs[0]
+    out = g.add_node("Add", [qdq.add_dequantize(g, q), other]).outputs[0]
+    g.set_outputs([out])
+    result = _run_pass(g)
+    assert result.stats == {"cancel-qdq: cancel-dq-q": 1}
+    assert result.graph.op_counts()["DequantizeLinear"] == 2  # the Sigmoid's stays
+    assert "QuantizeLinear" not in result.graph.op_counts()
+    _assert_same_on(g, result.graph, {"xq": _codes(dtype).reshape(1, 256)})
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (_p(0.05, 3), _p(0.1, -7)),
+    (_p(0.25, 0), _p(0.125, 128, "u8")),          # int8 -> uint8, ratio 2: ties everywhere
+    (_p(0.5, 200, "u8"), _p(0.01, 0)),             # saturates at both ends
+    (_p([0.1, 0.2, 0.4], [0, 5, -5], axis=1), _p(0.15, 10)),
+    (_p(0.1, 1), _p([0.1, 0.3, 0.05], [1, 2, 3], axis=1)),
+])
+def test_different_parameters_become_requantize_typed_with_the_q_parameters(a, b):
+    g = Graph("pair")
+    xq = _int_input(g, a, (2, 3, 256 // 3 + 1))
+    q = qdq.add_quantize(g, qdq.add_dequantize(g, xq), b)
+    g.set_outputs([q])
+    result = _run_pass(g)
+    assert result.stats == {"cancel-qdq: requantize": 1}
+    (node,) = result.graph.nodes
+    assert node.op == "Requantize" and node.outputs[0].type == q.type
+    assert qc.parse(result.graph.to_text(inline_constants=True)) == result.graph
+    codes = np.resize(_codes(a.dtype.value), (2, 3, 86))
+    _assert_same_on(g, result.graph, {"xq": codes})
+
+
+def test_equal_parameters_whose_round_trip_overflows_become_requantize():
+    """k * scale overflows float32 for the largest codes: the pair is not the identity."""
+    params = _p(1e37, 0)
+    g = Graph("huge")
+    xq = _int_input(g, params, (256,))
+    g.set_outputs([qdq.add_quantize(g, qdq.add_dequantize(g, xq), params)])
+    assert any("not the identity" in r for r in _reasons(g))
+    result = _run_pass(g)
+    assert result.stats == {"cancel-qdq: requantize": 1}
+    _assert_same_on(g, result.graph, {"xq": _codes("i8")})
+
+
+def test_requantize_refuses_two_different_axes():
+    g = Graph("axes")
+    xq = _int_input(g, _p([0.1, 0.2], [0, 0], axis=0), (2, 3))
+    g.set_outputs([qdq.add_quantize(g, qdq.add_dequantize(g, xq),
+                                    _p([0.1, 0.2, 0.3], [0, 0, 0], axis=1))])
+    assert any("Requantize takes one axis" in r for r in _reasons(g))
+    assert not _run_pass(g).changed
+
+
+def test_a_graph_input_is_not_renamed_into_a_graph_output():
+    params = _p(0.1, 0)
+    g = Graph("names")
+    xq = _int_input(g, params, (4,))
+    g.set_outputs([qdq.add_quantize(g, qdq.add_dequantize(g, xq), params)])
+    assert any("keeps both names apart" in r for r in _reasons(g))
+    assert not _run_pass(g).changed
+
+
+def test_dynamic_parameters_are_refused_with_a_reason():
+    g = Graph("dynamic")
+    xq = g.add_input("xq", TensorType(DType.I8, (4,)))
+    scale = g.add_input("s", TensorType(DType.F32, ()))
+    real = g.add_node("DequantizeLinear", [xq, scale]).outputs[0]
+    g.set_outputs([qdq.add_quantize(g, real, _p(0.1, 0))])
+    assert any("not a constant" in r for r in _reasons(g))
+
+
+# -- Relu and Clip absorbed ------------------------------------------------------------------------
+
+
+def _absorb_graph(dq_params: QuantParams, q_params: QuantParams, act: str,
+                  bounds: tuple[float | None, float | None] = (None, None)) -> Graph:
+    g = Graph("absorb")
+    xq = _int_input(g, dq_params, (256,))
+    real = qdq.add_dequantize(g, xq)
+    if act == "Relu":
+        y = g.add_node("Relu", [real]).outputs[0]
+    else:
+        operands = [g.add_constant(np.float32(b), f"b{k}") if b is not None else None
+                    for k, b in enumerate(bounds)]
+        while operands and operands[-1] is None:
+            operands.pop()
+        y = g.add_node("Clip", [real, *operands]).outputs[0]
+    g.set_outputs([qdq.add_quantize(g, y, q_params)])
+    return g
+
+
+def _quantize(x: float, params: QuantParams) -> int:
+    return int(quantize_linear(np.array([x], np.float32), np.float32(params.scale[0]),
+                               np.array(params.zero_point[0], params.dtype.np))[0])
+
+
+def _q_of_clip_differs(params: QuantParams, lo: float, hi: float) -> bool:
+    """A float input where Q(clip(x)) != Q(x): the evidence that absorbing would be wrong."""
+    probes = np.float32([-3e38, -1e6, lo - params.scale[0], 3e38, 1e6, hi + params.scale[0]])
+    return any(_quantize(float(np.clip(x, lo, hi)), params) != _quantize(float(x), params)
+               for x in probes)
+
+
+DQ_PARAMS = [_p(0.05, -128), _p(0.05, 0), _p(0.1, 127), _p(0.0625, 0, "u8"),
+             _p(0.3, 200, "u8")]
+Q_SCALES = [0.05, 0.1, 0.0625]
+
+
+def _describe(params: QuantParams) -> str:
+    return f"{params.dtype}-s{params.scale[0]:g}-z{params.zero_point[0]}"
+
+
+@pytest.mark.parametrize("q_dtype", ["i8", "u8"])
+@pytest.mark.parametrize("dq_params", DQ_PARAMS, ids=_describe)
+def test_relu_absorbed_exactly_when_the_zero_point_is_the_dtype_minimum(dq_params, q_dtype):
+    info = np.iinfo(DType(q_dtype).np)
+    fired = refused = 0
+    for scale in Q_SCALES:
+        for zero in (int(info.min), int(info.min) + 1, int(info.min) + 64, int(info.max)):
+            q_params = _p(scale, zero, q_dtype)
+            g = _absorb_graph(dq_params, q_params, "Relu")
+            result = _run_pass(g)
+            absorbed = result.stats.get("cancel-qdq: absorb-relu", 0)
+            assert absorbed == (zero == info.min)
+            _assert_same_on(g, result.graph, {"xq": _codes(dq_params.dtype.value)})
+            if absorbed:
+                fired += 1
+            else:
+                refused += 1
+                assert any(f"not to {q_dtype}'s minimum" in r for r in _reasons(g))
+                assert _q_of_clip_differs(q_params, 0.0, np.inf)
+    assert fired and refused
+
+
+CLIP_OFFSETS = [None, -3.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]  # in steps beyond the limit
+
+
+def _bound(params: QuantParams, end: int, offset: float | None, outward: float) -> float | None:
+    if offset is None:
+        return None
+    return float(np.float32(params.scale[0] * (end - params.zero_point[0] + outward * offset)))
+
+
+@pytest.mark.parametrize("q_dtype", ["i8", "u8"])
+@pytest.mark.parametrize("dq_params", DQ_PARAMS, ids=_describe)
+def test_clip_absorbed_exactly_when_its_bounds_quantize_to_the_limits(dq_params, q_dtype):
+    """Every pair of bound offsets (ties of half a step included) on every DQ input."""
+    info = np.iinfo(DType(q_dtype).np)
+    q_params = _p(0.1, int(info.min) + 3, q_dtype)
+    fired = refused = 0
+    for lo_offset in CLIP_OFFSETS:
+        for hi_offset in CLIP_OFFSETS:
+            lo = _bound(q_params, int(info.min), lo_offset, -1.0)
+            hi = _bound(q_params, int(info.max), hi_offset, 1.0)
+            g = _absorb_graph(dq_params, q_params, "Clip", (lo, hi))
+            lo_f, hi_f = (-np.inf if lo is None else lo), (np.inf if hi is None else hi)
+            exact = (_quantize(lo_f, q_params) == info.min
+                     and _quantize(hi_f, q_params) == info.max)
+            result = _run_pass(g)
+            assert bool(result.stats.get("cancel-qdq: absorb-clip")) == exact, (lo, hi)
+            _assert_same_on(g, result.graph, {"xq": _codes(dq_params.dtype.value)})
+            if exact:
+                fired += 1
+            else:
+                refused += 1
+                assert _q_of_clip_differs(q_params, lo_f, hi_f)
+    assert fired and refused
