@@ -10,6 +10,9 @@ spelled with standard ops:
   fused node on float32 (the fused kernels add and activate in that order).
 - ``Observe`` nodes (calibration's identities) are dropped: their readers read the observed
   value (an ``Identity`` keeps the name when the observed value is a graph output).
+- ``Requantize`` (what ``cancel-qdq`` makes of a DQ -> Q pair with different parameters) is
+  that pair again, DequantizeLinear then QuantizeLinear: bit-exact with its "float" rounding,
+  the composition itself; another rounding mode has no ONNX spelling and is refused.
 - the scale and zero point of a weight's DequantizeLinear get initializers of their own when
   other nodes share them, as onnxruntime's weight rewrites need (see ``own_parameter``).
 
@@ -35,17 +38,17 @@ import numpy as np
 import onnx
 from onnx import defs, helper, numpy_helper
 
-from . import __version__, ops
+from . import __version__, ops, qdq
 from .errors import ExportError, SaveError
 from .graph import Graph, Node, Value
 from .ops.activation import ACTIVATIONS
 from .ops.dtypes import TO_ONNX
-from .qdq import DEQUANTIZE
 from .types import TensorType
 
 EXPORT_OPSET = 21
 IR_VERSION = 10  # the IR version of opset 21
 OBSERVE = "Observe"
+REQUANTIZE = "Requantize"
 ORIGINS_KEY = "qcompiler.origins"
 FUSED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -67,7 +70,7 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     """The ONNX model of ``graph``, checked by ``onnx.checker``."""
     refused = {}
     for node in graph.nodes:
-        if node.op != OBSERVE and not _is_onnx_op(node.op):
+        if not _exportable(node):
             refused.setdefault(node.op, []).append(node)
     if refused:
         lines = [f"  {op}: " + ", ".join(n.describe() for n in nodes)
@@ -116,6 +119,14 @@ def write_model(model: onnx.ModelProto, path: Path) -> None:
             raise SaveError(f"cannot export to {str(path)!r}: {exc.strerror or exc}; nothing "
                             f"was written") from exc
         raise
+
+
+def _exportable(node: Node) -> bool:
+    if node.op == OBSERVE:
+        return True
+    if node.op == REQUANTIZE:
+        return node.attrs.get("rounding", "float") == "float"
+    return _is_onnx_op(node.op)
 
 
 def _is_onnx_op(op: str) -> bool:
@@ -172,8 +183,11 @@ class _Writer:
         if node.op == OBSERVE:
             self.observe(node)
             return
+        if node.op == REQUANTIZE:
+            self.requantize(node)
+            return
         inputs = [self.name_of(v) for v in node.inputs]
-        if node.op == DEQUANTIZE and node.inputs[0].is_constant:
+        if node.op == qdq.DEQUANTIZE and node.inputs[0].is_constant:
             inputs[1:] = [self.own_parameter(v) for v in node.inputs[1:]]
         outputs = [v.name for v in node.outputs]
         attrs = dict(node.attrs)
@@ -191,6 +205,16 @@ class _Writer:
         if value is None or not value.is_constant or len(value.users) < 2:
             return self.name_of(value)
         return self.constant(value.data, value.name)
+
+    def requantize(self, node: Node) -> None:
+        """Requantize(x, s_x, z_x, s_y, z_y) as DequantizeLinear(x, s_x, z_x) and
+        QuantizeLinear(., s_y, z_y), each with the node's axis."""
+        x, x_scale, x_zero, y_scale, y_zero = (self.name_of(v) for v in node.inputs)
+        axis = {"axis": node.attrs["axis"]} if "axis" in node.attrs else {}
+        real = self.fresh(f"{node.outputs[0].name}/dequantized")
+        self.emit(node, qdq.DEQUANTIZE, [x, x_scale, x_zero], [real], axis, role="dequantize")
+        self.emit(node, qdq.QUANTIZE, [real, y_scale, y_zero], [node.outputs[0].name], axis,
+                  role="quantize")
 
     def observe(self, node: Node) -> None:
         observed, out = node.inputs[0], node.outputs[0]

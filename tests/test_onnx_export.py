@@ -331,3 +331,70 @@ def test_a_qdq_graph_we_build_runs_in_onnxruntime_within_one_output_step(
               f"{qdq_models.accuracy(ours):.4f}, onnxruntime {qdq_models.accuracy(theirs):.4f}")
         if checked:
             assert apart.max() <= 1 + 1e-4
+
+
+# -- ops of the quantization pipeline that ONNX spells otherwise -----------------------------------
+
+
+def test_observers_are_dropped_and_an_observed_output_keeps_its_name(tmp_path: Path) -> None:
+    g = qc.PassManager("canonicalize,insert-observers").run(
+        qc.load_onnx(qdq_models.MODEL)).graph
+    observers = len(g.find_nodes("Observe"))
+    assert observers >= 10
+    model = onnx.load(str(_exported(g, tmp_path)))
+    assert {n.op_type for n in model.graph.node}.isdisjoint({"Observe", "Identity"})
+    x = qdq_models.DATA["test_x"][:16]
+    ours = qc.compile(g).run({"image": x})["logits"]
+    assert _peak_error({"logits": ours}, ort_session(model).run(None, {"image": x}),
+                       g) <= PEAK_TOL
+
+    h = qc.Graph("observed_output")
+    value = h.add_input("x", TensorType("f32", (3,)))
+    h.set_outputs([h.add_node("Observe", [value], name="watch").outputs[0]])
+    model = to_onnx(h)
+    assert [(n.op_type, list(n.input), list(n.output)) for n in model.graph.node] == [
+        ("Identity", ["x"], ["watch"])]
+
+
+def _requantize_graph(per_axis: bool) -> qc.Graph:
+    """Requantize of an int8 input [256, 2]: per tensor, or with per-axis output scales."""
+    g = qc.Graph("requantize")
+    x = g.add_input("x", TensorType("i8", (256, 2)))
+    out_scale = np.array([0.37, 0.052], np.float32) if per_axis else np.array(0.37, np.float32)
+    out_zero = np.array([3, -7], np.int8) if per_axis else np.array(-5, np.int8)
+    operands = [x, g.add_constant(np.array(0.1, np.float32), "x_scale"),
+                g.add_constant(np.array(2, np.int8), "x_zero"),
+                g.add_constant(out_scale, "y_scale"), g.add_constant(out_zero, "y_zero")]
+    g.set_outputs([g.add_node("Requantize", operands, {"axis": 1}, name="rq").outputs[0]])
+    return g
+
+
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_requantize_is_written_as_dq_then_q_bit_exact(per_axis: bool) -> None:
+    g = _requantize_graph(per_axis)
+    model = to_onnx(g)
+    assert [n.op_type for n in model.graph.node] == ["DequantizeLinear", "QuantizeLinear"]
+    x = np.repeat(np.arange(-128, 128, dtype=np.int8)[:, None], 2, axis=1)  # every int8
+    ours = qc.compile(g).run({"x": x})["rq"]
+    for rewrites in (False, True):
+        np.testing.assert_array_equal(ort_session(model, optimize=rewrites).run(
+            None, {"x": x})[0], ours)
+
+
+def test_requantize_with_another_rounding_is_refused() -> None:
+    g = _requantize_graph(False)
+    node = g.node("rq")
+    node.attrs["rounding"] = "fixed_point"
+    with pytest.raises(qc.ExportError, match="Requantize"):
+        to_onnx(g)
+
+
+def test_a_cancelled_qdq_graph_exports_and_runs_within_one_output_step(tmp_path: Path) -> None:
+    g = qc.PassManager("canonicalize,cancel-qdq").run(qdq_digits(True, "i8")).graph
+    model = onnx.load(str(_exported(g, tmp_path)))
+    x = qdq_models.DATA["test_x"]
+    ours = qc.compile(g).run({"image": x})[g.outputs[0].name]
+    step = qdq.params_of(g.outputs[0].producer).scale[0]
+    for session in (ort_session(model, optimize=False), qdq_models.precise_session(model)):
+        apart = _steps_apart(ours, session.run(None, {"image": x})[0], step)
+        assert apart.max() <= 1 + 1e-4
