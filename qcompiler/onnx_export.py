@@ -20,8 +20,9 @@ Any other op ONNX lacks is refused with an ``ExportError`` listing every such no
 dimensions become ``dim_param``s (an unknown ``?`` dimension is left without one). Each node
 keeps its name (a node split from a fused one is ``<name>/<role>``) and records the user's
 layers it computes (``Node.origins``) in its ``doc_string`` and in its metadata under
-``qcompiler.origins`` (a JSON list). The file is written to a temporary file beside the target
-and renamed into place, so a failed export leaves no partial file.
+``qcompiler.origins`` (a JSON list), which ``load_onnx`` reads back. The file is written to a
+temporary file beside the target and renamed into place, so a failed export leaves no partial
+file.
 
 Opset 21 needs onnxruntime 1.20 or later (1.18 reads opset 21 graphs but lacks some kernels at
 that version); per-axis Q/DQ needs opset 13, which 21 covers.
@@ -38,9 +39,10 @@ import numpy as np
 import onnx
 from onnx import defs, helper, numpy_helper
 
-from . import __version__, ops, qdq
+from . import ops, qdq
 from .errors import ExportError, SaveError
 from .graph import Graph, Node, Value
+from .onnx_import import ORIGINS_KEY
 from .ops.activation import ACTIVATIONS
 from .ops.dtypes import TO_ONNX
 from .types import TensorType
@@ -49,7 +51,6 @@ EXPORT_OPSET = 21
 IR_VERSION = 10  # the IR version of opset 21
 OBSERVE = "Observe"
 REQUANTIZE = "Requantize"
-ORIGINS_KEY = "qcompiler.origins"
 FUSED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 _ATTR_TYPES = {
@@ -86,6 +87,8 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
         [_value_info(v.name, v.type) for v in graph.inputs],
         [_value_info(v.name, v.type) for v in graph.outputs],
         initializer=writer.initializers)
+    from . import __version__
+
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", EXPORT_OPSET)],
                               producer_name="qcompiler", producer_version=__version__)
     model.ir_version = IR_VERSION

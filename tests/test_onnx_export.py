@@ -83,7 +83,12 @@ def test_a_fused_graph_reads_back_bit_exact_and_fuses_again(name: str, tmp_path:
     ours, again = qc.compile(fused).run(feeds), qc.compile(back).run(feeds)
     for value in fused.outputs:
         np.testing.assert_array_equal(again[value.name], ours[value.name])
-    assert qc.optimize(back).op_counts() == fused.op_counts()
+    assert _layers(qc.optimize(back)) == _layers(fused)
+
+
+def _layers(g: qc.Graph) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Each node's name, op and origins (the user layers it computes)."""
+    return [(n.name, n.op, n.origins) for n in g.nodes]
 
 
 def _const(g: qc.Graph, rng: np.random.Generator, shape: tuple[int, ...], name: str):
@@ -154,7 +159,7 @@ def test_fused_forms_are_written_with_standard_ops(tmp_path: Path) -> None:
     back = qc.load_onnx(path)
     np.testing.assert_array_equal(qc.compile(back).run({"x": x})["matmul_bias"],
                                   ours["matmul_bias"])
-    assert qc.optimize(back).op_counts() == g.op_counts()
+    assert _layers(qc.optimize(back)) == _layers(g)
 
 
 def test_every_node_records_the_user_layers_it_computes() -> None:
@@ -167,6 +172,17 @@ def test_every_node_records_the_user_layers_it_computes() -> None:
         assert node.doc_string == f"qcompiler layers: {', '.join(expected)}"
     assert model.opset_import[0].version == EXPORT_OPSET == 21
     assert model.producer_name == "qcompiler"
+    split = qc.from_onnx(model).node("conv_res_relu6/clip")
+    assert split.origins == ("conv_res_relu6", "conv_res_relu6_bn", "conv_res_relu6_act")
+
+
+@pytest.mark.parametrize("recorded", ["not json", "[]", '["a", 3]', '{"a": 1}'])
+def test_malformed_recorded_origins_are_a_load_error(recorded: str) -> None:
+    model = to_onnx(fused_forms())
+    entry = model.graph.node[0].metadata_props[0]
+    entry.value = recorded
+    with pytest.raises(qc.ModelLoadError, match="conv_relu.*JSON list of layer names"):
+        qc.from_onnx(model)
 
 
 def test_symbolic_dims_become_dim_params_and_unknown_ones_stay_unknown() -> None:
@@ -315,7 +331,7 @@ def test_a_qdq_graph_we_build_runs_in_onnxruntime_within_one_output_step(
     g = qdq_digits(*scheme)
     path = _exported(g, tmp_path)
     back = qc.load_onnx(path)
-    assert qc.optimize(back).op_counts() == g.op_counts() and qdq.problems(back) == []
+    assert _layers(qc.optimize(back)) == _layers(g) and qdq.problems(back) == []
     model = onnx.load(str(path))
     x = qdq_models.DATA["test_x"]
     ours = qc.compile(g).run({"image": x})[g.outputs[0].name]
