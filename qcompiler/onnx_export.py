@@ -24,8 +24,8 @@ layers it computes (``Node.origins``) in its ``doc_string`` and in its metadata 
 temporary file beside the target and renamed into place, so a failed export leaves no partial
 file.
 
-Opset 21 needs onnxruntime 1.20 or later (1.18 reads opset 21 graphs but lacks some kernels at
-that version); per-axis Q/DQ needs opset 13, which 21 covers.
+Opset 21 with IR version 10 is ONNX 1.16, which onnxruntime implements from 1.18 on (by its
+version table; the tests run 1.32); per-axis Q/DQ needs opset 13, which 21 covers.
 """
 
 from __future__ import annotations
