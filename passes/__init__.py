@@ -5,6 +5,7 @@
     fuse           bias adds, activations (also their decomposed forms), residual adds
     quantize-dynamic  int8 weights; Gemm/MatMul activations quantized at run time (or weight-only)
     insert-observers  an Observe node after every float activation, for calibration
+    quantize       Q/DQ around quantizable ops per a QuantConfig and calibrated ranges
     cancel-qdq     DQ->Q pairs cancelled or requantized, Relu/Clip absorbed by a Q, DQ moved
                    below data movement, Q->DQ islands no integer op reads removed
 """
@@ -16,4 +17,5 @@ from . import (  # noqa: F401  (registers the passes)
     fold_bn,
     fuse,
     observe,
+    quantize,
 )

@@ -415,6 +415,8 @@ def _concat_check(m: Match) -> str | None:
 def _concat(rw: Rewriter, m: Match) -> None:
     dqs = _concat_dqs(m.root)
     assert not isinstance(dqs, str)
+    # the DQs join the match: the new nodes stand for their layers too, and dead ones go
+    m.nodes.extend(dq for dq in dict.fromkeys(dqs) if dq not in m.nodes)
     _move_below(rw, m.root, [dq.inputs[0] for dq in dqs], dqs[0], qdq.params_of(dqs[0]))
 
 

@@ -6,12 +6,14 @@
     out = exe.run({"image": x})
 
     g = qc.PassManager("canonicalize,fold-bn,fuse").run(g).graph   # or qc.optimize(g)
-    qc.export_onnx(g, "model.qdq.onnx")                             # ONNX onnxruntime runs
+    q = qc.quantize(g, "calibration.npz", qc.QuantConfig())        # QDQ (post-training)
+    qc.export_onnx(q, "model.qdq.onnx")                             # ONNX onnxruntime runs
 """
 
 from __future__ import annotations
 
-from .api import compile, export_onnx, from_onnx, load, load_onnx, optimize, parse
+from .api import compile, export_onnx, from_onnx, load, load_onnx, optimize, parse, quantize
+from .config import QuantConfig
 from .errors import (
     BackendError,
     CalibrationError,
@@ -62,6 +64,5 @@ __all__ = [
     "QuantizationError", "RewriteError", "SaveError", "ShapeInferenceError", "TensorType",
     "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "export_onnx", "from_onnx", "get_pass", "load", "load_onnx",
-    "optimize",
-    "parse", "register_pass", "Interpreter", "STOP",
+    "optimize", "parse", "quantize", "register_pass", "Interpreter", "QuantConfig", "STOP",
 ]

@@ -16,6 +16,7 @@ from .text import parse as _parse
 if TYPE_CHECKING:
     import onnx
 
+    from .config import QuantConfig
     from .executable import Executable
     from .pass_manager import PipelineSpec
 
@@ -64,6 +65,18 @@ def optimize(graph: Graph, pipeline: PipelineSpec = DEFAULT_FLOAT_PIPELINE,
     from .pass_manager import PassManager
 
     return PassManager(pipeline, **options).run(graph).graph
+
+
+def quantize(graph: Graph, calib: Any = None, config: QuantConfig | None = None, *,
+             progress: bool | None = None) -> Graph:
+    """The post-training quantized (QDQ) form of ``graph``: float passes, calibration on
+    ``calib`` (an iterable of ``{input: array}`` dicts, of arrays for a single-input model, or
+    an ``.npz`` path), Q/DQ per ``config`` (default ``QuantConfig()``), Q/DQ cancellation. The
+    graph given is left as it was. ``progress`` forces the calibration progress bar on or off
+    (default: shown on a terminal)."""
+    from .ptq import quantize as _quantize
+
+    return _quantize(graph, calib, config, progress=progress)
 
 
 def compile(graph: Graph, backend: str = "numpy", **options: Any) -> Executable:

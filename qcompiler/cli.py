@@ -19,6 +19,7 @@ import numpy as np
 
 from . import api
 from .backends import available_backends
+from .config import QuantConfig
 from .demo import run_demo
 from .errors import InputFileError, QCompilerError, SaveError
 from .graph import Graph
@@ -84,10 +85,15 @@ def cmd_passes(args: argparse.Namespace) -> None:
     for name in available_passes():
         p = get_pass(name)
         doc = (type(p).__doc__ or "").strip().splitlines()[0]
-        options = " ".join(f"{k}={_default(p, k)}" for k in type(p).option_types())
+        options = " ".join(f"{k}={_default(p, k)}" for k in type(p).option_types()
+                           if isinstance(getattr(p, k), _SPELLED))
         print(f"{name:<16} {doc}")
         if options:
             print(f"{'':<16} options: {options}")
+
+
+# Option values a pipeline string can spell; others (a QuantConfig...) are set from Python.
+_SPELLED = (bool, int, float, str, tuple)
 
 
 def _default(p: object, key: str) -> str:
@@ -104,10 +110,16 @@ def cmd_compile(args: argparse.Namespace) -> None:
         raise SaveError("say where to write: -o FILE.qcx (the saved executable), "
                         "--emit-python FOLDER (a standalone numpy program), or both")
     g = _optimize(api.load_onnx(args.model, _shapes(args.input_shape)), args)
+    quantized = args.calib is not None or args.config is not None
+    if quantized:
+        config = QuantConfig.from_file(args.config) if args.config else QuantConfig()
+        g = api.quantize(g, args.calib, config)
     exe = api.compile(g, backend=args.backend)
     if args.output:
         exe.save(args.output)
-        print(f"compiled {args.model} with the {args.backend} backend into {args.output}")
+        what = "quantized " if quantized else ""
+        print(f"compiled {what}{args.model} with the {args.backend} backend into "
+              f"{args.output}")
     if args.emit_python:
         exe.export_python(args.emit_python)
         print(f"wrote a standalone numpy program to {args.emit_python} "
@@ -187,6 +199,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", default=api.DEFAULT_FLOAT_PIPELINE, metavar="PIPELINE",
                    help="pass pipeline to run before compiling ('none' for none; default: "
                         "%(default)s)")
+    p.add_argument("--calib", metavar="DATA.npz",
+                   help="quantize (post-training), calibrating on these arrays (keyed by input)")
+    p.add_argument("--config", metavar="QUANT.toml",
+                   help="quantization config (.json or .toml; default: qc.QuantConfig())")
 
     p = command("run", cmd_run, "run a saved executable on inputs from an .npz file")
     p.add_argument("compiled", metavar="FILE.qcx")

@@ -47,7 +47,10 @@ CALIBRATION_OPTIONS: dict[str, dict[str, Any]] = {
         "percentile": lambda v: None if _is_number(v) and 0 < v <= 100
         else "a number in (0, 100]",
     },
-    "entropy": {},
+    "entropy": {
+        "num_quantized_bins": lambda v: None if isinstance(v, int) and not isinstance(v, bool)
+        and v >= 2 else "an integer >= 2",
+    },
     "mse": {},
 }
 

@@ -7,10 +7,13 @@ onnxruntime and time a run, so every comparison is made the same way.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +21,23 @@ import numpy as np
 import onnx
 
 from . import api
+from .config import QuantConfig
 from .errors import InputFileError
 from .input_check import read_feeds
 
 
-def ort_session(model: onnx.ModelProto | str | Path, optimize: bool = True) -> Any:
+def ort_session(model: onnx.ModelProto | str | Path, optimize: bool = True,
+                exact_int8: bool = False) -> Any:
     """An onnxruntime CPU session on one thread (as the numpy backend runs), quiet about
     warnings; ``optimize=False`` turns off its graph rewrites so it runs the model as written.
+    ``exact_int8=True`` sets ``session.x64quantprecision=1``: on x86 CPUs without VNNI its
+    default int8 kernels saturate int16 pair sums, and this mode avoids that (more slowly).
     Needs the ``bench`` or ``test`` extra (onnxruntime)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if exact_int8:
+        opts.add_session_config_entry("session.x64quantprecision", "1")
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # errors only: unused initializers are not worth a warning
@@ -36,6 +45,60 @@ def ort_session(model: onnx.ModelProto | str | Path, optimize: bool = True) -> A
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+ORT_METHODS = ("MinMax", "Entropy", "Percentile")
+
+
+def ort_quantize_static(model: onnx.ModelProto | str | Path, name: str, calib: np.ndarray, *,
+                        method: str = "MinMax", per_channel: bool = True,
+                        batch: int = 32) -> onnx.ModelProto:
+    """onnxruntime's ``quantize_static`` (QDQ format, int8 activations and weights, its
+    defaults otherwise) on the single-input ``model``, calibrated on ``calib`` fed to input
+    ``name`` in batches of ``batch``: the peer's post-training quantization, for comparisons."""
+    import tempfile
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{name: calib[i:i + batch]} for i in range(0, len(calib), batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        source, ready, target = (Path(tmp, f) for f in ("float.onnx", "pre.onnx", "int8.onnx"))
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        onnx.save(proto, str(source))
+        # its recommended first step (folds BatchNorm); symbolic shapes would need sympy
+        quant_pre_process(str(source), str(ready), skip_symbolic_shape=True)
+        quantize_static(str(ready), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, method))
+        return onnx.load(str(target))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence what onnxruntime's quantization tool prints and logs while it works."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -86,3 +149,37 @@ def run_demo(model: Path, data_path: str, repeats: int) -> None:
                "onnxruntime on one thread, numpy on its BLAS's default threads")
     print(f"time for the test set: numpy backend / onnxruntime = {ours / theirs:.2f}x "
           f"(median of {repeats}; {threads})")
+    if "calib_x" in data:
+        _int8_report(model, imported, data["calib_x"], x, y, logits)
+
+
+def _int8_report(model: Path, graph: Any, calib: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 float_logits: np.ndarray) -> None:
+    """Post-training int8 with the default config next to onnxruntime's quantize_static, both
+    calibrated on the same images."""
+    name = graph.inputs[0].name
+    config = QuantConfig()
+    q = api.quantize(graph, [calib], config, progress=False)
+    logits = api.compile(q, backend="numpy").run({name: x})[graph.outputs[0].name]
+    print(f"int8 (qc.quantize, {config.calibration}, per-channel weights, {len(calib)} "
+          f"calibration images; QDQ simulated on the numpy backend)")
+    print(f"  qcompiler int8       accuracy {_accuracy(logits, y):.3f}   agreement with fp32 "
+          f"{_accuracy(logits, float_logits.argmax(1)):.3f}   logits SQNR "
+          f"{_sqnr(float_logits, logits):.1f} dB")
+    theirs = ort_quantize_static(model, name, calib, method="MinMax", per_channel=True)
+    for exact, label in ((False, "default session"), (True, "x64quantprecision=1")):
+        out = ort_session(theirs, exact_int8=exact).run(None, {name: x})[0]
+        print(f"  onnxruntime int8     accuracy {_accuracy(out, y):.3f}   agreement with fp32 "
+              f"{_accuracy(out, float_logits.argmax(1)):.3f}   logits SQNR "
+              f"{_sqnr(float_logits, out):.1f} dB   (quantize_static MinMax, {label})")
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def _sqnr(reference: np.ndarray, result: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of ``result`` against ``reference``, in dB."""
+    noise = float(np.sum((reference.astype(np.float64) - result) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else 10.0 * float(np.log10(signal / noise))

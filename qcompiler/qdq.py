@@ -93,14 +93,21 @@ def insert_qdq(graph: Graph, value: Value, params: QuantParams) -> tuple[Value, 
     ``value`` read the dequantized copy instead; returns ``(quantized, dequantized)``.
 
     The two nodes stand for the producer's layers (or the input's name for a graph input).
-    Graph outputs move to the dequantized copy too, so the graph's signature is unchanged.
+    A graph output moves to the dequantized copy, which takes its name (the float value is
+    renamed ``NAME.float``), so the graph's signature is unchanged.
     """
     producer = value.producer
-    origins = producer.origins if producer is not None else (value.name,)
+    name = value.name
+    origins = producer.origins if producer is not None else (name,)
     anchor = _anchor_before(graph, value)
-    q = add_quantize(graph, value, params, before=anchor, origins=origins)
-    dq = add_dequantize(graph, q, before=anchor, origins=origins)
+    output = value.is_graph_output
+    if output:  # the graph's output keeps its name: it is the dequantized copy now
+        graph.rename_value(value, graph.fresh_name(f"{name}.float"))
+    q = add_quantize(graph, value, params, before=anchor, origins=origins, name=f"{name}.q")
+    dq = add_dequantize(graph, q, before=anchor, origins=origins, name=f"{name}.dq")
     graph.replace_all_uses_with(value, dq, exclude={q.producer})
+    if output:
+        graph.rename_value(dq, name)
     return q, dq
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from qcompiler.passes.cancel_qdq import CancelQDQ
 
 import qcompiler as qc
 from qcompiler import qdq
 from qcompiler.graph import Graph, Value
 from qcompiler.ops.quant import dequantize_linear, quantize_linear
-from qcompiler.passes.cancel_qdq import CancelQDQ
 from qcompiler.testing import inputs, pass_property, qdq_graphs, rule_names, run_graph
 from qcompiler.types import DType, QuantParams, TensorType
 
@@ -298,3 +298,196 @@ def test_clip_absorbed_exactly_when_its_bounds_quantize_to_the_limits(dq_params,
                 refused += 1
                 assert _q_of_clip_differs(q_params, lo_f, hi_f)
     assert fired and refused
+
+
+# -- DQ moved below data movement ------------------------------------------------------------
+
+
+def _moved(params: QuantParams, shape: tuple, op: str, operands=(), attrs=None, n_out=1):
+    """xq -> DQ -> op -> outputs (float), and 64 random feeds over the whole code range."""
+    g = Graph("move")
+    xq = _int_input(g, params, shape)
+    real = qdq.add_dequantize(g, xq)
+    consts = [g.add_constant(np.asarray(a), f"c{k}") if a is not None else None
+              for k, a in enumerate(operands)]
+    node = g.add_node(op, [real, *consts], attrs or {}, outputs=n_out)
+    g.set_outputs(list(node.outputs))
+    info = np.iinfo(params.dtype.np)
+    rng = np.random.default_rng(0)
+    feeds = [{"xq": rng.integers(info.min, info.max, shape, endpoint=True).astype(
+        params.dtype.np)} for _ in range(64)]
+    return g, feeds
+
+
+def _check_moved(g: Graph, feeds, fires: bool, reason: str | None = None) -> Graph:
+    result = _run_pass(g)
+    assert bool(result.stats.get("cancel-qdq: propagate-dq")
+                or result.stats.get("cancel-qdq: propagate-dq-concat")) == fires
+    if reason is not None:
+        assert any(reason in r for r in _reasons(g)), _reasons(g)
+    for feed in feeds:
+        _assert_same_on(g, result.graph, feed)
+    return result.graph
+
+
+MAXPOOLS = [({"kernel_shape": [2, 2]}, True), ({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+            True), ({"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}, True),
+            ({"kernel_shape": [2, 2], "pads": [2, 0, 0, 0]}, False),
+            ({"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER", "strides": [2, 2]}, True)]
+
+
+@pytest.mark.parametrize(("attrs", "fires"), MAXPOOLS, ids=[str(a) for a, _ in MAXPOOLS])
+@pytest.mark.parametrize("params", [_p(0.1, -128), _p(0.05, 200, "u8")], ids=_describe)
+def test_maxpool_on_integers_unless_a_window_is_only_padding(params, attrs, fires):
+    g, feeds = _moved(params, (1, 2, 5, 5), "MaxPool", attrs=attrs)
+    after = _check_moved(g, feeds, fires, None if fires else "covers only padding")
+    if fires:
+        assert after.nodes[0].op == "MaxPool" and after.nodes[0].outputs[0].dtype == params.dtype
+        assert after.nodes[0].outputs[0].type.quant == params
+
+
+@pytest.mark.parametrize(("op", "operands", "attrs"), [
+    ("Reshape", [np.array([2, -1], np.int64)], {}), ("Flatten", [], {"axis": 2}),
+    ("Transpose", [], {"perm": [0, 2, 3, 1]}), ("Unsqueeze", [np.array([1], np.int64)], {}),
+    ("Slice", [np.array([1], np.int64), np.array([3], np.int64), np.array([2], np.int64)], {}),
+    ("GlobalMaxPool", [], {}),
+    ("Resize", [None, np.array([1, 1, 2, 1.5], np.float32)], {"mode": "nearest"}),
+])
+def test_per_tensor_parameters_move_through_each_data_movement_op(op, operands, attrs):
+    g, feeds = _moved(_p(0.07, 5), (2, 3, 4, 5), op, operands, attrs)
+    after = _check_moved(g, feeds, True)
+    assert after.nodes[0].op == op and after.nodes[0].outputs[0].dtype == DType.I8
+
+
+def test_split_moves_with_a_dq_on_each_output():
+    g, feeds = _moved(_p(0.07, 5), (2, 3, 4, 5), "Split", [np.array([1, 3], np.int64)],
+                      {"axis": 2}, n_out=2)
+    after = _check_moved(g, feeds, True)
+    assert after.op_counts() == {"Split": 1, "DequantizeLinear": 2}
+
+
+@pytest.mark.parametrize(("attrs", "reason"), [
+    ({"mode": "linear"}, "interpolates"),
+    ({"mode": "nearest", "coordinate_transformation_mode": "tf_crop_and_resize"},
+     "extrapolates"),
+])
+def test_resize_that_computes_new_values_is_refused(attrs, reason):
+    operands = [np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32),
+                np.array([1, 1, 2, 2], np.float32)]
+    g, feeds = _moved(_p(0.07, 5), (1, 2, 3, 3), "Resize", operands, attrs)
+    _check_moved(g, feeds, False, reason)
+
+
+PER_AXIS = _p([0.1, 0.2, 0.05], [0, -3, 7], axis=1)
+
+
+@pytest.mark.parametrize(("op", "operands", "attrs", "axis"), [
+    ("Transpose", [], {"perm": [0, 2, 3, 1]}, 3),
+    ("Reshape", [np.array([2, 3, 20], np.int64)], {}, 1),
+    ("Unsqueeze", [np.array([0], np.int64)], {}, 2),
+    ("Flatten", [], {"axis": 0}, "split or merged"),
+    ("Reshape", [np.array([6, 20], np.int64)], {}, "split or merged"),
+    ("Slice", [np.array([1], np.int64), np.array([3], np.int64), np.array([3], np.int64)], {},
+     1),
+    ("Slice", [np.array([1], np.int64), np.array([3], np.int64), np.array([1], np.int64)], {},
+     "may cut that axis"),
+    ("MaxPool", [], {"kernel_shape": [2, 2]}, 1),
+    ("Resize", [None, np.array([1, 1, 2, 2], np.float32)], {"mode": "nearest"}, "only"),
+])
+def test_per_axis_parameters_move_only_where_their_axis_survives(op, operands, attrs, axis):
+    g, feeds = _moved(PER_AXIS, (2, 3, 4, 5), op, operands, attrs)
+    moves = isinstance(axis, int)
+    after = _check_moved(g, feeds, moves, None if moves else axis)
+    if moves:
+        dq = after.find_nodes("DequantizeLinear")[0]
+        assert dq.attrs["axis"] == axis and qdq.params_of(dq).axis == axis
+        assert after.nodes[0].outputs[0].type.quant.axis == axis
+
+
+def _concat_graph(params_list, axis=1):
+    g = Graph("concat")
+    parts = []
+    for k, params in enumerate(params_list):
+        xq = g.add_input(f"x{k}", TensorType(params.dtype, (1, 3, 2, 2), params))
+        parts.append(qdq.add_dequantize(g, xq))
+    g.set_outputs([g.add_node("Concat", parts, {"axis": axis}).outputs[0]])
+    rng = np.random.default_rng(1)
+    feeds = [{f"x{k}": rng.integers(-128, 127, (1, 3, 2, 2), endpoint=True).astype(np.int8)
+              for k in range(len(params_list))} for _ in range(16)]
+    return g, feeds
+
+
+def test_concat_of_dqs_with_equal_parameters_concatenates_integers():
+    g, feeds = _concat_graph([_p(0.1, 3)] * 3)
+    after = _check_moved(g, feeds, True)
+    assert after.op_counts() == {"Concat": 1, "DequantizeLinear": 1}
+
+
+@pytest.mark.parametrize(("params_list", "axis", "reason"), [
+    ([_p(0.1, 3), _p(0.1, 4)], 1, "same parameters"),
+    ([PER_AXIS, PER_AXIS], 1, "concatenates along the per-axis"),
+])
+def test_concat_refused(params_list, axis, reason):
+    g, feeds = _concat_graph(params_list, axis)
+    _check_moved(g, feeds, False, reason)
+
+
+def test_per_axis_concat_along_another_axis_moves():
+    g, feeds = _concat_graph([PER_AXIS, PER_AXIS], axis=2)
+    _check_moved(g, feeds, True)
+
+
+# -- islands: a removed rounding, on purpose ----------------------------------------------------
+
+
+def _island_graph(reader: str = "Sigmoid", source: str | None = None,
+                  requantized: bool = False) -> Graph:
+    g = Graph("island")
+    x = g.add_input("x", TensorType(DType.F32, (1, 2, 3, 3)))
+    if source == "Conv":
+        x = g.add_node("Conv", [x, g.add_constant(np.full((2, 2, 1, 1), 0.5, np.float32))]
+                       ).outputs[0]
+    _, real = qdq.insert_qdq(g, x, _p(0.25, 0))
+    if reader == "Conv":
+        y = g.add_node("Conv", [real, g.add_constant(np.ones((2, 2, 1, 1), np.float32))])
+    else:
+        y = g.add_node(reader, [real])
+    out = y.outputs[0]
+    if requantized:  # an integer result: lower-int may make the reader a lookup table
+        g.set_outputs([qdq.add_quantize(g, out, _p(0.01, -128))])
+    else:
+        g.set_outputs([g.add_node("Identity", [out]).outputs[0]])
+    return g
+
+
+def test_an_island_is_removed_and_the_float_result_is_what_remains():
+    g = _island_graph()
+    result = _run_pass(g, "cancel-qdq")
+    assert result.stats == {"cancel-qdq: remove-island": 1}
+    assert result.graph.op_counts() == {"Sigmoid": 1, "Identity": 1}
+    x = (np.arange(18, dtype=np.float32).reshape(1, 2, 3, 3) - 9) / 7
+    sigmoid = qc.ops.get("Sigmoid").kernel
+    np.testing.assert_array_equal(run_graph(result.graph, {"x": x})["identity"], sigmoid(x))
+    before = run_graph(g, {"x": x})["identity"]
+    assert not np.array_equal(before, sigmoid(x))  # the rounding it removed was real
+    assert not _run_pass(g, EXACT).changed  # and the exact pass keeps it
+
+
+@pytest.mark.parametrize(("graph", "reason"), [
+    (lambda: _island_graph("Conv"), "may read %"),
+    (lambda: _island_graph(requantized=True), "may read %"),  # DQ -> Sigmoid -> Q: a table
+    (lambda: _island_graph(source="Conv"), "comes from Conv"),
+], ids=["conv-reader", "table-reader", "conv-source"])
+def test_an_island_an_integer_op_may_use_is_kept(graph, reason):
+    g = graph()
+    assert any(reason in r for r in _reasons(g, islands=True)), _reasons(g, islands=True)
+    assert "cancel-qdq: remove-island" not in _run_pass(g, "cancel-qdq").stats
+
+
+def test_an_island_whose_dq_is_a_graph_output_is_kept():
+    g = Graph("out")
+    x = g.add_input("x", TensorType(DType.F32, (4,)))
+    _, real = qdq.insert_qdq(g, x, _p(0.25, 0))
+    g.set_outputs([real])
+    assert any("graph output" in r for r in _reasons(g, islands=True))
+    assert not _run_pass(g, "cancel-qdq").changed

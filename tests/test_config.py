@@ -7,10 +7,12 @@ import json
 import sys
 from importlib import resources
 
+import numpy as np
 import pytest
 
 import qcompiler as qc
 from qcompiler.config import CALIBRATION_OPTIONS, QuantConfig
+from qcompiler.observers import METHODS, TensorStats
 from qcompiler.types import DType, QuantParams
 
 EXAMPLES = resources.files("qcompiler.examples")
@@ -31,6 +33,22 @@ def test_defaults_are_the_numerics_contract():
     assert cfg.calibration in CALIBRATION_OPTIONS and cfg.cache is None
 
 
+def test_the_methods_are_the_observers():
+    assert tuple(CALIBRATION_OPTIONS) == METHODS
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_accepted_option_is_one_the_stats_take(method):
+    """Each method's options, as the config accepts them, choose a range from real stats."""
+    options = {"percentile": {"percentile": 99.9}, "entropy": {"num_quantized_bins": 64}}.get(
+        method, {})
+    cfg = QuantConfig(calibration=method, calibration_options=options)
+    stats = TensorStats(bins=256).observe(np.linspace(-1, 3, 1000, dtype=np.float32))
+    lo, hi = stats.range(cfg.calibration, **cfg.calibration_options)
+    assert -1 <= lo < hi <= 3
+    assert set(options) == set(CALIBRATION_OPTIONS[method])
+
+
 def test_dtype_aliases_are_normalised():
     cfg = QuantConfig(weight_dtype="int8", activation_dtype="uint8")
     assert (cfg.weight_dtype, cfg.activation_dtype) == ("i8", "u8")
@@ -49,9 +67,12 @@ def test_dtype_aliases_are_normalised():
      "'pct' is not an option of calibration 'percentile', which takes 'percentile'"),
     ({"calibration": "percentile", "calibration_options": {"percentile": 120}},
      "'percentile' of calibration 'percentile' must be a number in \\(0, 100\\], got 120"),
+    ({"calibration": "entropy", "calibration_options": {"num_quantized_bins": 1.5}},
+     "'num_quantized_bins' of calibration 'entropy' must be an integer >= 2, got 1.5"),
     ({"calibration_options": [1]}, "calibration_options must be a mapping"),
     ({"overrides": [("x", (0, 1))]}, "overrides must be a mapping"),
-    ({"overrides": {"x": (1.0, -1.0)}}, "overrides\\['x'\\]: the range \\[1.0, -1.0\\] has lo > hi"),
+    ({"overrides": {"x": (1.0, -1.0)}},
+     "overrides\\['x'\\]: the range \\[1.0, -1.0\\] has lo > hi"),
     ({"overrides": {"x": (0.0, float("inf"))}}, "must be a range \\[lo, hi\\] of finite numbers"),
     ({"overrides": {"x": "wide"}}, "overrides\\['x'\\] must be a range"),
     ({"overrides": {"x": QuantParams(0.1, 300, DType.I8)}}, "zero point 300 is outside"),
@@ -110,7 +131,8 @@ def test_toml_without_a_reader_says_which_python_it_needs(tmp_path, monkeypatch)
     ("quant.json", '{"mode": "static", "per_chanel": false}',
      "unknown config key\\(s\\) 'per_chanel' \\(did you mean 'per_channel'\\?\\); the fields "
      "are: mode, "),
-    ("quant.json", '{"mode": "static",}', "invalid JSON at line 1, column 19: Expecting property name"),
+    ("quant.json", '{"mode": "static",}',
+     "invalid JSON at line 1, column 19: Expecting property name"),
     ("quant.json", '[1, 2]', "must be a mapping of field names to values, got list"),
     ("quant.json", '{"mode": "int4"}', "quant.json': mode must be one of"),
     ("quant.toml", 'mode = "static"\nmode = "dynamic"\n', "invalid TOML"),
