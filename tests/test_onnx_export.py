@@ -414,3 +414,25 @@ def test_a_cancelled_qdq_graph_exports_and_runs_within_one_output_step(tmp_path:
     for session in (ort_session(model, optimize=False), qdq_models.precise_session(model)):
         apart = _steps_apart(ours, session.run(None, {"image": x})[0], step)
         assert apart.max() <= 1 + 1e-4
+
+
+@pytest.mark.parametrize("scheme", qdq_models.SCHEMES, ids=qdq_models._scheme_id)
+def test_the_output_of_qc_quantize_exports_and_runs_within_one_output_step(
+        scheme: tuple[bool, str], tmp_path: Path) -> None:
+    config = qc.QuantConfig(per_channel=scheme[0], activation_dtype=scheme[1])
+    q = qc.quantize(qc.load_onnx(qdq_models.MODEL), qdq_models.DATA["calib_x"], config,
+                    progress=False)
+    path = _exported(q, tmp_path)
+    assert _layers(qc.optimize(qc.load_onnx(path))) == _layers(q)
+    model = onnx.load(str(path))
+    x = qdq_models.DATA["test_x"]
+    ours = qc.compile(q).run({"image": x})[q.outputs[0].name]
+    step = qdq.params_of(q.outputs[0].producer).scale[0]
+    for who, session in (("as written", ort_session(model, optimize=False)),
+                         ("rewritten, exact kernels", qdq_models.precise_session(model))):
+        theirs = session.run(None, {"image": x})[0]
+        apart = _steps_apart(ours, theirs, step)
+        print(f"\nqc.quantize {qdq_models._scheme_id(scheme)}, onnxruntime {who}: outputs "
+              f"differing {float((apart > 0).mean()):.4%}, max {apart.max():.2f} steps")
+        assert apart.max() <= 1 + 1e-4
+        assert qdq_models.accuracy(theirs) == qdq_models.accuracy(ours)
