@@ -17,16 +17,22 @@ float. Constant folding never folds a DQ, so the weights stay int8 in saved exec
 ONNX exports (a quarter of the float bytes).
 
 A weight or an activation read by several ops is quantized once. Candidates left in float (a
-weight that is not a float constant, an activation that is not f32) are listed with the reason
-in the pass's notes (``PassManager(..., explain=True)``).
+weight that is not a float constant, an activation that is not f32, a node a ``QuantConfig``
+excludes) are listed with the reason in the pass's notes (``PassManager(..., explain=True)``).
+
+``dynamic_pass(config)`` is the pass for a ``QuantConfig`` of mode "dynamic" or "weight_only"
+(what ``qc.quantize`` runs): its weight options, and its exclusions, resolved on the graph the
+pass runs on. Dynamic activations are uint8 whatever ``activation_dtype`` says, as
+DynamicQuantizeLinear (and onnxruntime's ``quantize_dynamic``) makes them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qcompiler import qdq
-from qcompiler.errors import PipelineError
+from qcompiler.config import QuantConfig
+from qcompiler.errors import ConfigError, PipelineError
 from qcompiler.graph import Graph, Node, Value
 from qcompiler.pass_manager import Pass, PassResult, register_pass
 from qcompiler.quant_math import quantize_weight
@@ -49,6 +55,7 @@ class QuantizeDynamic(Pass):
     symmetric: bool = True
     weight_dtype: str = "i8"
     reduce_range: bool = False
+    config: QuantConfig | None = field(default=None, repr=False)  # its exclusions apply
 
     def __post_init__(self) -> None:
         if self.weight_dtype not in WEIGHT_DTYPES:
@@ -59,8 +66,10 @@ class QuantizeDynamic(Pass):
     def op_types(self) -> frozenset[str]:
         return WEIGHTED if self.weight_only else DYNAMIC_OPS
 
-    def refusal(self, node: Node) -> str | None:
+    def refusal(self, node: Node, excluded: dict[Node, str]) -> str | None:
         """Why a candidate op stays float (None when it is quantized)."""
+        if node in excluded:
+            return f"excluded by the config ({excluded[node]})"
         weight = node.inputs[1] if len(node.inputs) > 1 else None
         if weight is None or not weight.is_constant:
             return "its weight is not a constant"
@@ -71,17 +80,22 @@ class QuantizeDynamic(Pass):
                     f"DynamicQuantizeLinear quantizes f32")
         return None
 
+    def excluded(self, graph: Graph) -> dict[Node, str]:
+        return self.config.excluded(graph) if self.config is not None else {}
+
     def explain(self, graph: Graph) -> list[str]:
+        excluded = self.excluded(graph)
         return [f"{node.describe()} stays float: {reason}" for node in graph.nodes
-                if node.op in self.op_types and (reason := self.refusal(node))]
+                if node.op in self.op_types and (reason := self.refusal(node, excluded))]
 
     def run(self, graph: Graph) -> PassResult:
         notes = self.explain(graph)
-        weights: dict[tuple[int, int], Value] = {}
+        excluded = self.excluded(graph)
+        weights: dict[tuple[int, int | None], Value] = {}
         activations: dict[int, Value] = {}
         stats = {"weights": 0, "activations": 0}
         for node in list(graph.nodes):
-            if node.op not in self.op_types or self.refusal(node):
+            if node.op not in self.op_types or self.refusal(node, excluded):
                 continue
             weight = node.inputs[1]
             key = (id(weight), self._axis(node, weight))
@@ -128,3 +142,18 @@ def _dynamic_dequantized(graph: Graph, x: Value, reader: Node) -> Value:
     dequantize = graph.add_node(qdq.DEQUANTIZE, list(quantize.outputs), name=f"{x.name}.dq",
                                 before=reader, origins=reader.origins)
     return dequantize.outputs[0]
+
+
+MODES = ("dynamic", "weight_only")
+
+
+def dynamic_pass(config: QuantConfig) -> QuantizeDynamic:
+    """The ``quantize-dynamic`` pass a ``QuantConfig`` of mode "dynamic" or "weight_only" asks
+    for: its weight dtype, symmetry, granularity and ``reduce_range``, and its exclusions."""
+    if config.mode not in MODES:
+        raise ConfigError(f"dynamic_pass needs a config of mode {' or '.join(MODES)}, got "
+                          f"mode={config.mode!r}")
+    return QuantizeDynamic(weight_only=config.mode == "weight_only",
+                           per_channel=config.per_channel, symmetric=config.weight_symmetric,
+                           weight_dtype=config.weight_dtype, reduce_range=config.reduce_range,
+                           config=config)

@@ -15,6 +15,7 @@ import test_qdq_import as qdq_models
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 from onnxruntime.quantization import QuantType, quantize_dynamic
+from qcompiler.passes.dynamic import dynamic_pass
 from test_exported_models import DATA as EXPORTED
 from test_exported_models import _batch_feeds
 
@@ -241,3 +242,34 @@ def test_a_shared_weight_and_activation_are_quantized_once_and_refusals_are_expl
     x = np.random.default_rng(1).normal(size=(8, 8)).astype(np.float32)
     float_out = qc.compile(_two_readers()).run({"x": x})["out"]
     assert _peak(qc.compile(q).run({"x": x})["out"], float_out) <= 8e-3  # measured 6.8e-3
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qc_quantize_in_dynamic_mode_matches_onnxruntime(per_channel: bool) -> None:
+    """``QuantConfig(mode="dynamic")`` runs this pass (no calibration data needed); the
+    config's default int8 activations become uint8, as DynamicQuantizeLinear makes them."""
+    name = MLPS[0]
+    _, g, feeds = _mlp(name)
+    q = qc.quantize(g, None, qc.QuantConfig(mode="dynamic", per_channel=per_channel))
+    assert len(q.find_nodes("DynamicQuantizeLinear")) == 3
+    ours = qc.compile(q).run(feeds)[g.outputs[0].name]
+    theirs = qdq_models.precise_session(ort_dynamic(name, per_channel)).run(None, feeds)[0]
+    assert _peak(ours, theirs) <= ORT_TOL
+
+
+def test_qc_quantize_in_weight_only_mode_honours_the_config_exclusions() -> None:
+    g = qc.load_onnx(qdq_models.MODEL)
+    config = qc.QuantConfig(mode="weight_only", exclude_layers=["fc2"], per_channel=False)
+    q = qc.quantize(g, None, config)
+    quantized = {n.name for n in _weighted_dqs(q)}
+    assert quantized == {"conv1_conv", "conv2_conv", "conv3_conv", "fc1"}
+    for node in _weighted_dqs(q):
+        assert node.inputs[1].producer.inputs[0].type.quant.axis is None
+    assert q.node("fc2").inputs[1].is_constant
+    pm = qc.PassManager([dynamic_pass(config)], explain=True)
+    pm.run(qc.optimize(g))
+    assert pm.explanations["quantize-dynamic"] == [
+        f"{q.node('fc2').describe()} stays float: excluded by the config (exclude_layers "
+        f"'fc2')"]
+    with pytest.raises(qc.ConfigError, match="mode"):
+        dynamic_pass(qc.QuantConfig())
