@@ -803,7 +803,23 @@ class _Scan:
             lines.append(f"  {key}: {shown}" if names else f"  {key}")
         if any(k.startswith("dtype ") for k in self.unsupported):
             lines.append(f"supported dtypes: {_supported_dtypes()}")
+        if any(_is_quantized_operator(k) for k in self.unsupported):
+            lines.append("quantized operators (onnxruntime's QOperator format) are not "
+                         "imported; a QDQ model (onnxruntime's QuantFormat.QDQ: QuantizeLinear "
+                         "and DequantizeLinear around float ops) is")
         return "\n".join(lines)
+
+
+# The integer ops of onnxruntime's QOperator format and quantize_dynamic (ONNX and contrib).
+_QUANTIZED_OPERATORS = ("ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul",
+                        "MatMulIntegerToFloat", "QAttention")
+
+
+def _is_quantized_operator(key: str) -> bool:
+    """Whether an unsupported-feature key (``QLinearConv``, ``com.microsoft.QGemm (domain
+    ...)``) names a quantized operator that has a QDQ spelling."""
+    op_type = key.split(" ")[0].rsplit(".", 1)[-1]
+    return op_type.startswith("QLinear") or op_type in _QUANTIZED_OPERATORS
 
 
 def _check_against_schema(node: onnx.NodeProto, name: str, opset: int) -> None:

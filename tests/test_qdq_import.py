@@ -227,3 +227,19 @@ def test_a_qat_style_weight_quantizer_becomes_a_typed_int8_constant() -> None:
     theirs = ort_session(model, optimize=False).run(None, {"x": x})[0]
     # float32 summation order only: measured 2.1e-7 of the output's peak
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6 * np.abs(theirs).max())
+
+
+def test_the_quantized_operator_format_is_refused_with_the_qdq_alternative() -> None:
+    """quantize_static's QOperator format writes QLinearConv and the contrib QGemm: refused,
+    every node named, with the QDQ format suggested."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "digits.qop.onnx"
+        quantize_static(MODEL, str(out), _DigitsCalibration(),
+                        quant_format=QuantFormat.QOperator)
+        model = onnx.load(str(out))
+    with pytest.raises(qc.UnsupportedModelError, match="QuantFormat.QDQ") as info:
+        qc.from_onnx(model)
+    assert set(info.value.unsupported) == {"QLinearConv",
+                                           "com.microsoft.QGemm (domain 'com.microsoft')"}
+    assert info.value.unsupported["QLinearConv"] == [
+        "conv1_conv_quant", "conv2_conv_quant", "conv3_conv_quant"]
