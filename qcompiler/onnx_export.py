@@ -13,6 +13,11 @@ spelled with standard ops:
 - ``Requantize`` (what ``cancel-qdq`` makes of a DQ -> Q pair with different parameters) is
   that pair again, DequantizeLinear then QuantizeLinear: bit-exact with its "float" rounding,
   the composition itself; another rounding mode has no ONNX spelling and is refused.
+- a SAME ``auto_pad`` that onnxruntime cannot run (a dilated window, or a stride so large
+  that the padding the spec clamps at 0 comes out negative) is written as the explicit pads it
+  means, when the spatial sizes are known: the same windows, so the same numbers.
+- a GlobalMaxPool of integers (``cancel-qdq`` moves DQ below it; ONNX's GlobalMaxPool takes
+  floats only) is the ReduceMax over the spatial axes that it is, exactly.
 - the scale and zero point of a weight's DequantizeLinear get initializers of their own when
   other nodes share them, as onnxruntime's weight rewrites need (see ``own_parameter``).
 
@@ -45,6 +50,7 @@ from .graph import Graph, Node, Value
 from .onnx_import import ORIGINS_KEY
 from .ops.activation import ACTIVATIONS
 from .ops.dtypes import TO_ONNX
+from .ops.window import conv_window
 from .types import TensorType
 
 EXPORT_OPSET = 21
@@ -52,6 +58,7 @@ IR_VERSION = 10  # the IR version of opset 21
 OBSERVE = "Observe"
 REQUANTIZE = "Requantize"
 FUSED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+WINDOWED_OPS = ("Conv", "MaxPool", "AveragePool")  # whose SAME padding conv_window computes
 
 _ATTR_TYPES = {
     "int": onnx.AttributeProto.INT, "float": onnx.AttributeProto.FLOAT,
@@ -93,8 +100,8 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
                               producer_name="qcompiler", producer_version=__version__)
     model.ir_version = IR_VERSION
     try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+        onnx.checker.check_model(model)  # not full_check: onnx's shape inference departs from
+    except onnx.checker.ValidationError as exc:  # the spec on dilated SAME pooling
         raise ExportError(f"the exported model of graph {graph.name!r} does not pass "
                           f"onnx.checker: {exc}") from None
     return model
@@ -189,11 +196,15 @@ class _Writer:
         if node.op == REQUANTIZE:
             self.requantize(node)
             return
+        if node.op == "GlobalMaxPool" and node.inputs[0].dtype.is_integer:
+            self.integer_global_max_pool(node)
+            return
         inputs = [self.name_of(v) for v in node.inputs]
         if node.op == qdq.DEQUANTIZE and node.inputs[0].is_constant:
             inputs[1:] = [self.own_parameter(v) for v in node.inputs[1:]]
         outputs = [v.name for v in node.outputs]
         attrs = dict(node.attrs)
+        attrs = _runnable_padding(node, attrs)
         if node.op not in FUSED_OPS or not _fused(node):
             self.emit(node, node.op, _trimmed(inputs), outputs, attrs)
             return
@@ -218,6 +229,13 @@ class _Writer:
         self.emit(node, qdq.DEQUANTIZE, [x, x_scale, x_zero], [real], axis, role="dequantize")
         self.emit(node, qdq.QUANTIZE, [real, y_scale, y_zero], [node.outputs[0].name], axis,
                   role="quantize")
+
+    def integer_global_max_pool(self, node: Node) -> None:
+        """GlobalMaxPool of integers as ReduceMax over the spatial axes, keeping them."""
+        x = node.inputs[0]
+        axes = self.constant(np.arange(2, len(x.shape), dtype=np.int64), f"{node.name}/axes")
+        self.emit(node, "ReduceMax", [self.name_of(x), axes], [node.outputs[0].name],
+                  {"keepdims": 1})
 
     def observe(self, node: Node) -> None:
         observed, out = node.inputs[0], node.outputs[0]
@@ -255,6 +273,29 @@ class _Writer:
             return "Clip", "clip", bounds, {}
         attrs = dict(zip(ACTIVATIONS[name], (float(p) for p in params), strict=True))
         return name, name.lower(), [], attrs
+
+
+def _runnable_padding(node: Node, attrs: dict) -> dict:
+    """``attrs`` with a SAME ``auto_pad`` onnxruntime refuses (dilations, or a negative total
+    padding before the spec's clamp) replaced by the explicit pads the spec computes; other
+    attributes as given. Only for static spatial sizes and without ``ceil_mode`` (which would
+    change the output length of explicit pads)."""
+    if (node.op not in WINDOWED_OPS or attrs.get("auto_pad") not in ("SAME_UPPER", "SAME_LOWER")
+            or attrs.get("ceil_mode", 0)):
+        return attrs
+    spatial = node.inputs[0].shape[2:]
+    kernel = tuple(attrs.get("kernel_shape") or node.inputs[1].shape[2:])
+    if not all(isinstance(d, int) for d in (*spatial, *kernel)):
+        return attrs
+    strides = tuple(attrs.get("strides") or (1,) * len(spatial))
+    dilations = tuple(attrs.get("dilations") or (1,) * len(spatial))
+    negative = any((-(-n // st) - 1) * st + (k - 1) * d + 1 < n
+                   for n, k, st, d in zip(spatial, kernel, strides, dilations))
+    if not negative and all(d == 1 for d in dilations):
+        return attrs
+    win = conv_window(node.op, spatial, kernel, strides, dilations, (), attrs["auto_pad"])
+    return {**{k: v for k, v in attrs.items() if k != "auto_pad"},
+            "pads": (*win.begin, *win.pad_end)}
 
 
 def _fused(node: Node) -> bool:
