@@ -19,6 +19,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/numpy_backend.py --repeats 30
+	$(BIN)/python bench/quantization.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check qcompiler passes backends tests bench examples

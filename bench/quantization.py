@@ -68,9 +68,11 @@ def ours(graph: qc.Graph, calib: np.ndarray, x: np.ndarray, config: qc.QuantConf
     return out[graph.outputs[0].name], took
 
 
-def peer(path: Path, name: str, calib: np.ndarray, x: np.ndarray, method: str,
+def peer(path: Path, name: str, calib: np.ndarray, x: np.ndarray, label: str,
          per_channel: bool):
-    model = ort_quantize_static(path, name, calib, method=method, per_channel=per_channel)
+    method, extra = ORT_METHODS[label]
+    model = ort_quantize_static(path, name, calib, method=method, per_channel=per_channel,
+                                extra_options=extra)
     return [ort_session(model, exact_int8=exact).run(None, {name: x})[0]
             for exact in (False, True)]
 
@@ -93,14 +95,15 @@ def bench_model(key: str, data: dict[str, np.ndarray]) -> None:
             cfg = replace(base, calibration=method, per_channel=per_channel)
             logits, took = ours(graph, calib, x, cfg)
             print(score.row(f"qcompiler {method}, {gran}", logits, took))
-        if key == "dwsep" and not per_channel:
-            for label, extra in (("equalize", {"equalize": True}),
-                                 ("bias correction", {"bias_correction": True}),
-                                 ("equalize + bias correction",
-                                  {"equalize": True, "bias_correction": True})):
-                cfg = replace(base, per_channel=False, **extra)
-                logits, took = ours(graph, calib, x, cfg)
-                print(score.row(f"qcompiler {base.calibration}, {gran}, {label}", logits, took))
+        if key == "dwsep":
+            for method in dict.fromkeys((base.calibration, "minmax")):
+                for label, extra in (("equalize", {"equalize": True}),
+                                     ("bias correction", {"bias_correction": True}),
+                                     ("equalize + bias correction",
+                                      {"equalize": True, "bias_correction": True})):
+                    cfg = replace(base, calibration=method, per_channel=per_channel, **extra)
+                    logits, took = ours(graph, calib, x, cfg)
+                    print(score.row(f"qcompiler {method}, {gran}, {label}", logits, took))
         for method in ORT_METHODS:
             start = time.perf_counter()
             default, exact = peer(path, name, calib, x, method, per_channel)

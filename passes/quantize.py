@@ -14,9 +14,10 @@ every float activation that such a node reads (its data operands) or writes. The
 - a bias's as int32 at ``s_in * s_w[c]``, zero point 0; where a bias would overflow int32 the
   weight scale of that channel is raised (``quant_math.quantize_bias``), never clipped.
 
-Nodes that stay float are recorded with their reason in ``Quantize.skipped`` (and in the
-``PassResult`` notes): excluded by the config, an op quantization has no role for, a float16
-tensor, or a weighted node whose weight is computed at run time and cannot be read.
+Nodes that stay float are recorded with their reason in ``Quantize.skipped``, in the graph's
+``metadata[FLOAT_REASONS]`` (which ``qc.compare`` reads) and in the ``PassResult`` notes:
+excluded by the config, an op quantization has no role for, or a float16 tensor. A MatMul
+whose second operand is computed at run time has both operands quantized as activations.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from qcompiler.config import QuantConfig
 from qcompiler.errors import ConfigError, QuantizationError
 from qcompiler.graph import Graph, Node, Value
 from qcompiler.pass_manager import Pass, PassResult, register_pass
-from qcompiler.quant_ops import ARITHMETIC, DATA_MOVEMENT, WEIGHTED, data_inputs, weight_axis
+from qcompiler.quant_ops import (
+    ARITHMETIC,
+    DATA_MOVEMENT,
+    FLOAT_REASONS,
+    WEIGHTED,
+    data_inputs,
+    weight_axis,
+)
 from qcompiler.types import DType, QuantParams
 
 # Operand positions of a weighted op that are activations (X, and Conv's residual Z).
@@ -60,19 +68,22 @@ class Quantize(Pass):
         chosen = [node for node in graph.nodes if self._quantizable(node, excluded)]
         activations = _activations(chosen)
         self.config.check_overrides(graph)
-        params = self._activation_params(graph, chosen, activations)
+        by_name = self._activation_params(graph, chosen, activations)
+        # keyed by value: inserting Q/DQ renames a graph output's float value
+        params = {id(value): by_name[value.name] for value in activations}
         for value in activations:  # graph order: inputs first, then node by node
-            qdq.insert_qdq(graph, value, params[value.name])
+            qdq.insert_qdq(graph, value, params[id(value)])
         weights = 0
         for node in chosen:
             if node.op in WEIGHTED and node.inputs[1].is_constant:
-                self._quantize_weights(graph, node, params[_source(node.inputs[0]).name])
+                self._quantize_weights(graph, node, params[id(_source(node.inputs[0]))])
                 weights += 1
             elif node.op in ARITHMETIC:
                 self._quantize_constant_operands(graph, node)
         for value in list(graph.constants.values()):
             if not value.uses and not value.is_graph_output:
                 graph.erase_constant(value)
+        graph.metadata[FLOAT_REASONS] = dict(self.skipped)
         notes = [f"{name}: left in float ({why})" for name, why in self.skipped.items()]
         return PassResult(graph, bool(activations or weights),
                           {"activations": len(activations), "weights": weights,
@@ -82,7 +93,7 @@ class Quantize(Pass):
 
     def _quantizable(self, node: Node, excluded: Mapping[Node, str]) -> bool:
         if node in excluded:
-            self.skipped[node.name] = excluded[node]
+            self.skipped[node.name] = f"excluded by config: {excluded[node]}"
             return False
         if not (node.op in WEIGHTED or node.op in ARITHMETIC or node.op in DATA_MOVEMENT):
             if any(v.dtype.is_float for v in node.outputs):
@@ -154,7 +165,9 @@ class Quantize(Pass):
             if raised != wparams:
                 wparams = raised
                 wq = quant_math.quantize(weight.data, wparams)
-            self._replace_operand(graph, node, 2, bq.reshape(bias.shape), bparams, "bias")
+            # 1-D whatever the float bias's shape (Gemm's C may be [1, N] or a scalar for N = 1):
+            # it broadcasts the same, and per-channel parameters need the channel axis
+            self._replace_operand(graph, node, 2, bq.reshape(-1), bparams, "bias")
         self._replace_operand(graph, node, 1, wq, wparams, "weight")
 
     def _quantize_constant_operands(self, graph: Graph, node: Node) -> None:

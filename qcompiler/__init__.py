@@ -12,7 +12,17 @@
 
 from __future__ import annotations
 
-from .api import compile, export_onnx, from_onnx, load, load_onnx, optimize, parse, quantize
+from .api import (
+    compare,
+    compile,
+    export_onnx,
+    from_onnx,
+    load,
+    load_onnx,
+    optimize,
+    parse,
+    quantize,
+)
 from .config import QuantConfig
 from .errors import (
     BackendError,
@@ -32,6 +42,7 @@ from .errors import (
     PipelineError,
     QCompilerError,
     QuantizationError,
+    ReportError,
     RewriteError,
     SaveError,
     ShapeInferenceError,
@@ -65,4 +76,5 @@ __all__ = [
     "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "export_onnx", "from_onnx", "get_pass", "load", "load_onnx",
     "optimize", "parse", "quantize", "register_pass", "Interpreter", "QuantConfig", "STOP",
+    "ReportError", "compare",
 ]

@@ -1,4 +1,4 @@
-"""The ``qcompiler`` command line: show, passes, compile, run and demo.
+"""The ``qcompiler`` command line: show, passes, compile, run, report and demo.
 
 Every error is one line on stderr and a non-zero exit code: 2 for a bad command line or a
 ``QCompilerError`` (a bad file, a wrong input, an unsupported model), 3 for an internal error.
@@ -21,7 +21,7 @@ from . import api
 from .backends import available_backends
 from .config import QuantConfig
 from .demo import run_demo
-from .errors import InputFileError, QCompilerError, SaveError
+from .errors import InputFileError, QCompilerError, ReportError, SaveError
 from .graph import Graph
 from .input_check import read_feeds, write_arrays
 from .pass_manager import PassManager, available_passes, get_pass
@@ -145,6 +145,29 @@ def cmd_run(args: argparse.Namespace) -> None:
             print(value)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    shapes = _shapes(args.input_shape)
+    g = api.load_onnx(args.model, shapes)
+    config = QuantConfig.from_file(args.config) if args.config else None
+    if args.quantized is not None:
+        if args.calib:
+            raise ReportError(f"--calib is for quantizing {args.model} here, but "
+                              f"{args.quantized} is given already quantized")
+        q = api.load_onnx(args.quantized, shapes)
+    else:
+        q = api.quantize(g, args.calib or args.data, config)
+    report = api.compare(g, q, args.data, config=config)
+    if args.json == "-":
+        print(report.to_json())
+        return
+    if args.json:
+        try:
+            Path(args.json).write_text(report.to_json() + "\n")
+        except OSError as exc:
+            raise SaveError(f"cannot write {args.json!r}: {exc.strerror or exc}") from None
+    print(report)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.model), args.data, args.repeats)
 
@@ -208,6 +231,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("compiled", metavar="FILE.qcx")
     p.add_argument("inputs", metavar="INPUTS.npz")
     p.add_argument("-o", "--output", help=".npz file for the outputs (default: print them)")
+
+    p = command("report", cmd_report,
+                "per-layer error of a quantized model against its float model, worst first")
+    p.add_argument("model", metavar="FLOAT.onnx")
+    p.add_argument("quantized", metavar="QUANTIZED.onnx", nargs="?",
+                   help="its quantized (QDQ) form; without it, FLOAT.onnx is quantized here "
+                        "with --config")
+    p.add_argument("data", metavar="DATA.npz",
+                   help="inputs to measure on, keyed by input name (split into batches)")
+    p.add_argument("--config", metavar="QUANT.toml",
+                   help="the quantization config (.json or .toml): the one to quantize with, "
+                        "and whose exclusions explain the ops left in float")
+    p.add_argument("--calib", metavar="CALIB.npz",
+                   help="calibration data when quantizing here (default: DATA.npz)")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write the report as JSON ('-': print only the JSON)")
+    input_shape(p)
 
     p = command("demo", cmd_demo, "compile the embedded model and report accuracy and speed")
     p.add_argument("--model", default=str(EXAMPLES / "digits_convnet.onnx"))

@@ -135,6 +135,11 @@ class QuantizationError(QCompilerError):
     """A graph cannot be quantized as asked: names the node, the tensor and the user's layer."""
 
 
+class ReportError(QCompilerError):
+    """A per-layer report cannot be made: the float and quantized graphs do not correspond (a
+    layer of one has no counterpart in the other, their inputs or a layer's outputs differ)."""
+
+
 class ExportError(SaveError):
     """A graph cannot be written as ONNX: ``unsupported`` maps each op ONNX has no spelling for
     to the nodes that use it. Nothing is written."""

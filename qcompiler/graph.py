@@ -8,6 +8,7 @@ Every edge edit goes through the mutation helpers (``Node.set_input``, ``replace
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 from collections.abc import Container, Iterable, Iterator, Sequence
 from typing import Any
@@ -169,6 +170,9 @@ class Graph:
         self.outputs: list[Value] = []
         self.constants: dict[str, Value] = {}
         self.nodes: list[Node] = []
+        # What passes record about the graph for later tools (e.g. why a node stays float);
+        # carried by copy(), not part of the text form or of equality.
+        self.metadata: dict[str, Any] = {}
         self._names: dict[str, Value] = {}
         self._node_names: set[str] = set()
         self._counter = itertools.count()
@@ -578,6 +582,7 @@ class Graph:
                 fresh.sym = old.sym
                 mapping[id(old)] = fresh
         new.set_outputs([mapping[id(v)] for v in self.outputs])
+        new.metadata = copy.deepcopy(self.metadata)
         return new
 
     @contextlib.contextmanager

@@ -35,6 +35,8 @@ from .quant_math import params_from_range
 
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 HISTOGRAM_METHODS = ("minmax", "percentile", "entropy", "mse")
+_OPTIONS = {"minmax": (), "percentile": ("percentile",), "entropy": ("num_quantized_bins",),
+            "mse": ()}
 # The MSE search evaluates its candidates on the histogram merged down to this many bins.
 MSE_BINS = 512
 
@@ -64,16 +66,21 @@ def _batch_range(x, axis: int | None, context: str | None):
     if array.size == 0:
         return None
     others = None if axis is None else tuple(d for d in range(array.ndim) if d != axis)
-    lo = array.min(axis=others)
-    hi = array.max(axis=others)
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+    # + 0.0 turns -0.0 into 0.0: min(0.0, -0.0) would otherwise depend on the order of batches
+    if axis is None:  # Python floats: np.all on numpy scalars keeps allocating (numpy 2.x)
+        lo, hi = float(array.min()) + 0.0, float(array.max()) + 0.0
+        finite = math.isfinite(lo) and math.isfinite(hi)
+    else:
+        lo, hi = array.min(axis=others) + 0.0, array.max(axis=others) + 0.0
+        finite = bool(np.isfinite(lo).all() and np.isfinite(hi).all())
+    if not finite:
         bad = ~np.isfinite(array)
         first = np.unravel_index(int(np.argmax(bad)), array.shape)
         raise CalibrationError(f"{_prefix(context)}{int(bad.sum())} NaN or Inf values in "
                                f"calibration data (first at index {list(map(int, first))} of a "
                                f"tensor of shape {list(array.shape)})")
     if axis is None:
-        return float(lo), float(hi), array
+        return lo, hi, array
     return lo.astype(np.float64), hi.astype(np.float64), array
 
 
@@ -172,6 +179,7 @@ class MinMaxObserver(Observer):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the numeric state: two floats, or two per channel; never more batches."""
         return 16 if self.axis is None or self.min is None else self.min.nbytes * 2
 
     def to_dict(self) -> dict:
@@ -240,6 +248,8 @@ def _span(lo: float, hi: float, k: int) -> tuple[int, int]:
 
 def _fitting_exponent(lo: float, hi: float, k: int, bins: int) -> int:
     """The smallest exponent >= k at which [lo, hi] spans at most ``bins`` bins."""
+    if hi > lo:  # a width below (hi - lo) / bins cannot fit: start from its exponent
+        k = max(k, math.frexp((hi - lo) / bins)[1] - 1)
     while True:
         first, last = _span(lo, hi, k)
         if last - first < bins:
@@ -275,9 +285,8 @@ class HistogramObserver(Observer):
         first, last = _span(lo, hi, k)
         index = np.floor(np.ldexp(array.astype(np.float64).reshape(-1), -k)).astype(np.int64)
         batch = HistogramObserver(self.bins)
-        batch.min, batch.max, batch.count, batch.exponent, batch.offset = lo, hi, array.size, k, \
-            first
-        batch.counts = np.bincount(index - first, minlength=last - first + 1).astype(np.int64)
+        batch._set(lo, hi, array.size, k, first,
+                   np.bincount(index - first, minlength=last - first + 1).astype(np.int64))
         return self.merge(batch)
 
     def merge(self, other: HistogramObserver) -> HistogramObserver:
@@ -313,6 +322,7 @@ class HistogramObserver(Observer):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the numeric state: at most ``bins`` counts and the min and max."""
         return self.counts.nbytes + 16
 
     def to_dict(self) -> dict:
@@ -341,17 +351,19 @@ class HistogramObserver(Observer):
         around 0); mse has none. The result is the data's range once clipped to the chosen
         thresholds.
         """
+        if method not in _OPTIONS:
+            raise ConfigError(f"unknown histogram range method {method!r}; expected one of "
+                              f"{', '.join(HISTOGRAM_METHODS)}")
+        unknown = set(options) - set(_OPTIONS[method])
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for the "
+                              f"{method!r} range; it takes "
+                              f"{', '.join(_OPTIONS[method]) or 'none'}")
         if self.count == 0:
             raise CalibrationError("no data was observed: the range is unknown")
         choose = {"minmax": self._minmax, "percentile": self._percentile_range,
-                  "entropy": self._entropy_range, "mse": self._mse_range}.get(method)
-        if choose is None:
-            raise ConfigError(f"unknown histogram range method {method!r}; expected one of "
-                              f"{', '.join(HISTOGRAM_METHODS)}")
-        try:
-            return choose(dtype=dtype, symmetric=symmetric, reduce_range=reduce_range, **options)
-        except TypeError as exc:
-            raise ConfigError(f"bad options for the {method!r} range: {exc}") from exc
+                  "entropy": self._entropy_range, "mse": self._mse_range}[method]
+        return choose(dtype=dtype, symmetric=symmetric, reduce_range=reduce_range, **options)
 
     def _minmax(self, *, dtype, symmetric, reduce_range) -> tuple[float, float]:
         return self.min, self.max
@@ -380,6 +392,8 @@ class HistogramObserver(Observer):
         # numpy's linear definition: position (N - 1) q / 100 in the sorted data; the values of
         # a bin are taken as spread evenly across it.
         position = (self.count - 1) * q / 100.0
+        if position <= 0 or position >= self.count - 1:  # the extremes are known exactly
+            return lo if position <= 0 else hi
         below = math.floor(position)
         cumulative = np.cumsum(counts)
         j = min(int(np.searchsorted(cumulative, below + 1, side="left")), counts.size - 1)
@@ -399,9 +413,15 @@ class HistogramObserver(Observer):
     def _rebinned(self, k: int, first: int, size: int) -> np.ndarray:
         """The counts at the coarser exponent ``k``, as ``size`` bins from index ``first``."""
         counts = np.zeros(size, np.int64)
+        if k == self.exponent:
+            counts[self.offset - first:self.offset - first + self.counts.size] = self.counts
+            return counts
         index = np.arange(self.offset, self.offset + self.counts.size, dtype=np.int64)
         # beyond a shift of 63 every index is 0 or -1 anyway
-        np.add.at(counts, (index >> min(k - self.exponent, 63)) - first, self.counts)
+        index = (index >> min(k - self.exponent, 63)) - first
+        # the indices do not decrease: sum the runs of equal ones
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(index)) + 1])
+        counts[index[starts]] = np.add.reduceat(self.counts, starts)
         return counts
 
     def coarsened(self, max_bins: int) -> tuple[np.ndarray, int, int]:
@@ -469,34 +489,30 @@ def kl_threshold(hist: np.ndarray, num_quantized_bins: int = 128) -> tuple[int, 
 
 
 def _smooth(p: np.ndarray, eps: float = 0.0001) -> np.ndarray | None:
-    """onnxruntime's ``smooth_distribution``: zeros become eps, taken off the nonzeros."""
-    is_zeros = (p == 0).astype(np.float32)
-    is_nonzeros = (p != 0).astype(np.float32)
-    n_zeros = is_zeros.sum()
+    """onnxruntime's ``smooth_distribution``: zeros become eps, taken off the nonzeros, in
+    float32 (bit for bit: adding ``float32(eps)`` or ``float32(-eps1)`` once); None when all
+    are zero, or when so many are that onnxruntime's assertion ``eps1 < 1`` would fail."""
+    zero = p == 0
+    n_zeros = int(np.count_nonzero(zero))
     n_nonzeros = p.size - n_zeros
     if not n_nonzeros:
         return None
     eps1 = eps * float(n_zeros) / float(n_nonzeros)
     if eps1 >= 1.0:
         return None
-    hist = p.astype(np.float32)
-    hist += eps * is_zeros + (-eps1) * is_nonzeros
-    return hist
+    return p.astype(np.float32) + np.where(zero, np.float32(eps), np.float32(-eps1))
 
 
 def _divergence(p: np.ndarray, q: np.ndarray) -> np.float32:
-    """KL(p || q) of the smoothed distributions in float32, as onnxruntime computes it
-    (infinite when either is empty or q vanishes where p does not)."""
+    """KL(p || q) of the smoothed distributions in float32, as onnxruntime computes it;
+    infinite when either cannot be smoothed. Smoothed entries are positive, so no term needs
+    onnxruntime's special cases for zeros."""
     ps, qs = _smooth(p), _smooth(q)
     if ps is None or qs is None:
         return np.float32(np.inf)
-    pk = 1.0 * ps / np.sum(ps)
-    qk = 1.0 * qs / np.sum(qs)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        vec = pk * np.log(pk / qk)
-    vec[(pk == 0) & (qk >= 0)] = 0
-    vec[~((pk > 0) & (qk > 0))] = np.inf
-    return np.sum(vec).astype(np.float32)
+    pk = ps / np.sum(ps)
+    qk = qs / np.sum(qs)
+    return np.sum(pk * np.log(pk / qk)).astype(np.float32)
 
 
 # --- MSE-optimal range ----------------------------------------------------------------------
@@ -542,15 +558,12 @@ def mse_range(hist: HistogramObserver, *, dtype: str = "i8", symmetric: bool = F
     least expected squared error over the histogram (values uniform within each bin, clipped
     to [min, max]; quantized values clamped to the scheme's [qmin, qmax], which is what
     ``reduce_range`` means): a grid search over clipping points, then a finer one around the
-    best."""
-    counts, first, k = hist.coarsened(MSE_BINS)
-    edges = np.ldexp(np.arange(first, first + counts.size + 1, dtype=np.float64), k)
-    lo = np.maximum(edges[:-1], hist.min)
-    hi = np.minimum(edges[1:], hist.max)
-    keep = counts > 0
-    lo, hi, counts = lo[keep], hi[keep], counts[keep].astype(np.float64)
+    best. The coarse grids use the histogram merged down to ``MSE_BINS`` bins, the last,
+    finest one the whole histogram."""
+    supports = {fine: _support(hist, hist.bins if fine else MSE_BINS) for fine in (False, True)}
 
-    def cost(lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+    def cost(lows: np.ndarray, highs: np.ndarray, fine: bool) -> np.ndarray:
+        lo, hi, counts = supports[fine]
         p = params_from_range(lows, highs, dtype=dtype, symmetric=symmetric,
                               reduce_range=reduce_range, axis=0)
         scale = np.array(p.scale)
@@ -567,33 +580,44 @@ def mse_range(hist: HistogramObserver, *, dtype: str = "i8", symmetric: bool = F
         amax = max(-hist.min, hist.max)
         if amax == 0:
             return hist.min, hist.max
-        f = _search_1d(lambda t: cost(-amax * t, amax * t))
+        f = _search_1d(lambda t, fine: cost(-amax * t, amax * t, fine))
         return hist.clipped(-amax * f, amax * f)
     neg, pos = min(hist.min, 0.0), max(hist.max, 0.0)
     if neg == 0 or pos == 0:
-        f = _search_1d(lambda t: cost(neg * t, pos * t))
+        f = _search_1d(lambda t, fine: cost(neg * t, pos * t, fine))
         return hist.clipped(neg * f, pos * f)
-    a, b = _search_2d(lambda ta, tb: cost(neg * ta, pos * tb))
+    a, b = _search_2d(lambda ta, tb, fine: cost(neg * ta, pos * tb, fine))
     return hist.clipped(neg * a, pos * b)
 
 
+def _support(hist: HistogramObserver, max_bins: int):
+    """``(lo, hi, counts)`` of the nonempty bins (merged down to ``max_bins``), each bin
+    narrowed to [min, max]."""
+    counts, first, k = hist.coarsened(max_bins)
+    edges = np.ldexp(np.arange(first, first + counts.size + 1, dtype=np.float64), k)
+    keep = counts > 0
+    lo = np.maximum(edges[:-1], hist.min)[keep]
+    hi = np.minimum(edges[1:], hist.max)[keep]
+    return lo, hi, counts[keep].astype(np.float64)
+
+
 def _search_1d(cost, points: int = 64) -> float:
-    """The fraction in (0, 1] of least cost: a grid, then a finer grid around its best."""
+    """The fraction in (0, 1] of least cost: a coarse grid, then a fine grid around its best."""
     grid = np.arange(1, points + 1) / points
-    best = grid[int(np.argmin(cost(grid)))]
+    best = grid[int(np.argmin(cost(grid, False)))]
     fine = np.clip(best + np.linspace(-1, 1, 2 * points + 1) / points, 1.0 / points**2, 1.0)
-    return float(fine[int(np.argmin(cost(fine)))])
+    return float(fine[int(np.argmin(cost(fine, True)))])
 
 
-def _search_2d(cost, points: int = 16) -> tuple[float, float]:
+def _search_2d(cost, points: int = 16, rounds: int = 4) -> tuple[float, float]:
     """Fractions (a, b) in (0, 1]^2 of least cost: a grid, then finer grids around the best
-    point of the previous one."""
+    point of the previous one, the last one fine."""
     center, step = np.array([0.5, 0.5]), 0.5
-    for _ in range(4):
+    for round_ in range(rounds):
         axis = np.linspace(-1, 1, points + 1) * step
         ta, tb = np.meshgrid(np.clip(center[0] + axis, 1e-6, 1.0),
                              np.clip(center[1] + axis, 1e-6, 1.0), indexing="ij")
-        costs = cost(ta.reshape(-1), tb.reshape(-1))
+        costs = cost(ta.reshape(-1), tb.reshape(-1), round_ == rounds - 1)
         i = int(np.argmin(costs))
         center = np.array([ta.reshape(-1)[i], tb.reshape(-1)[i]])
         step = 2 * step / points
@@ -645,6 +669,7 @@ class TensorStats(Observer):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the numeric state of the three observers."""
         return self.minmax.nbytes + self.moving_average.nbytes + self.histogram.nbytes
 
     def to_dict(self) -> dict:

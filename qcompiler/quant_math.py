@@ -135,11 +135,14 @@ def _range_arrays(lo, hi, axis: int | None, name: str | None) -> tuple[np.ndarra
         raise QuantizationError(f"{_label(name)}a per-channel range (axis={axis}) needs two "
                                 f"1-D arrays of one length, got shapes {lo_a.shape} and "
                                 f"{hi_a.shape}")
-    if not (np.all(np.isfinite(lo_a)) and np.all(np.isfinite(hi_a))):
-        raise QuantizationError(f"{_label(name)}range [{lo}, {hi}] is not finite (NaN or Inf "
-                                f"in the data or the calibration)")
-    if np.any(lo_a > hi_a):
-        raise QuantizationError(f"{_label(name)}range [{lo}, {hi}] has lo > hi")
+    for bad, what in ((~(np.isfinite(lo_a) & np.isfinite(hi_a)),
+                       "is not finite (NaN or Inf in the data or the calibration)"),
+                      (lo_a > hi_a, "has lo > hi")):
+        if np.any(bad):
+            where = "" if axis is None else f" of channel {int(np.argmax(bad))}"
+            first = (lo_a, hi_a) if axis is None else (lo_a[bad][0], hi_a[bad][0])
+            raise QuantizationError(f"{_label(name)}range [{first[0]}, {first[1]}]{where} "
+                                    f"{what}")
     return lo_a, hi_a
 
 
@@ -167,28 +170,23 @@ def quantize_weight(w, *, axis: int, dtype: str | DType = "i8", symmetric: bool 
     tensor; returns ``(q, params)`` with ``params.axis`` normalised to be non-negative. An empty
     weight quantizes with a degenerate range."""
     w = np.asarray(w, dtype=np.float32)
-    if per_channel:
-        if not -w.ndim <= axis < w.ndim:
-            raise QuantizationError(f"{_label(name)}axis {axis} is out of range for a weight of "
-                                    f"shape {list(w.shape)}")
-        axis = axis % w.ndim
-        others = tuple(d for d in range(w.ndim) if d != axis)
-        lo, hi = _min_max(w, others)
-        params = params_from_range(lo, hi, dtype=dtype, symmetric=symmetric,
-                                   reduce_range=reduce_range, axis=axis, name=name)
-    else:
-        lo, hi = _min_max(w, None)
-        params = params_from_range(lo, hi, dtype=dtype, symmetric=symmetric,
-                                   reduce_range=reduce_range, name=name)
+    if per_channel and not -w.ndim <= axis < w.ndim:
+        raise QuantizationError(f"{_label(name)}axis {axis} is out of range for a weight of "
+                                f"shape {list(w.shape)}")
+    axis = axis % w.ndim if per_channel else None
+    lo, hi = _min_max(w, axis)
+    params = params_from_range(lo, hi, dtype=dtype, symmetric=symmetric,
+                               reduce_range=reduce_range, axis=axis, name=name)
     return quantize(w, params), params
 
 
-def _min_max(w: np.ndarray, axes) -> tuple[np.ndarray, np.ndarray]:
+def _min_max(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of ``w``, per channel along ``axis`` (0 for an empty tensor)."""
+    others = None if axis is None else tuple(d for d in range(w.ndim) if d != axis)
     if w.size == 0:
-        shape = () if axes is None else (w.shape[[d for d in range(w.ndim)
-                                                   if d not in axes][0]],)
-        return np.zeros(shape), np.zeros(shape)
-    return w.min(axis=axes).astype(np.float64), w.max(axis=axes).astype(np.float64)
+        zeros = np.zeros(() if axis is None else (w.shape[axis],))
+        return zeros, zeros
+    return w.min(axis=others).astype(np.float64), w.max(axis=others).astype(np.float64)
 
 
 def quantize_bias(b, input_scale: float, weight_params: QuantParams, *,

@@ -25,6 +25,10 @@ DATA_MOVEMENT = frozenset({
     "Slice", "Concat", "Split", "Resize",
 })
 
+# Key of ``Graph.metadata`` where the quantize pass records why it left nodes in float
+# ({node name: reason}); ``qc.compare`` reads it.
+FLOAT_REASONS = "quantize.float_reasons"
+
 # The operand positions of a data-movement op that carry data (the others are shapes, axes...).
 DATA_INPUTS = {"Concat": None}  # None: every input
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import golden
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,15 +18,22 @@ import qcompiler as qc
 from qcompiler import qdq
 from qcompiler.graph import Graph, Value
 from qcompiler.ops.quant import dequantize_linear, quantize_linear
+from qcompiler.quant_ops import DATA_MOVEMENT
 from qcompiler.testing import inputs, pass_property, qdq_graphs, rule_names, run_graph
 from qcompiler.types import DType, QuantParams, TensorType
 
 EXACT = "cancel-qdq{islands=false}"
-EXAMPLES = settings(max_examples=150)
+EXAMPLES = settings(max_examples=150)  # enough for every exact rule to fire
+FEWER = settings(max_examples=100)
 
 test_cancel_qdq_keeps_outputs_bit_identical = pass_property(
     EXACT, qdq_graphs(islands=False), rtol=0.0, atol=0.0, must_fire=rule_names(EXACT),
     settings=EXAMPLES)
+
+
+@golden.parametrize("cancel-qdq")
+def test_golden(path):
+    golden.check(path)
 
 
 def test_the_exact_rules_are_every_rule_but_islands():
@@ -68,10 +76,11 @@ class _Rounding:
 
 def test_random_graphs_reach_ties_and_saturation_in_the_rewritten_nodes():
     """The rewritten graphs, run on the strategy's inputs, round ties and saturate in their
-    QuantizeLinear and Requantize nodes (counted per example), and stay bit-identical."""
+    QuantizeLinear and Requantize nodes (counted per example), and stay bit-identical, on the
+    Interpreter and compiled by the numpy backend."""
     counts: Counter[str] = Counter()
 
-    @EXAMPLES
+    @FEWER
     @given(st.data())
     def run(data):
         graph = data.draw(qdq_graphs(islands=False))
@@ -79,9 +88,11 @@ def test_random_graphs_reach_ties_and_saturation_in_the_rewritten_nodes():
         after = qc.PassManager(EXACT).run(graph).graph
         rounding = _Rounding()
         got = qc.Interpreter(after, before=rounding).run(feeds)
+        compiled = qc.compile(after, backend="numpy").run(feeds)
         expected = run_graph(graph, feeds)
         for name, value in expected.items():
             np.testing.assert_array_equal(got[name], value)
+            np.testing.assert_array_equal(compiled[name], value)
         for op in ("QuantizeLinear", "Requantize"):
             counts[f"{op} ties"] += rounding.ties[op] > 0
             counts[f"{op} saturated"] += rounding.saturated[op] > 0
@@ -346,17 +357,29 @@ def test_maxpool_on_integers_unless_a_window_is_only_padding(params, attrs, fire
         assert after.nodes[0].outputs[0].type.quant == params
 
 
-@pytest.mark.parametrize(("op", "operands", "attrs"), [
+MOVES = [
     ("Reshape", [np.array([2, -1], np.int64)], {}), ("Flatten", [], {"axis": 2}),
     ("Transpose", [], {"perm": [0, 2, 3, 1]}), ("Unsqueeze", [np.array([1], np.int64)], {}),
+    ("Squeeze", [np.array([2], np.int64)], {}),
     ("Slice", [np.array([1], np.int64), np.array([3], np.int64), np.array([2], np.int64)], {}),
     ("GlobalMaxPool", [], {}),
     ("Resize", [None, np.array([1, 1, 2, 1.5], np.float32)], {"mode": "nearest"}),
-])
-def test_per_tensor_parameters_move_through_each_data_movement_op(op, operands, attrs):
-    g, feeds = _moved(_p(0.07, 5), (2, 3, 4, 5), op, operands, attrs)
+]
+
+
+@pytest.mark.parametrize("params", [_p(0.07, 5), _p(0.3, 250, "u8")], ids=_describe)
+@pytest.mark.parametrize(("op", "operands", "attrs"), MOVES, ids=[m[0] for m in MOVES])
+def test_per_tensor_parameters_move_through_each_data_movement_op(op, operands, attrs, params):
+    shape = (2, 3, 1, 5) if op == "Squeeze" else (2, 3, 4, 5)
+    g, feeds = _moved(params, shape, op, operands, attrs)
     after = _check_moved(g, feeds, True)
-    assert after.nodes[0].op == op and after.nodes[0].outputs[0].dtype == DType.I8
+    assert after.nodes[0].op == op and after.nodes[0].outputs[0].dtype == params.dtype
+
+
+def test_every_data_movement_op_is_checked_on_integers():
+    """A new data-movement op must get a test here before the rule moves DQs through it."""
+    tested = {m[0] for m in MOVES} | {"MaxPool", "Split", "Concat"}
+    assert tested == set(DATA_MOVEMENT)
 
 
 def test_split_moves_with_a_dq_on_each_output():
@@ -491,3 +514,37 @@ def test_an_island_whose_dq_is_a_graph_output_is_kept():
     g.set_outputs([real])
     assert any("graph output" in r for r in _reasons(g, islands=True))
     assert not _run_pass(g, "cancel-qdq").changed
+
+
+def test_on_random_graphs_islands_remove_only_q_dq_pairs():
+    """The full pass on random QDQ graphs (islands included) differs from the exact one only
+    by the Q -> DQ pairs it removed, and it removed some."""
+    removed = Counter()
+
+    @FEWER
+    @given(qdq_graphs(islands=True))
+    def run(graph):
+        exact = _run_pass(graph, EXACT).graph
+        full = _run_pass(graph, "cancel-qdq")
+        full.graph.verify()
+        pairs = full.stats.get("cancel-qdq: remove-island", 0)
+        want = Counter(exact.op_counts())
+        want.subtract({"QuantizeLinear": pairs, "DequantizeLinear": pairs})
+        assert +want == Counter(full.graph.op_counts())
+        removed["pairs"] += pairs
+
+    run()
+    assert removed["pairs"] > 0
+
+
+def test_requantize_spells_out_absent_zero_points():
+    """ONNX lets Q and DQ omit the zero point (0; Q then makes uint8)."""
+    g = Graph("implicit")
+    xq = g.add_input("xq", TensorType(DType.I8, (256,)))
+    real = g.add_node("DequantizeLinear", [xq, g.add_constant(np.float32(0.03), "s")])
+    q = g.add_node("QuantizeLinear", [real.outputs[0], g.add_constant(np.float32(0.05), "t")])
+    g.set_outputs(q.outputs)
+    result = _run_pass(g)
+    assert result.stats == {"cancel-qdq: requantize": 1}
+    assert result.graph.nodes[0].outputs[0].dtype == DType.U8
+    _assert_same_on(g, result.graph, {"xq": _codes("i8")})

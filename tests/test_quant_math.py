@@ -129,13 +129,29 @@ def test_bad_ranges_are_quantization_errors(lo, hi):
         params_from_range(lo, hi, name="act")
 
 
+@pytest.mark.parametrize("dtype,symmetric,reduce_range", SCHEMES)
+def test_per_channel_params_are_per_tensor_params_of_each_channel(dtype, symmetric,
+                                                                   reduce_range):
+    rng = np.random.default_rng(4)
+    lo = np.concatenate([-rng.exponential(3, 40), [0.0, -1e-40, 2.0]])
+    hi = np.concatenate([rng.exponential(3, 40), [0.0, 1e-40, 5.0]])
+    scheme = {"dtype": dtype, "symmetric": symmetric, "reduce_range": reduce_range}
+    p = params_from_range(lo, hi, axis=1, **scheme)
+    assert p.axis == 1 and p.problems() == []
+    for c in range(lo.size):
+        one = params_from_range(lo[c], hi[c], **scheme)
+        assert (p.scale[c], p.zero_point[c]) == (one.scale[0], one.zero_point[0])
+
+
 def test_per_channel_range_shapes_are_checked():
     with pytest.raises(QuantizationError, match="scalar bounds"):
         params_from_range(np.zeros(3), np.ones(3))
     with pytest.raises(QuantizationError, match="1-D arrays"):
         params_from_range(np.zeros(3), np.ones(4), axis=0)
-    with pytest.raises(QuantizationError, match="not finite"):
+    with pytest.raises(QuantizationError, match=r"range \[nan, 1.0\] of channel 1 is not finite"):
         params_from_range(np.array([0.0, np.nan]), np.ones(2), axis=0)
+    with pytest.raises(QuantizationError, match=r"range \[3.0, 1.0\] of channel 0 has lo > hi"):
+        params_from_range(np.array([3.0, 0.0]), np.ones(2), axis=0)
 
 
 @pytest.mark.parametrize("dtype,symmetric,reduce_range", SCHEMES)
@@ -270,22 +286,21 @@ def _accumulators() -> np.ndarray:
 
 
 def test_requantize_against_exact_rationals():
-    """Every accumulator of the grid times every multiplier: bit-identical to the rational
-    ``floor(acc * M0 / 2^t + 1/2)``; and it is the exact ``acc * m`` rounded half up, or else
-    within half a unit plus the 2^-31 relative error of M0 of it."""
+    """Every accumulator of the grid times every multiplier, in Python integers: bit-identical
+    to ``floor(acc * M0 / 2^t + 1/2)``; and it is the exact ``acc * m`` rounded half up, or
+    else within half a unit plus the 2^-31 relative error of M0 of it."""
     acc = _accumulators()
     counts = Counter()
-    half = Fraction(1, 2)
     for m in MULTIPLIERS:
         m0, t = fixed_point_multiplier(m)
         got = requantize(acc, m0, t)
         assert got.dtype == np.int64
+        num, den = Fraction(m).as_integer_ratio()  # m = num / den exactly, den a power of 2
         for a, g in zip(acc.tolist(), got.tolist()):
-            assert g == math.floor(Fraction(a * m0, 2**t) + half)
-            exact = Fraction(a) * Fraction(m)
-            rounded = math.floor(exact + half)
-            if g != rounded:  # below 2^30 the bound leaves only the neighbour of a tie
-                assert abs(g - exact) <= half + abs(exact) / TWO_31
+            assert g == (2 * a * m0 + 2**t) // 2 ** (t + 1)
+            rounded = (2 * a * num + den) // (2 * den)  # floor(a m + 1/2)
+            if g != rounded:  # |g - a m| <= 1/2 + |a m| / 2^31, times 2^32 den:
+                assert abs(g * den - a * num) * 2**32 <= 2**31 * den + 2 * abs(a * num)
                 counts["off the exact rounding"] += 1
             counts["checked"] += 1
     assert counts["checked"] == len(acc) * len(MULTIPLIERS)

@@ -6,6 +6,7 @@ from the same data as an oracle.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,12 +14,15 @@ import numpy as np
 import onnx
 import pytest
 import zoo
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import qcompiler as qc
 from qcompiler import qdq, quant_math
 from qcompiler.demo import ort_quantize_static
 from qcompiler.errors import ConfigError, QuantizationError
-from qcompiler.quant_ops import WEIGHTED
+from qcompiler.quant_ops import ARITHMETIC, DATA_MOVEMENT, FLOAT_REASONS, WEIGHTED
+from qcompiler.testing import graphs, inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "examples" / "digits_convnet.onnx"
@@ -203,7 +207,8 @@ def test_quantize_pass_records_why_nodes_stay_float(digits):
     cal = calibrate(g, [DATA["calib_x"][:64]], progress=False)
     p = Quantize(qc.QuantConfig(exclude_op_types=["Gemm"]), cal)
     result = p.run(g.copy())
-    assert p.skipped == {"fc1": "exclude_op_types 'Gemm'", "fc2": "exclude_op_types 'Gemm'"}
+    why = "excluded by config: exclude_op_types 'Gemm'"
+    assert p.skipped == {"fc1": why, "fc2": why}
     assert any("fc1: left in float" in note for note in result.notes)
 
 
@@ -261,3 +266,57 @@ def test_building_blocks_quantize_and_stay_close_to_float(name):
 def test_config_is_replaceable_like_a_dataclass():
     cfg = replace(qc.QuantConfig(), per_channel=False)
     assert not cfg.per_channel
+
+
+# -- random graphs -----------------------------------------------------------------------------
+
+# What quantization treats differently (weighted, arithmetic, data-movement ops) and some float
+# ops it leaves alone (ConvTranspose, Sigmoid), with values read twice (multi_use).
+QUANT_BUILDERS = ["conv", "conv_bn", "gemm", "matmul", "relu", "residual_add", "add", "mul",
+                  "add_const", "mul_const", "concat", "flatten", "reshape", "transpose",
+                  "global_average_pool", "max_pool", "average_pool", "conv_transpose", "sigmoid",
+                  "multi_use"]
+FIRED: Counter[str] = Counter()
+
+
+@settings(deadline=None)
+@given(graph=graphs(builders=QUANT_BUILDERS, min_steps=2, max_steps=7), data=st.data())
+def test_random_graphs_quantize_to_a_consistent_qdq_form(graph, data):
+    """Every quantizable node reads only DQ outputs (or int8 tensors it moves), every Q's type
+    carries the parameters it applies, the signature is kept, and the QDQ graph runs."""
+    feeds = data.draw(inputs(graph))
+    calib = [feeds]
+    q = qc.quantize(graph, calib, progress=False)
+    q.verify()
+    assert qdq.problems(q) == []
+    assert [(v.name, v.type) for v in q.inputs] == [(v.name, v.type) for v in graph.inputs]
+    assert [v.name for v in q.outputs] == [v.name for v in graph.outputs]
+    for node in q.nodes:
+        if node.op in WEIGHTED:
+            FIRED["weighted"] += 1
+            for k in (0, 1):
+                src = node.inputs[k].producer
+                assert src is not None and src.op == qdq.DEQUANTIZE, node.describe()
+        elif node.op in ARITHMETIC:
+            FIRED[node.op] += 1
+            for value in node.inputs:
+                assert value is not None and value.producer.op == qdq.DEQUANTIZE
+        elif node.op in DATA_MOVEMENT and node.inputs[0].type.quant is not None:
+            FIRED["moved onto integers"] += 1
+    out = qc.compile(q).run(feeds)
+    assert all(np.isfinite(v).all() for v in out.values() if v.dtype.kind == "f")
+
+
+def test_the_random_graphs_reached_every_kind_of_node():
+    """Run after the property above (file order): it must have quantized each kind."""
+    assert {"weighted", "Add", "Mul", "GlobalAveragePool", "moved onto integers"} <= set(FIRED), \
+        FIRED
+
+
+def test_the_reasons_for_float_nodes_travel_with_the_graph(digits):
+    q = qc.quantize(digits, [DATA["calib_x"][:32]], qc.QuantConfig(exclude_layers=["fc2"]),
+                    progress=False)
+    assert q.metadata[FLOAT_REASONS] == {"fc2": "excluded by config: exclude_layers 'fc2'"}
+    assert q.copy().metadata == q.metadata
+    report = qc.compare(digits, q, [DATA["test_x"][:64]])
+    assert "exclude_layers 'fc2'" in str(report)

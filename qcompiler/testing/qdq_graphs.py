@@ -28,7 +28,7 @@ from ..graph import Graph, Value
 from ..types import DType, QuantParams, TensorType
 
 QDQ_DTYPES = (DType.I8, DType.U8)
-POWER_OF_TWO_SCALES = tuple(2.0 ** e for e in range(-6, 1))
+POWER_OF_TWO_SCALES = tuple(2.0 ** e for e in range(-6, 2))
 ZERO_POINTS = ("qmin", "middle", "qmax", "any")
 MOVES = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Split", "Resize",
          "MaxPool", "GlobalMaxPool")
