@@ -4,6 +4,7 @@
     fold-bn        BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
     fuse           bias adds, activations (also their decomposed forms), residual adds
     equalize       cross-layer equalization of conv pairs across ReLU (before calibration)
+    quantize-dynamic  int8 weights; Gemm/MatMul activations quantized at run time (or weight-only)
     insert-observers  an Observe node after every float activation, for calibration
     quantize       Q/DQ around quantizable ops per a QuantConfig and calibrated ranges
     bias-correct   each quantized layer's bias shifted by the mean error of its output
@@ -16,6 +17,7 @@ from . import (  # noqa: F401  (registers the passes)
     bias_correct,
     cancel_qdq,
     canonicalize,
+    dynamic,
     equalize,
     fold_bn,
     fuse,

@@ -7,17 +7,29 @@
 
     g = qc.PassManager("canonicalize,fold-bn,fuse").run(g).graph   # or qc.optimize(g)
     q = qc.quantize(g, "calibration.npz", qc.QuantConfig())        # QDQ (post-training)
+    qc.export_onnx(q, "model.qdq.onnx")                             # ONNX onnxruntime runs
 """
 
 from __future__ import annotations
 
-from .api import compare, compile, from_onnx, load, load_onnx, optimize, parse, quantize
+from .api import (
+    compare,
+    compile,
+    export_onnx,
+    from_onnx,
+    load,
+    load_onnx,
+    optimize,
+    parse,
+    quantize,
+)
 from .config import QuantConfig
 from .errors import (
     BackendError,
     CalibrationError,
     ConfigError,
     ExecutionError,
+    ExportError,
     InputDTypeError,
     InputError,
     InputFileError,
@@ -56,12 +68,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendError", "CalibrationError", "ConfigError", "DType", "Executable", "ExecutionError",
+    "ExportError",
     "Graph", "IRError", "InputDTypeError", "InputError", "InputFileError", "InputShapeError",
     "MissingInputError", "ModelLoadError", "Node", "ParseError", "Pass", "PassError",
     "PassManager", "PassResult", "PipelineError", "QCompilerError", "QuantParams",
     "QuantizationError", "RewriteError", "SaveError", "ShapeInferenceError", "TensorType",
     "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
-    "available_passes", "compile", "from_onnx", "get_pass", "load", "load_onnx", "optimize",
-    "parse", "quantize", "register_pass", "Interpreter", "QuantConfig", "STOP",
+    "available_passes", "compile", "export_onnx", "from_onnx", "get_pass", "load", "load_onnx",
+    "optimize", "parse", "quantize", "register_pass", "Interpreter", "QuantConfig", "STOP",
     "ReportError", "compare",
 ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ModelLoadError
+from .errors import ExportError, ModelLoadError, SaveError
 from .graph import Graph
 from .paths import as_path
 from .text import parse as _parse
@@ -36,6 +36,19 @@ def from_onnx(model: onnx.ModelProto,
     from .onnx_import import from_onnx as _from
 
     return _from(model, input_shapes)
+
+
+def export_onnx(graph: Graph, path: str | Path) -> None:
+    """Write ``graph`` (float, or QDQ as ``qcompiler.qdq`` spells it) as an ONNX model
+    (opset 21) that onnxruntime runs: fused ops are written as the standard ops they stand
+    for, ``Observe`` nodes are dropped, node names and the user's layers are kept. The file is
+    written atomically (``SaveError`` when it cannot be, ``ExportError`` for a graph with ops
+    ONNX has no spelling for)."""
+    from .onnx_export import export_onnx as _export
+
+    if not isinstance(graph, Graph):
+        raise ExportError(f"export_onnx takes a qc.Graph, not {type(graph).__name__}")
+    _export(graph, as_path(path, SaveError, "cannot export to ONNX"))
 
 
 def parse(text: str, constants: Mapping[str, np.ndarray] | None = None) -> Graph:

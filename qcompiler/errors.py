@@ -138,3 +138,12 @@ class QuantizationError(QCompilerError):
 class ReportError(QCompilerError):
     """A per-layer report cannot be made: the float and quantized graphs do not correspond (a
     layer of one has no counterpart in the other, their inputs or a layer's outputs differ)."""
+
+
+class ExportError(SaveError):
+    """A graph cannot be written as ONNX: ``unsupported`` maps each op ONNX has no spelling for
+    to the nodes that use it. Nothing is written."""
+
+    def __init__(self, message: str, unsupported: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.unsupported = dict(unsupported or {})

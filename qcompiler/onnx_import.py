@@ -13,6 +13,7 @@ returned.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from .ops.dtypes import FROM_ONNX
 from .types import DType, TensorType
 
 MIN_OPSET, MAX_OPSET = 9, 21
+ORIGINS_KEY = "qcompiler.origins"  # node metadata: the user layers a node computes
 IR_OPSET = 21  # the IR spells every op as ONNX opset 21 does
 
 _DTYPES = {code: DType(name) for code, name in FROM_ONNX.items()}
@@ -251,6 +253,7 @@ class _Node:
         self.inputs: list[Value | None] = [builder.lookup(n) if n else None
                                            for n in info.proto.input]
         self.outputs = list(info.proto.output)
+        self.origins = _recorded_origins(info)
 
     def input(self, i: int) -> Value | None:
         return self.inputs[i] if i < len(self.inputs) else None
@@ -282,7 +285,8 @@ class _Node:
         node_name = self.name if suffix is None else f"{self.name}/{suffix}"
         names = list(outputs) if outputs is not None else [
             f"{self.outputs[0] or self.name}/{suffix or op.lower()}"]
-        node = self.b.graph.add_node(op, inputs, attrs or {}, name=node_name, outputs=names)
+        node = self.b.graph.add_node(op, inputs, attrs or {}, name=node_name, outputs=names,
+                                     origins=self.origins)
         values = self.b.fold(node)
         if outputs is not None:
             for onnx_name, value in zip(outputs, values, strict=True):
@@ -302,6 +306,25 @@ class _Node:
             while len(outs) > max(minimum, 1) and not self.info.used(outs[-1]):
                 outs.pop()
         return outs
+
+
+def _recorded_origins(info: _NodeInfo) -> tuple[str, ...] | None:
+    """The user layers a node written by ``qc.export_onnx`` records that it computes (its
+    ``qcompiler.origins`` metadata), so that a round trip keeps them; None for other nodes."""
+    for prop in info.proto.metadata_props:
+        if prop.key != ORIGINS_KEY:
+            continue
+        try:
+            layers = json.loads(prop.value)
+        except ValueError:
+            layers = None
+        if not (isinstance(layers, list) and layers
+                and all(isinstance(name, str) and name for name in layers)):
+            raise ModelLoadError(f"{info.op_type} node {info.name!r}: its {ORIGINS_KEY!r} "
+                                 f"metadata must be a JSON list of layer names, got "
+                                 f"{prop.value!r:.80}")
+        return tuple(layers)
+    return None
 
 
 def _default_build(n: _Node) -> None:
@@ -780,7 +803,23 @@ class _Scan:
             lines.append(f"  {key}: {shown}" if names else f"  {key}")
         if any(k.startswith("dtype ") for k in self.unsupported):
             lines.append(f"supported dtypes: {_supported_dtypes()}")
+        if any(_is_quantized_operator(k) for k in self.unsupported):
+            lines.append("quantized operators (onnxruntime's QOperator format) are not "
+                         "imported; a QDQ model (onnxruntime's QuantFormat.QDQ: QuantizeLinear "
+                         "and DequantizeLinear around float ops) is")
         return "\n".join(lines)
+
+
+# The integer ops of onnxruntime's QOperator format and quantize_dynamic (ONNX and contrib).
+_QUANTIZED_OPERATORS = ("ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul",
+                        "MatMulIntegerToFloat", "QAttention")
+
+
+def _is_quantized_operator(key: str) -> bool:
+    """Whether an unsupported-feature key (``QLinearConv``, ``com.microsoft.QGemm (domain
+    ...)``) names a quantized operator that has a QDQ spelling."""
+    op_type = key.split(" ")[0].rsplit(".", 1)[-1]
+    return op_type.startswith("QLinear") or op_type in _QUANTIZED_OPERATORS
 
 
 def _check_against_schema(node: onnx.NodeProto, name: str, opset: int) -> None:

@@ -67,6 +67,7 @@ EXAMPLES = {
     "DequantizeLinear": ([np.arange(-4, 4, dtype=np.int8), np.float32(0.5), np.int8(1)], {}, ()),
     "Div": ([f32(3), pos(3)], {}, ()),
     "Dropout": ([f32(4)], {}, ()),
+    "DynamicQuantizeLinear": ([f32(8) * 3], {}, ()),
     "Einsum": ([f32(2, 3, 4), f32(2, 4, 5)], {"equation": "bij,bjk->bik"}, ()),
     "Elu": ([f32(5)], {"alpha": 0.5}, ()),
     "Equal": ([i32(2, 3), i32(3)], {}, ()),
@@ -140,7 +141,7 @@ EXAMPLES = {
     "Where": ([f32(4) > 0, f32(4), f32(4)], {}, ()),
     "Xor": ([bools(2, 2), bools(2, 1)], {}, ()),
 }
-N_OUTPUTS = {"Split": 2}
+N_OUTPUTS = {"Split": 2, "DynamicQuantizeLinear": 3}
 
 
 def test_the_promised_ops_are_registered():

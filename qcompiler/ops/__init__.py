@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import difflib
 
-from . import einsum, elementwise, grid_sample, logic, nn, observe, quant, reduce, tensor  # noqa: F401
+from . import (  # noqa: F401
+    einsum,
+    elementwise,
+    grid_sample,
+    logic,
+    nn,
+    observe,
+    quant,
+    quant_dynamic,
+    reduce,
+    tensor,
+)
 from ._schema import OPS, REQUIRED, Ctx, InferError, OpDef, Out, op
 from .activation import ACTIVATIONS, apply_activation
 
