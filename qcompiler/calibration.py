@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .errors import CalibrationError, SaveError
+from .errors import CalibrationError
 from .executable import input_specs
 from .graph import Graph, Node
 from .input_check import InputCheckError, InputSpec, check_feeds, read_feeds
 from .interpreter import Interpreter
 from .observers import TensorStats
 from .ops.observe import OBSERVE
+from .paths import atomic_file
 
 DEFAULT_BATCH = 32  # samples per batch when the model's batch dimension is symbolic
 FORMAT = "qcompiler-calibration"
@@ -401,14 +401,6 @@ def _write_cache(path: str | os.PathLike[str], key: str, result: Calibration) ->
     """Write the cache entry beside ``path`` and rename it into place, so the file is whole
     or not changed at all."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as file:
-            json.dump({"key": key, "calibration": result.to_dict()}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise SaveError(f"cannot write the calibration cache {str(path)!r}: "
-                        f"{exc.strerror or exc}") from exc
+    entry = json.dumps({"key": key, "calibration": result.to_dict()})
+    with atomic_file(path, "write the calibration cache") as file:
+        file.write(entry.encode("utf-8"))

@@ -25,6 +25,7 @@ from .errors import InputFileError, QCompilerError, ReportError, SaveError
 from .graph import Graph
 from .input_check import read_feeds, write_arrays
 from .pass_manager import PassManager, available_passes, get_pass
+from .paths import atomic_file
 
 EXAMPLES = Path(str(resources.files("qcompiler.examples")))
 
@@ -161,10 +162,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(report.to_json())
         return
     if args.json:
-        try:
-            Path(args.json).write_text(report.to_json() + "\n")
-        except OSError as exc:
-            raise SaveError(f"cannot write {args.json!r}: {exc.strerror or exc}") from None
+        with atomic_file(Path(args.json), "write the report to") as file:
+            file.write((report.to_json() + "\n").encode("utf-8"))
     print(report)
 
 

@@ -36,8 +36,6 @@ version table; the tests run 1.32); per-axis Q/DQ needs opset 13, which 21 cover
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +49,7 @@ from .onnx_import import ORIGINS_KEY
 from .ops.activation import ACTIVATIONS
 from .ops.dtypes import TO_ONNX
 from .ops.window import conv_window
+from .paths import atomic_file
 from .types import TensorType
 
 EXPORT_OPSET = 21
@@ -116,19 +115,8 @@ def write_model(model: onnx.ModelProto, path: Path) -> None:
         blob = model.SerializeToString()
     except ValueError as exc:  # protobuf refuses messages over 2 GiB
         raise SaveError(f"cannot export to {str(path)!r}: {exc}; nothing was written") from None
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(blob)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        temporary.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise SaveError(f"cannot export to {str(path)!r}: {exc.strerror or exc}; nothing "
-                            f"was written") from exc
-        raise
+    with atomic_file(path, "export to") as file:
+        file.write(blob)
 
 
 def _exportable(node: Node) -> bool:

@@ -28,8 +28,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import secrets
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import BackendError, ModelLoadError, QCompilerError, SaveError
+from .paths import atomic_file
 
 if TYPE_CHECKING:
     from .executable import Executable
@@ -76,40 +75,29 @@ def write_saved(exe: Executable, path: Path) -> None:
         raise SaveError(f"cannot save to {str(path)!r}: it is a directory (a saved executable "
                         f"is one file, e.g. model.qcx)")
     graph = exe.graph
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(bytes(HEADER.size))
-            out = _HashingWriter(file)
-            records = []
-            for name, array in graph.constant_arrays().items():
-                start = out.size
-                np.lib.format.write_array(out, array, allow_pickle=False)
-                records.append({"name": name, "offset": start, "length": out.size - start})
-            manifest = {
-                "format": FORMAT,
-                "qcompiler": __version__,
-                "backend": exe.backend,
-                "options": exe.options,
-                "inputs": [spec.to_json() for spec in exe.inputs],
-                "outputs": exe.outputs,
-                "constants": records,
-                "ir": graph.to_text(),
-            }
-            blob = json.dumps(manifest, indent=1).encode("utf-8")
-            out.write(blob)
-            out.write(_LENGTH.pack(len(blob)))
-            file.seek(0)
-            file.write(HEADER.pack(MAGIC, FORMAT_VERSION, out.size, out.sha256.digest()))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        temporary.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise SaveError(f"cannot save to {str(path)!r}: {exc.strerror or exc}; nothing was "
-                            f"written") from exc
-        raise
+    with atomic_file(path, "save to") as file:
+        file.write(bytes(HEADER.size))
+        out = _HashingWriter(file)
+        records = []
+        for name, array in graph.constant_arrays().items():
+            start = out.size
+            np.lib.format.write_array(out, array, allow_pickle=False)
+            records.append({"name": name, "offset": start, "length": out.size - start})
+        manifest = {
+            "format": FORMAT,
+            "qcompiler": __version__,
+            "backend": exe.backend,
+            "options": exe.options,
+            "inputs": [spec.to_json() for spec in exe.inputs],
+            "outputs": exe.outputs,
+            "constants": records,
+            "ir": graph.to_text(),
+        }
+        blob = json.dumps(manifest, indent=1).encode("utf-8")
+        out.write(blob)
+        out.write(_LENGTH.pack(len(blob)))
+        file.seek(0)
+        file.write(HEADER.pack(MAGIC, FORMAT_VERSION, out.size, out.sha256.digest()))
 
 
 # -- reading ----------------------------------------------------------------------------------

@@ -512,3 +512,19 @@ def test_an_equalized_graph_is_compared_with_the_equalized_float_graph():
     for way in ("alone", "cumulative"):
         assert getattr(equalized["fc2"], way).sqnr_db == pytest.approx(
             getattr(plain["fc2"], way).sqnr_db, abs=2e-5)
+
+
+def test_cli_report_json_is_written_whole_or_not_at_all(ort_digits, tmp_path, capsys, monkeypatch):
+    quantized, inputs, _ = ort_digits
+    out = tmp_path / "report.json"
+    out.write_text("the previous report\n")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", fail)  # the disk fills while the report is written
+    assert cli.main(["report", DIGITS, quantized, inputs, "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "SaveError: cannot write the report to" in err and err.count("\n") == 1
+    assert out.read_text() == "the previous report\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
