@@ -184,16 +184,25 @@ class Quantize(Pass):
         cfg = self.config
         weight = node.inputs[1]
         axis = weight_axis(node.op, node.attrs) % weight.data.ndim
-        wq, wparams = quant_math.quantize_weight(
-            weight.data, axis=axis, dtype=cfg.weight_dtype, symmetric=cfg.weight_symmetric,
-            per_channel=cfg.per_channel, reduce_range=cfg.reduce_range)
         bias = node.inputs[2] if len(node.inputs) > 2 else None
-        if bias is not None and bias.is_constant and _per_channel_bias(bias, weight, axis):
+        quantized_bias = (bias is not None and bias.is_constant
+                          and _per_channel_bias(bias, weight, axis))
+        # Gemm's alpha and beta go into the weight and the bias, so the int8 weight and the
+        # int32 bias (at s_in * s_w) are what the product and the sum really use
+        w, b = weight.data, bias.data if quantized_bias else None
+        if node.op == "Gemm":
+            w = _scaled(w, node.attrs, "alpha")
+            if quantized_bias:
+                b = _scaled(b, node.attrs, "beta")
+        wq, wparams = quant_math.quantize_weight(
+            w, axis=axis, dtype=cfg.weight_dtype, symmetric=cfg.weight_symmetric,
+            per_channel=cfg.per_channel, reduce_range=cfg.reduce_range)
+        if quantized_bias:
             bq, bparams, raised = quant_math.quantize_bias(
-                bias.data.reshape(-1), input_params.scale[0], wparams)
+                b.reshape(-1), input_params.scale[0], wparams)
             if raised != wparams:
                 wparams = raised
-                wq = quant_math.quantize(weight.data, wparams)
+                wq = quant_math.quantize(w, wparams)
             # 1-D whatever the float bias's shape (Gemm's C may be [1, N] or a scalar for N = 1):
             # it broadcasts the same, and per-channel parameters need the channel axis
             self._replace_operand(graph, node, 2, bq.reshape(-1), bparams, "bias")
@@ -254,6 +263,16 @@ def _source(value: Value) -> Value:
         if q is not None and q.op == qdq.QUANTIZE:
             return q.inputs[0]
     return value
+
+
+def _scaled(data: np.ndarray, attrs: dict, key: str) -> np.ndarray:
+    """``data`` times the node's ``key`` attribute (in float32, as the op computes), which
+    becomes 1: Gemm's ``alpha`` folded into B, ``beta`` into C."""
+    factor = float(attrs.get(key, 1.0))
+    if factor == 1.0:
+        return data
+    attrs[key] = 1.0
+    return (data * np.float32(factor)).astype(data.dtype)
 
 
 def _per_channel_bias(bias: Value, weight: Value, axis: int) -> bool:

@@ -389,18 +389,26 @@ class HistogramObserver(Observer):
             lo, hi = max(0.0, self.min, -self.max), max(-self.min, self.max)
         keep = counts > 0
         index, counts = index[keep], counts[keep]
-        # numpy's linear definition: position (N - 1) q / 100 in the sorted data; the values of
-        # a bin are taken as spread evenly across it.
+        # numpy's linear definition: position (N - 1) q / 100 in the sorted data, between the
+        # values of ranks floor + 1 and floor + 2; the values of a bin are taken as spread
+        # evenly across it, and the extremes are known exactly. Interpolating between the two
+        # ranks (not inside one bin) keeps a sparse tail's last value: the 99.999th percentile
+        # of 48 values is their maximum, not the bin edge of the one before it.
         position = (self.count - 1) * q / 100.0
-        if position <= 0 or position >= self.count - 1:  # the extremes are known exactly
+        if position <= 0 or position >= self.count - 1:
             return lo if position <= 0 else hi
-        below = math.floor(position)
         cumulative = np.cumsum(counts)
-        j = min(int(np.searchsorted(cumulative, below + 1, side="left")), counts.size - 1)
-        rank = below + 1 - (cumulative[j] - counts[j])  # 1-based rank inside bin j
-        inside = (rank - 0.5 + (position - below)) / counts[j]
-        value = math.ldexp(float(index[j]) + min(max(inside, 0.0), 1.0), self.exponent)
-        return min(max(value, lo), hi)
+
+        def ranked(rank: int) -> float:  # the estimated value of 1-based rank ``rank``
+            if rank <= 1 or rank >= self.count:
+                return lo if rank <= 1 else hi
+            j = min(int(np.searchsorted(cumulative, rank, side="left")), counts.size - 1)
+            inside = (rank - (cumulative[j] - counts[j]) - 0.5) / counts[j]
+            return min(max(math.ldexp(float(index[j]) + inside, self.exponent), lo), hi)
+
+        below = math.floor(position)
+        a, b = ranked(below + 1), ranked(below + 2)
+        return a + (position - below) * (b - a)
 
     def _percentile_range(self, *, dtype, symmetric, reduce_range,
                           percentile: float = 99.999) -> tuple[float, float]:

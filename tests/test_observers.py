@@ -7,6 +7,7 @@ import contextlib
 import gc
 import io
 import json
+import math
 import tracemalloc
 from collections import Counter
 
@@ -343,3 +344,16 @@ def test_tensor_stats_serves_every_method():
     assert stats.range("percentile", percentile=99.9)[1] < x.max()
     assert stats.range("percentile", percentile=100.0) == (x.min(), x.max())
     assert stats.histogram.percentile(100, absolute=True) == np.abs(x).max()
+
+
+@pytest.mark.parametrize("q", [50.0, 90.0, 99.0, 99.9, 99.999])
+def test_percentile_of_sparse_data_follows_numpy_between_values(q):
+    """Few values: numpy's linear percentile lies between two neighbouring values that may sit
+    far apart in different bins; the histogram's estimate must interpolate between them too,
+    not stop at the edge of the lower one's bin (the 99.999th percentile of 48 values is about
+    their maximum)."""
+    x = np.random.default_rng(7).normal(size=48).astype(np.float32)
+    h = HistogramObserver()
+    h.observe(x)
+    width = math.ldexp(1.0, h.exponent)
+    assert abs(h.percentile(q) - float(np.percentile(x.astype(np.float64), q))) <= width

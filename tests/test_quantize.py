@@ -440,3 +440,32 @@ def test_a_per_axis_override_of_an_activation_is_an_error():
     with pytest.raises(ConfigError, match="override of 'x' .* per axis, but activations are "
                                           "quantized per tensor"):
         qc.quantize(g, [x], qc.QuantConfig(overrides={"x": params}), progress=False)
+
+
+GEMM_ALPHA_BETA = """
+graph gemm_alpha_beta(%x: f32[N,2]) {
+  %w: f32[3,2] = const dense<[[0.5, -0.25], [1.0, 0.125], [0.25, -0.5]]>
+  %b: f32[3] = const dense<[0.5, -2.5, 0.25]>
+  %y: f32[N,3] = Gemm(%x, %w, %b) {alpha = 4.0, beta = 0.5, transB = 1} @gemm
+  return %y
+}
+"""
+
+
+def test_gemm_alpha_and_beta_go_into_the_quantized_weight_and_bias():
+    """The int8 weight and the int32 bias are what the product and the sum use: alpha folded
+    into B (its scale is max|alpha * w| / 127), beta into C (at s_in * s_w)."""
+    g = qc.parse(GEMM_ALPHA_BETA)
+    x = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    q = qc.quantize(g, [x], progress=False)
+    (gemm,) = q.find_nodes("Gemm")
+    assert gemm.attrs.get("alpha", 1.0) == 1.0 and gemm.attrs.get("beta", 1.0) == 1.0
+    w_params = gemm.inputs[1].producer.inputs[0].type.quant
+    np.testing.assert_allclose(w_params.scale, np.array([0.5, 1.0, 0.5]) * 4 / 127, rtol=1e-6)
+    bias = gemm.inputs[2].producer.inputs[0]
+    restored = bias.data * np.asarray(bias.type.quant.scale)
+    np.testing.assert_allclose(restored, [0.25, -1.25, 0.125],
+                               atol=float(np.max(bias.type.quant.scale)) / 2)
+    out = qc.compile(q).run({"x": x})["y"]
+    ref = qc.compile(g).run({"x": x})["y"]
+    assert np.max(np.abs(out - ref)) < 0.02 * np.max(np.abs(ref))  # measured 0.48%
