@@ -306,7 +306,7 @@ def test_building_blocks_quantize_and_stay_close_to_float(name):
     out = qc.compile(q).run({g.inputs[0].name: x})
     for key, want in ref.items():
         noise = np.sum((want - out[key]) ** 2)
-        # measured 35.4, 35.1, 31.9 and 37.6 dB (random weights, 4 calibration batches of 2)
+        # measured 35.8, 35.1, 31.9 and 37.5 dB (random weights, 4 calibration batches of 2)
         assert 10 * np.log10(np.sum(want**2) / noise) > 28, name
 
 
