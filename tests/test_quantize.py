@@ -323,41 +323,43 @@ QUANT_BUILDERS = ["conv", "conv_bn", "gemm", "matmul", "relu", "residual_add", "
                   "add_const", "mul_const", "concat", "flatten", "reshape", "transpose",
                   "global_average_pool", "max_pool", "average_pool", "conv_transpose", "sigmoid",
                   "multi_use"]
-FIRED: Counter[str] = Counter()
 
 
-@settings(deadline=None)
-@given(graph=graphs(builders=QUANT_BUILDERS, min_steps=2, max_steps=7), data=st.data())
-def test_random_graphs_quantize_to_a_consistent_qdq_form(graph, data):
+def test_random_graphs_quantize_to_a_consistent_qdq_form():
     """Every quantizable node reads only DQ outputs (or int8 tensors it moves), every Q's type
-    carries the parameters it applies, the signature is kept, and the QDQ graph runs."""
-    feeds = data.draw(inputs(graph))
-    calib = [feeds]
-    q = qc.quantize(graph, calib, progress=False)
-    q.verify()
-    assert qdq.problems(q) == []
-    assert [(v.name, v.type) for v in q.inputs] == [(v.name, v.type) for v in graph.inputs]
-    assert [v.name for v in q.outputs] == [v.name for v in graph.outputs]
-    for node in q.nodes:
-        if node.op in WEIGHTED:
-            FIRED["weighted"] += 1
-            for k in (0, 1):
-                src = node.inputs[k].producer
-                assert src is not None and src.op == qdq.DEQUANTIZE, node.describe()
-        elif node.op in ARITHMETIC:
-            FIRED[node.op] += 1
-            for value in node.inputs:
-                assert value is not None and value.producer.op == qdq.DEQUANTIZE
-        elif node.op in DATA_MOVEMENT and node.inputs[0].type.quant is not None:
-            FIRED["moved onto integers"] += 1
-    out = qc.compile(q).run(feeds)
-    assert all(np.isfinite(v).all() for v in out.values() if v.dtype.kind == "f")
+    carries the parameters it applies, the signature is kept, and the QDQ graph runs; over the
+    examples, each kind of node must have been quantized."""
+    fired: Counter[str] = Counter()
 
+    # at least 80 examples, also under the bounded CI profile: over 30, GlobalAveragePool (a
+    # rank-4 builder among 20) can be missed
+    @settings(deadline=None, max_examples=max(80, settings.default.max_examples))
+    @given(graph=graphs(builders=QUANT_BUILDERS, min_steps=2, max_steps=7), data=st.data())
+    def check(graph, data):
+        feeds = data.draw(inputs(graph))
+        q = qc.quantize(graph, [feeds], progress=False)
+        q.verify()
+        assert qdq.problems(q) == []
+        assert [(v.name, v.type) for v in q.inputs] == [(v.name, v.type) for v in graph.inputs]
+        assert [v.name for v in q.outputs] == [v.name for v in graph.outputs]
+        for node in q.nodes:
+            if node.op in WEIGHTED:
+                fired["weighted"] += 1
+                for k in (0, 1):
+                    src = node.inputs[k].producer
+                    assert src is not None and src.op == qdq.DEQUANTIZE, node.describe()
+            elif node.op in ARITHMETIC:
+                fired[node.op] += 1
+                for value in node.inputs:
+                    assert value is not None and value.producer.op == qdq.DEQUANTIZE
+            elif node.op in DATA_MOVEMENT and node.inputs[0].type.quant is not None:
+                fired["moved onto integers"] += 1
+        out = qc.compile(q).run(feeds)
+        assert all(np.isfinite(v).all() for v in out.values() if v.dtype.kind == "f")
 
-def test_the_random_graphs_reached_every_kind_of_node():
-    """Run after the property above (file order): it must have quantized each kind."""
-    assert {"weighted", "Add", "Mul", "GlobalAveragePool", "moved onto integers"} <= set(FIRED), \
-        FIRED
+    check()
+    assert {"weighted", "Add", "Mul", "GlobalAveragePool", "moved onto integers"} <= set(fired), \
+        fired
 
 
 def test_the_reasons_for_float_nodes_travel_with_the_graph(digits):
