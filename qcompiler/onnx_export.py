@@ -189,7 +189,7 @@ class _Writer:
             return
         inputs = [self.name_of(v) for v in node.inputs]
         if node.op == qdq.DEQUANTIZE and node.inputs[0].is_constant:
-            inputs[1:] = [self.own_parameter(v) for v in node.inputs[1:]]
+            inputs = [self.own_parameter(v) for v in node.inputs]
         outputs = [v.name for v in node.outputs]
         attrs = dict(node.attrs)
         attrs = _runnable_padding(node, attrs)
@@ -199,11 +199,12 @@ class _Writer:
         self.unfuse(node, inputs, outputs[0], attrs)
 
     def own_parameter(self, value: Value | None) -> str:
-        """The name of a weight DQ's scale or zero point, copied into an initializer of its own
-        when other nodes read it too: onnxruntime rewrites each weight's parameters in place
-        (its s8 -> u8 weight conversion under ``session.x64quantprecision``) and fails on an
-        initializer two weights share (what common-subexpression elimination makes of equal
-        zero points)."""
+        """The name of a weight DQ's operand (the integer constant, its scale or zero point),
+        copied into an initializer of its own when other nodes read it too: onnxruntime
+        rewrites each weight's operands in place (its s8 -> u8 weight conversion under
+        ``session.x64quantprecision``) and fails on an initializer two weights share (what
+        common-subexpression elimination makes of equal zero points, or of equal quantized
+        constants such as GELU's 0.5 and 1.0)."""
         if value is None or not value.is_constant or len(value.users) < 2:
             return self.name_of(value)
         return self.constant(value.data, value.name)

@@ -20,6 +20,7 @@ import test_qdq_import as qdq_models
 import zoo
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from test_exported_models import DATA as EXPORTED
 from test_exported_models import _batch_feeds
 
 import qcompiler as qc
@@ -585,3 +586,23 @@ def test_random_qdq_graphs_export_and_run_in_onnxruntime_as_we_simulate_them() -
 
     check()
     assert seen["graphs"] >= 10 and all(seen.values()), seen
+
+
+def test_a_quantized_constant_two_dqs_share_runs_on_exact_int8_kernels(tmp_path: Path) -> None:
+    """qc.quantize's MLP (LayerNorm, GELU) shares GELU's quantized 0.5 and 1.0 between DQ
+    nodes; onnxruntime's ``session.x64quantprecision`` rewrites each weight's integer constant
+    in place and refuses a shared one, so the export gives each DQ its own (measured: 7.2e-8 of
+    the peak apart, float32 rounding)."""
+    source = EXPORTED / "torch_mlp_layernorm_gelu_opset17.onnx"
+    model = onnx.load(str(source))
+    calib = [_batch_feeds(model, 2, seed=k) for k in range(3)]
+    q = qc.quantize(qc.load_onnx(source), calib, qc.QuantConfig(), progress=False)
+    shared = [v for v in q.constants.values() if v.type.quant is not None
+              and sum(u.op == qdq.DEQUANTIZE for u in v.users) > 1]
+    assert shared  # what the case is about is in the graph
+    path = _exported(q, tmp_path)
+    written = onnx.load(str(path))
+    feeds = _batch_feeds(model, 4, seed=7)
+    ours = qc.compile(q).run(feeds)
+    for session in (ort_session(path, optimize=False), qdq_models.precise_session(written)):
+        assert _peak_error(ours, session.run(None, feeds), q) <= PEAK_TOL
