@@ -18,8 +18,9 @@ spelled with standard ops:
   means, when the spatial sizes are known: the same windows, so the same numbers.
 - a GlobalMaxPool of integers (``cancel-qdq`` moves DQ below it; ONNX's GlobalMaxPool takes
   floats only) is the ReduceMax over the spatial axes that it is, exactly.
-- the scale and zero point of a weight's DequantizeLinear get initializers of their own when
-  other nodes share them, as onnxruntime's weight rewrites need (see ``own_parameter``).
+- the integer constant, scale and zero point of a weight's DequantizeLinear get initializers
+  of their own when other nodes share them, as onnxruntime's weight rewrites need (see
+  ``own_parameter``); an initializer no node reads is not written.
 
 Any other op ONNX lacks is refused with an ``ExportError`` listing every such node. Symbolic
 dimensions become ``dim_param``s (an unknown ``?`` dimension is left without one). Each node
@@ -92,7 +93,7 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
         writer.nodes, graph.name,
         [_value_info(v.name, v.type) for v in graph.inputs],
         [_value_info(v.name, v.type) for v in graph.outputs],
-        initializer=writer.initializers)
+        initializer=writer.read_initializers())
     from . import __version__
 
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", EXPORT_OPSET)],
@@ -150,6 +151,13 @@ class _Writer:
                              for v in graph.constants.values()]
         self.taken = {v.name for v in graph.values()}
         self.alias: dict[str, str] = {}  # an Observe output -> the value it observes
+
+    def read_initializers(self) -> list[onnx.TensorProto]:
+        """The initializers a node or a graph output reads (not those that ``own_parameter``
+        replaced by copies everywhere)."""
+        read = {name for proto in self.nodes for name in proto.input}
+        read.update(v.name for v in self.graph.outputs)
+        return [t for t in self.initializers if t.name in read]
 
     def name_of(self, value: Value | None) -> str:
         return "" if value is None else self.alias.get(value.name, value.name)

@@ -592,7 +592,7 @@ def test_a_quantized_constant_two_dqs_share_runs_on_exact_int8_kernels(tmp_path:
     """qc.quantize's MLP (LayerNorm, GELU) shares GELU's quantized 0.5 and 1.0 between DQ
     nodes; onnxruntime's ``session.x64quantprecision`` rewrites each weight's integer constant
     in place and refuses a shared one, so the export gives each DQ its own (measured: 7.2e-8 of
-    the peak apart, float32 rounding)."""
+    the peak apart, float32 rounding); the originals the copies replace are not written."""
     source = EXPORTED / "torch_mlp_layernorm_gelu_opset17.onnx"
     model = onnx.load(str(source))
     calib = [_batch_feeds(model, 2, seed=k) for k in range(3)]
@@ -602,6 +602,8 @@ def test_a_quantized_constant_two_dqs_share_runs_on_exact_int8_kernels(tmp_path:
     assert shared  # what the case is about is in the graph
     path = _exported(q, tmp_path)
     written = onnx.load(str(path))
+    read = {name for node in written.graph.node for name in node.input}
+    assert [t.name for t in written.graph.initializer if t.name not in read] == []
     feeds = _batch_feeds(model, 4, seed=7)
     ours = qc.compile(q).run(feeds)
     for session in (ort_session(path, optimize=False), qdq_models.precise_session(written)):
