@@ -48,7 +48,8 @@ def export_onnx(graph: Graph, path: str | Path) -> None:
 
     if not isinstance(graph, Graph):
         raise ExportError(f"export_onnx takes a qc.Graph, not {type(graph).__name__}")
-    _export(graph, as_path(path, SaveError, "cannot export to ONNX"))
+    as_path(path, SaveError, "cannot export to ONNX")  # a typed error for a non-path
+    _export(graph, path)  # as given: a trailing separator says it names a directory
 
 
 def parse(text: str, constants: Mapping[str, np.ndarray] | None = None) -> Graph:

@@ -37,6 +37,7 @@ version table; the tests run 1.32); per-axis Q/DQ needs opset 13, which 21 cover
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ def export_onnx(graph: Graph, path: str | Path) -> None:
     """Write ``graph`` to ``path`` as an ONNX model (see the module docstring); ``SaveError``
     when the file cannot be written, ``ExportError`` when the graph has no ONNX spelling."""
     model = to_onnx(graph)
-    write_model(model, Path(path))
+    write_model(model, path)
 
 
 def to_onnx(graph: Graph) -> onnx.ModelProto:
@@ -107,11 +108,13 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     return model
 
 
-def write_model(model: onnx.ModelProto, path: Path) -> None:
-    """Write ``model`` to a temporary file beside ``path`` and rename it into place."""
-    if path.is_dir():
-        raise SaveError(f"cannot export to {str(path)!r}: it is a directory (an ONNX model is "
-                        f"one file, e.g. model.onnx)")
+def write_model(model: onnx.ModelProto, path: str | Path) -> None:
+    """Write ``model`` to a temporary file beside ``path`` and rename it into place; a path
+    that is a directory, or ends with a separator (``"exports/"``), is refused."""
+    if Path(path).is_dir() or str(path).endswith(("/", os.sep)):
+        raise SaveError(f"cannot export to {str(path)!r}: it names a directory (an ONNX model "
+                        f"is one file, e.g. model.onnx)")
+    path = Path(path)
     try:
         blob = model.SerializeToString()
     except ValueError as exc:  # protobuf refuses messages over 2 GiB

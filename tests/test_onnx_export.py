@@ -236,6 +236,9 @@ def test_a_directory_or_a_missing_folder_is_a_save_error(tmp_path: Path) -> None
     g = qc.from_onnx(_model("digits"))
     with pytest.raises(qc.SaveError, match="directory"):
         qc.export_onnx(g, tmp_path)
+    for folder in (f"{tmp_path}/exports/", f"{tmp_path}/model.onnx/"):  # not there yet
+        with pytest.raises(qc.SaveError, match="names a directory"):
+            qc.export_onnx(g, folder)
     with pytest.raises(qc.SaveError, match="nothing was written"):
         qc.export_onnx(g, tmp_path / "missing" / "model.onnx")
     with pytest.raises(qc.ExportError, match="qc.Graph"):
