@@ -57,7 +57,9 @@ def halfway_cases() -> list[np.ndarray]:
 def edge_cases() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     cases = [np.zeros(5, np.float32), np.array([3.0], np.float32), np.array([-2.0], np.float32),
-             np.array([1e-30, -1e-30], np.float32), np.array([1e30, -3e29], np.float32)]
+             np.array([1e-30, -1e-30], np.float32), np.array([1e30, -3e29], np.float32),
+             np.array([1e-45], np.float32), np.array([1e-45, 0, -0.0, 1e-45], np.float32),
+             np.array([-1e-45, 0], np.float32), np.array([2e-45, -1e-45], np.float32)]
     for _ in range(100):
         size = int(rng.integers(1, 300))
         cases.append((rng.normal(0, rng.uniform(0.01, 100), size) + rng.normal())
@@ -95,7 +97,7 @@ def test_dynamic_quantize_linear_matches_onnx_reference() -> None:
             assert a.dtype == b.dtype
             np.testing.assert_array_equal(a, b)
         compared += 1
-    assert compared == 255 + 104
+    assert compared == 255 + 108
 
 
 # -- the quantize-dynamic pass --------------------------------------------------------------------

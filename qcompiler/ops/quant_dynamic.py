@@ -8,9 +8,12 @@ In float32, as onnxruntime computes it::
     zero_point = rint(clip(0 - lo / scale, 0, 255))
     y = saturate(rint(x / scale) + zero_point)
 
-``rint`` rounds half to even. For an all-zero tensor onnx.reference gives the scale 1/255
-where onnxruntime gives 1.0; ``y`` and the zero point (all 0) are the same, and we follow
-onnxruntime, the runtime that executes exported models.
+``rint`` rounds half to even. A nonzero range so small that the scale underflows to 0 (below
+``255 * 2^-149``) is as onnxruntime and onnx.reference give it: the zero point 255 when the
+range starts at 0 (their clamp takes ``0 / 0`` to the top), ``y`` 0 for zeros and 255 above.
+For an all-zero tensor onnx.reference gives the scale 1/255 where onnxruntime gives 1.0; ``y``
+and the zero point (all 0) are the same, and we follow onnxruntime, the runtime that executes
+exported models.
 """
 
 from __future__ import annotations
@@ -36,9 +39,14 @@ def dynamic_quantize_linear(x):
     zero = np.float32(0)
     lo = min(zero, x.min()) if x.size else zero
     hi = max(zero, x.max()) if x.size else zero
-    scale = np.float32(1) if hi == lo else np.float32((hi - lo) / np.float32(QMAX - QMIN))
-    initial = np.float32(QMIN) - lo / scale
-    zero_point = np.rint(np.clip(initial, np.float32(QMIN), np.float32(QMAX)))
-    y = np.clip(np.rint(x / scale) + zero_point, QMIN, QMAX)
+    # a range wider than float32's has the scale inf; one below 255 * 2^-149 the scale 0
+    # (then x / 0 is inf and 0 / 0 NaN), as in onnxruntime
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        scale = np.float32(1) if hi == lo else np.float32((hi - lo) / np.float32(QMAX - QMIN))
+        initial = np.float32(QMIN) - lo / scale
+        rounded = np.rint(x / scale)
+    # min then max, as onnxruntime and onnx.reference clamp: a NaN (0 / 0) comes out QMAX
+    zero_point = np.rint(max(np.float32(QMIN), min(np.float32(QMAX), initial)))
+    y = np.clip(np.nan_to_num(rounded + zero_point, nan=QMIN), QMIN, QMAX)
     return (y.astype(np.uint8), np.array(scale, np.float32),
             np.array(zero_point, np.float32).astype(np.uint8))
