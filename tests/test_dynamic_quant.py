@@ -20,6 +20,7 @@ from test_exported_models import DATA as EXPORTED
 from test_exported_models import _batch_feeds
 
 import qcompiler as qc
+from qcompiler import qdq, quant_math
 from qcompiler.demo import ort_session
 from qcompiler.ops.quant_dynamic import dynamic_quantize_linear
 from qcompiler.quant_ops import WEIGHTED
@@ -207,12 +208,16 @@ def test_weight_only_quantizes_every_weighted_op_and_keeps_int8_weights(tmp_path
 
 def test_options_reach_the_pass_and_a_bad_one_is_refused() -> None:
     _, g, feeds = _mlp(MLPS[0])
+    floats = {n.name: n.inputs[1].data for n in g.nodes if n.op in WEIGHTED}
     q = qc.PassManager("quantize-dynamic{weight_only=true per_channel=false weight_dtype=u8 "
                        "symmetric=false reduce_range=true}").run(g).graph
+    assert {n.name for n in _weighted_dqs(q)} == set(floats) and len(floats) == 3
     for node in _weighted_dqs(q):
         params = node.inputs[1].producer.inputs[0].type.quant
-        assert params.axis is None and params.dtype == "u8" and (params.qmin, params.qmax) == (
-            0, 127)
+        _, expected = quant_math.quantize_weight(floats[node.name], axis=0, dtype="u8",
+                                                 symmetric=False, per_channel=False,
+                                                 reduce_range=True)
+        assert (params.qmin, params.qmax) == (0, 127) and qdq.same_params(params, expected)
     with pytest.raises(qc.PipelineError, match="weight_dtype"):
         qc.PassManager("quantize-dynamic{weight_dtype=i32}")
 
