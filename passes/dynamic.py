@@ -22,8 +22,10 @@ excludes) are listed with the reason in the pass's notes (``PassManager(..., exp
 
 ``dynamic_pass(config)`` is the pass for a ``QuantConfig`` of mode "dynamic" or "weight_only"
 (what ``qc.quantize`` runs): its weight options, and its exclusions, resolved on the graph the
-pass runs on. Dynamic activations are uint8 whatever ``activation_dtype`` says, as
-DynamicQuantizeLinear (and onnxruntime's ``quantize_dynamic``) makes them.
+pass runs on. ``overrides`` and ``bias_correction`` need calibration: a config with them is
+refused rather than quietly run without them. Dynamic activations are uint8 whatever
+``activation_dtype`` says, as DynamicQuantizeLinear (and onnxruntime's ``quantize_dynamic``)
+makes them.
 """
 
 from __future__ import annotations
@@ -153,6 +155,13 @@ def dynamic_pass(config: QuantConfig) -> QuantizeDynamic:
     if config.mode not in MODES:
         raise ConfigError(f"dynamic_pass needs a config of mode {' or '.join(MODES)}, got "
                           f"mode={config.mode!r}")
+    unapplied = ([f"overrides ({', '.join(map(repr, config.overrides))})"]
+                 if config.overrides else []) + (["bias_correction=True"]
+                                                 if config.bias_correction else [])
+    if unapplied:
+        raise ConfigError(f"mode={config.mode!r} does not calibrate, so "
+                          f"{' and '.join(unapplied)} would not apply: use mode='static', or "
+                          f"leave {'them' if len(unapplied) > 1 else 'it'} out")
     return QuantizeDynamic(weight_only=config.mode == "weight_only",
                            per_channel=config.per_channel, symmetric=config.weight_symmetric,
                            weight_dtype=config.weight_dtype, reduce_range=config.reduce_range,

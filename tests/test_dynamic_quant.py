@@ -5,6 +5,7 @@ onnxruntime's ``quantize_dynamic`` and against float."""
 from __future__ import annotations
 
 import functools
+import re
 import tempfile
 from pathlib import Path
 
@@ -280,3 +281,12 @@ def test_qc_quantize_in_weight_only_mode_honours_the_config_exclusions() -> None
         f"'fc2')"]
     with pytest.raises(qc.ConfigError, match="mode"):
         dynamic_pass(qc.QuantConfig())
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
+def test_calibration_options_are_refused_not_ignored_without_calibration(mode: str) -> None:
+    g = qc.load_onnx(qdq_models.MODEL)
+    for options, named in (({"bias_correction": True}, "bias_correction=True"),
+                           ({"overrides": {"image": (0.0, 1.0)}}, "overrides ('image')")):
+        with pytest.raises(qc.ConfigError, match=re.escape(named)):
+            qc.quantize(g, None, qc.QuantConfig(mode=mode, **options))
