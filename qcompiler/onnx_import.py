@@ -807,18 +807,30 @@ class _Scan:
             lines.append("quantized operators (onnxruntime's QOperator format) are not "
                          "imported; a QDQ model (onnxruntime's QuantFormat.QDQ: QuantizeLinear "
                          "and DequantizeLinear around float ops) is")
+        if any(_op_type(k) in _DYNAMIC_OPERATORS for k in self.unsupported):
+            lines.append("onnxruntime's quantize_dynamic writes no QDQ form: load the float "
+                         "model and quantize it with qc.quantize(g, None, "
+                         "qc.QuantConfig(mode='dynamic'))")
         return "\n".join(lines)
 
 
-# The integer ops of onnxruntime's QOperator format and quantize_dynamic (ONNX and contrib).
-_QUANTIZED_OPERATORS = ("ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul",
-                        "MatMulIntegerToFloat", "QAttention")
+# The integer ops of onnxruntime's quantize_dynamic (ONNX and contrib), and of its QOperator
+# format.
+_DYNAMIC_OPERATORS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
+                      "MatMulIntegerToFloat")
+_QUANTIZED_OPERATORS = (*_DYNAMIC_OPERATORS, "QGemm", "QAttention")
+
+
+def _op_type(key: str) -> str:
+    """The op type of an unsupported-feature key (``QLinearConv``, ``com.microsoft.QGemm
+    (domain ...)``)."""
+    return key.split(" ")[0].rsplit(".", 1)[-1]
 
 
 def _is_quantized_operator(key: str) -> bool:
-    """Whether an unsupported-feature key (``QLinearConv``, ``com.microsoft.QGemm (domain
-    ...)``) names a quantized operator that has a QDQ spelling."""
-    op_type = key.split(" ")[0].rsplit(".", 1)[-1]
+    """Whether an unsupported-feature key names a quantized operator that has a QDQ
+    spelling."""
+    op_type = _op_type(key)
     return op_type.startswith("QLinear") or op_type in _QUANTIZED_OPERATORS
 
 

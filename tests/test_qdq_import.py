@@ -15,6 +15,7 @@ export's QuantizeLinear of a float weight is folded at import into a typed int8 
 from __future__ import annotations
 
 import functools
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,7 @@ from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
     QuantType,
+    quantize_dynamic,
     quantize_static,
 )
 
@@ -243,3 +245,16 @@ def test_the_quantized_operator_format_is_refused_with_the_qdq_alternative() -> 
                                            "com.microsoft.QGemm (domain 'com.microsoft')"}
     assert info.value.unsupported["QLinearConv"] == [
         "conv1_conv_quant", "conv2_conv_quant", "conv3_conv_quant"]
+
+
+def test_quantize_dynamic_output_is_refused_pointing_to_dynamic_mode(tmp_path: Path) -> None:
+    """quantize_dynamic writes ConvInteger and MatMulInteger and has no QDQ format: the
+    refusal names every node and says how to get the same model here."""
+    out = tmp_path / "digits.dynamic.onnx"
+    quantize_dynamic(MODEL, str(out), weight_type=QuantType.QInt8)
+    with pytest.raises(qc.UnsupportedModelError, match=re.escape(
+            "qc.QuantConfig(mode='dynamic')")) as info:
+        qc.load_onnx(out)
+    assert info.value.unsupported == {
+        "ConvInteger": ["conv1_conv_quant", "conv2_conv_quant", "conv3_conv_quant"],
+        "MatMulInteger": ["fc1_MatMul_quant", "fc2_MatMul_quant"]}
