@@ -479,14 +479,17 @@ def test_the_output_of_qc_quantize_exports_and_runs_within_one_output_step(
     x = qdq_models.DATA["test_x"]
     ours = qc.compile(q).run({"image": x})[q.outputs[0].name]
     step = qdq.params_of(q.outputs[0].producer).scale[0]
-    for who, session in (("as written", ort_session(model, optimize=False)),
-                         ("rewritten, exact kernels", qdq_models.precise_session(model))):
+    for who, session, checked in (("as written", ort_session(model, optimize=False), True),
+                                  ("rewritten, exact kernels", qdq_models.precise_session(model),
+                                   True), ("default", ort_session(model), False)):
         theirs = session.run(None, {"image": x})[0]
         apart = _steps_apart(ours, theirs, step)
         print(f"\nqc.quantize {qdq_models._scheme_id(scheme)}, onnxruntime {who}: outputs "
-              f"differing {float((apart > 0).mean()):.4%}, max {apart.max():.2f} steps")
-        assert apart.max() <= 1 + 1e-4
-        assert qdq_models.accuracy(theirs) == qdq_models.accuracy(ours)
+              f"differing {float((apart > 0).mean()):.4%}, max {apart.max():.2f} steps; "
+              f"accuracy {qdq_models.accuracy(theirs):.4f}")
+        if checked:
+            assert apart.max() <= 1 + 1e-4
+            assert qdq_models.accuracy(theirs) == qdq_models.accuracy(ours)
 
 
 # -- random graphs --------------------------------------------------------------------------------
