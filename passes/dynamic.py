@@ -17,7 +17,7 @@ float. Constant folding never folds a DQ, so the weights stay int8 in saved exec
 ONNX exports (a quarter of the float bytes).
 
 A weight or an activation read by several ops is quantized once. Candidates left in float (a
-weight that is not a float constant, an activation that is not f32, a node a ``QuantConfig``
+weight that is not an f32 constant, an activation that is not f32, a node a ``QuantConfig``
 excludes) are listed with the reason in the pass's notes (``PassManager(..., explain=True)``).
 
 ``dynamic_pass(config)`` is the pass for a ``QuantConfig`` of mode "dynamic" or "weight_only"
@@ -75,8 +75,8 @@ class QuantizeDynamic(Pass):
         weight = node.inputs[1] if len(node.inputs) > 1 else None
         if weight is None or not weight.is_constant:
             return "its weight is not a constant"
-        if not weight.dtype.is_float:
-            return f"its weight %{weight.name} is {weight.dtype}, not float"
+        if weight.dtype != "f32":  # a DequantizeLinear of an int8 weight gives f32
+            return f"its weight %{weight.name} is {weight.dtype}, not f32"
         if not self.weight_only and node.inputs[0].dtype != "f32":
             return (f"its input %{node.inputs[0].name} is {node.inputs[0].dtype}; "
                     f"DynamicQuantizeLinear quantizes f32")

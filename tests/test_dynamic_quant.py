@@ -290,3 +290,16 @@ def test_calibration_options_are_refused_not_ignored_without_calibration(mode: s
                            ({"overrides": {"image": (0.0, 1.0)}}, "overrides ('image')")):
         with pytest.raises(qc.ConfigError, match=re.escape(named)):
             qc.quantize(g, None, qc.QuantConfig(mode=mode, **options))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
+def test_a_half_precision_weight_stays_float_with_the_reason(mode: str) -> None:
+    """A DequantizeLinear of an int8 weight gives f32, which an f16 MatMul cannot read."""
+    g = qc.Graph("half")
+    x = g.add_input("x", TensorType("f16", (2, 8)))
+    w = g.add_constant(np.random.default_rng(0).normal(size=(8, 4)).astype(np.float16), "w")
+    g.set_outputs([g.add_node("MatMul", [x, w], name="mm").outputs[0]])
+    pm = qc.PassManager([dynamic_pass(qc.QuantConfig(mode=mode))], explain=True)
+    assert [n.op for n in pm.run(g).graph.nodes] == ["MatMul"]
+    assert pm.explanations["quantize-dynamic"] == [
+        f"{g.node('mm').describe()} stays float: its weight %w is f16, not f32"]
