@@ -19,8 +19,9 @@ spelled with standard ops:
 - a GlobalMaxPool of integers (``cancel-qdq`` moves DQ below it; ONNX's GlobalMaxPool takes
   floats only) is the ReduceMax over the spatial axes that it is, exactly.
 - the integer constant, scale and zero point of a weight's DequantizeLinear get initializers
-  of their own when other nodes share them, as onnxruntime's weight rewrites need (see
-  ``own_parameter``); an initializer no node reads is not written.
+  of their own when other nodes share them, and an int8 weight's DequantizeLinear that several
+  nodes read is written once per reader, as onnxruntime's weight rewrites need (see
+  ``own_parameter`` and ``weight_dequantize``); an initializer no node reads is not written.
 
 Any other op ONNX lacks is refused with an ``ExportError`` listing every such node. Symbolic
 dimensions become ``dim_param``s (an unknown ``?`` dimension is left without one). Each node
@@ -154,6 +155,7 @@ class _Writer:
                              for v in graph.constants.values()]
         self.taken = {v.name for v in graph.values()}
         self.alias: dict[str, str] = {}  # an Observe output -> the value it observes
+        self.per_reader: dict[tuple[str, int], str] = {}  # (value, id(reader)) -> its copy
 
     def read_initializers(self) -> list[onnx.TensorProto]:
         """The initializers a node or a graph output reads (not those that ``own_parameter``
@@ -162,8 +164,12 @@ class _Writer:
         read.update(v.name for v in self.graph.outputs)
         return [t for t in self.initializers if t.name in read]
 
-    def name_of(self, value: Value | None) -> str:
-        return "" if value is None else self.alias.get(value.name, value.name)
+    def name_of(self, value: Value | None, reader: Node | None = None) -> str:
+        """The ONNX name ``reader`` reads ``value`` by."""
+        if value is None:
+            return ""
+        copy = self.per_reader.get((value.name, id(reader)))
+        return copy or self.alias.get(value.name, value.name)
 
     def fresh(self, base: str) -> str:
         name, k = base, 0
@@ -198,9 +204,10 @@ class _Writer:
         if node.op == "GlobalMaxPool" and node.inputs[0].dtype.is_integer:
             self.integer_global_max_pool(node)
             return
-        inputs = [self.name_of(v) for v in node.inputs]
         if node.op == qdq.DEQUANTIZE and node.inputs[0].is_constant:
-            inputs = [self.own_parameter(v) for v in node.inputs]
+            self.weight_dequantize(node)
+            return
+        inputs = [self.name_of(v, node) for v in node.inputs]
         outputs = [v.name for v in node.outputs]
         attrs = dict(node.attrs)
         attrs = _runnable_padding(node, attrs)
@@ -208,6 +215,22 @@ class _Writer:
             self.emit(node, node.op, _trimmed(inputs), outputs, attrs)
             return
         self.unfuse(node, inputs, outputs[0], attrs)
+
+    def weight_dequantize(self, node: Node) -> None:
+        """A DQ of a constant, reading operands of its own (``own_parameter``). An int8 one
+        that several nodes read is written once per reader, each copy with copies of the
+        operands: onnxruntime would give each reader a DQ of its own sharing the operands
+        (its EnsureUniqueDQForNodeUnit), on which its s8 -> u8 weight rewrite then fails."""
+        out, attrs = node.outputs[0], dict(node.attrs)
+        self.emit(node, node.op, _trimmed([self.own_parameter(v) for v in node.inputs]),
+                  [out.name], attrs)
+        if node.inputs[0].dtype != "i8":
+            return
+        for reader in out.users[1:]:
+            operands = ["" if v is None else self.constant(v.data, v.name) for v in node.inputs]
+            copy = self.fresh(f"{out.name}/{reader.name}")
+            self.emit(node, node.op, _trimmed(operands), [copy], attrs, role=reader.name)
+            self.per_reader[(out.name, id(reader))] = copy
 
     def own_parameter(self, value: Value | None) -> str:
         """The name of a weight DQ's operand (the integer constant, its scale or zero point),
@@ -223,7 +246,7 @@ class _Writer:
     def requantize(self, node: Node) -> None:
         """Requantize(x, s_x, z_x, s_y, z_y) as DequantizeLinear(x, s_x, z_x) and
         QuantizeLinear(., s_y, z_y), each with the node's axis."""
-        x, x_scale, x_zero, y_scale, y_zero = (self.name_of(v) for v in node.inputs)
+        x, x_scale, x_zero, y_scale, y_zero = (self.name_of(v, node) for v in node.inputs)
         axis = {"axis": node.attrs["axis"]} if "axis" in node.attrs else {}
         real = self.fresh(f"{node.outputs[0].name}/dequantized")
         self.emit(node, qdq.DEQUANTIZE, [x, x_scale, x_zero], [real], axis, role="dequantize")
@@ -234,15 +257,15 @@ class _Writer:
         """GlobalMaxPool of integers as ReduceMax over the spatial axes, keeping them."""
         x = node.inputs[0]
         axes = self.constant(np.arange(2, len(x.shape), dtype=np.int64), f"{node.name}/axes")
-        self.emit(node, "ReduceMax", [self.name_of(x), axes], [node.outputs[0].name],
+        self.emit(node, "ReduceMax", [self.name_of(x, node), axes], [node.outputs[0].name],
                   {"keepdims": 1})
 
     def observe(self, node: Node) -> None:
         observed, out = node.inputs[0], node.outputs[0]
         if out.is_graph_output:
-            self.emit(node, "Identity", [self.name_of(observed)], [out.name], {})
+            self.emit(node, "Identity", [self.name_of(observed, node)], [out.name], {})
         else:
-            self.alias[out.name] = self.name_of(observed)
+            self.alias[out.name] = self.name_of(observed, node)
 
     def unfuse(self, node: Node, inputs: list[str], out: str, attrs: dict) -> None:
         """A fused Conv/ConvTranspose/Gemm/MatMul as the op, then the Add of Conv's residual

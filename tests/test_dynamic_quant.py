@@ -23,6 +23,7 @@ from test_exported_models import _batch_feeds
 import qcompiler as qc
 from qcompiler import qdq, quant_math
 from qcompiler.demo import ort_session
+from qcompiler.onnx_export import to_onnx
 from qcompiler.ops.quant_dynamic import dynamic_quantize_linear
 from qcompiler.quant_ops import WEIGHTED
 from qcompiler.types import TensorType
@@ -253,6 +254,25 @@ def test_a_shared_weight_and_activation_are_quantized_once_and_refusals_are_expl
     x = np.random.default_rng(1).normal(size=(8, 8)).astype(np.float32)
     float_out = qc.compile(_two_readers()).run({"x": x})["out"]
     assert _peak(qc.compile(q).run({"x": x})["out"], float_out) <= 8e-3  # measured 6.8e-3
+
+
+@pytest.mark.parametrize("weight_only", [False, True])
+def test_a_shared_weight_exports_and_runs_on_exact_int8_kernels(weight_only: bool) -> None:
+    """Two MatMuls read one int8 weight's DQ: onnxruntime would give each a DQ of its own
+    sharing the constant, which its ``session.x64quantprecision`` weight rewrite refuses; the
+    export writes a DQ per reader with its own operands (float32 rounding apart: measured
+    7.0e-8 of the peak)."""
+    q = qc.PassManager(f"quantize-dynamic{{weight_only={str(weight_only).lower()}}}").run(
+        _two_readers()).graph
+    model = to_onnx(q)
+    dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                  and n.input[0].startswith("w.")]
+    assert len(dequantize) == 2 and len({n.input[0] for n in dequantize}) == 2
+    x = np.random.default_rng(1).normal(size=(8, 8)).astype(np.float32)
+    ours = qc.compile(q).run({"x": x})["out"]
+    for session in (ort_session(model, optimize=False), ort_session(model, exact_int8=True)):
+        assert _peak(session.run(None, {"x": x})[0], ours) <= ORT_TOL
+    np.testing.assert_array_equal(qc.compile(qc.from_onnx(model)).run({"x": x})["out"], ours)
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
