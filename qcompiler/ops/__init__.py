@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     elementwise,
     grid_sample,
     logic,
+    lookup,
     nn,
     observe,
     quant,
