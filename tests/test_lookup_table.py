@@ -12,6 +12,7 @@ from qcompiler.errors import QuantizationError, ShapeInferenceError
 from qcompiler.graph import Graph
 from qcompiler.interpreter import Interpreter
 from qcompiler.lut import make_table
+from qcompiler.quant_math import dequantize
 from qcompiler.types import QuantParams, TensorType
 
 # (op, attrs): the elementwise functions the issue names, with both HardSigmoid conventions
@@ -115,7 +116,7 @@ def test_a_clip_node_reads_its_constant_bounds():
     lo, hi = g.add_constant(np.float32(-1), "lo"), g.add_constant(np.float32(1.5), "hi")
     node = g.add_node("Clip", [x, lo, hi], name="clip")
     table = make_table(node, p_in, p_out)
-    real = qc.quant_math.dequantize(table, p_out)
+    real = dequantize(table, p_out)
     assert real.min() == -1 and real.max() == 1.5
 
 
