@@ -13,6 +13,7 @@ from qcompiler.graph import Graph
 from qcompiler.interpreter import Interpreter
 from qcompiler.lut import make_table
 from qcompiler.quant_math import dequantize
+from qcompiler.text import print_graph
 from qcompiler.types import QuantParams, TensorType
 
 # (op, attrs): the elementwise functions the issue names, with both HardSigmoid conventions
@@ -135,6 +136,7 @@ def test_text_form_round_trips():
     assert "LookupTable(" in text
     back = qc.parse(text, {"table": g.constants["table"].data})
     assert back == g and str(back) == text
+    assert qc.parse(print_graph(g, inline_constants=True)) == g  # the table written out in full
 
 
 def test_make_table_refuses_per_axis_parameters():
