@@ -115,8 +115,8 @@ REQUANTIZE_ROUNDINGS = ("float", "fixed_point")
 
 def _requantize(ctx: Ctx) -> list[Out]:
     if ctx.attr("rounding") not in REQUANTIZE_ROUNDINGS:
-        ctx.fail(f"unknown rounding={ctx.attr('rounding')!r}; expected one of "
-                 f"{', '.join(map(repr, REQUANTIZE_ROUNDINGS))}")
+        ctx.unsupported(f"rounding={ctx.attr('rounding')!r} is not supported; supported: "
+                        f"{', '.join(map(repr, REQUANTIZE_ROUNDINGS))}")
     _params(ctx, QUANT_DTYPES, 1)
     _params(ctx, QUANT_DTYPES, 3)
     for at in (1, 3):
