@@ -110,7 +110,7 @@ def dequantize_linear(x, x_scale, x_zero_point=None, axis=1, block_size=0):
         return diff.astype(scale.dtype) * scale
 
 
-REQUANTIZE_ROUNDINGS = ("float",)
+REQUANTIZE_ROUNDINGS = ("float", "fixed_point")
 
 
 def _requantize(ctx: Ctx) -> list[Out]:
@@ -133,10 +133,39 @@ def _requantize(ctx: Ctx) -> list[Out]:
 @op("Requantize", ["x", "x_scale", "x_zero_point", "y_scale", "y_zero_point"], ["y"],
     attrs={"axis": 1, "rounding": "float"}, infer=_requantize)
 def requantize(x, x_scale, x_zero_point, y_scale, y_zero_point, axis=1, rounding="float"):
-    """``QuantizeLinear(DequantizeLinear(x, x_scale, x_zero_point), y_scale, y_zero_point)``
-    in float32, bit for bit: what a DQ -> Q pair with different parameters becomes (see the
-    ``cancel-qdq`` pass). ``axis`` serves whichever parameters are per axis. ``rounding`` names
-    how the rescaling rounds; "float" (the composition, round half to even) is the only mode
-    for now: fixed-point modes belong to integer lowering."""
+    """``x`` re-expressed with the output parameters; ``axis`` serves whichever parameters are
+    per axis. ``rounding`` names how the rescaling rounds:
+
+    - ``"float"`` (the default): ``QuantizeLinear(DequantizeLinear(x, x_scale, x_zero_point),
+      y_scale, y_zero_point)`` in float32, bit for bit, round half to even: what a DQ -> Q pair
+      with different parameters becomes (see the ``cancel-qdq`` pass), and what onnxruntime
+      computes.
+    - ``"fixed_point"``: integer arithmetic with one rounding, as integer lowering emits it.
+      ``M = x_scale / y_scale`` (the float32 scales divided in float64) becomes per channel
+      ``(M0, t) = quant_math.fixed_point_multiplier(M)``, then
+      ``y = clamp(y_zero_point + quant_math.requantize(x - x_zero_point, M0, t))`` in int64:
+      ``(x - x_zero_point) * M0 / 2^t`` rounded half toward +inf, clamped to the output type's
+      limits. A multiplier below 2^-32 flushes to 0 (``y = y_zero_point``); ``M`` >= 2^30 is a
+      ``QuantizationError``.
+    """
+    if rounding == "fixed_point":
+        return _requantize_fixed_point(x, x_scale, x_zero_point, y_scale, y_zero_point, axis)
     real = dequantize_linear(x, x_scale, x_zero_point, axis=axis)
     return quantize_linear(real, y_scale, y_zero_point, axis=axis)
+
+
+def _requantize_fixed_point(x, x_scale, x_zero_point, y_scale, y_zero_point, axis):
+    """The ``"fixed_point"`` rounding of ``requantize``."""
+    from qcompiler.quant_math import fixed_point_multiplier
+    from qcompiler.quant_math import requantize as rescale
+
+    ratio = np.broadcast_arrays(_along(x_scale.astype(np.float64), x.ndim, axis),
+                                _along(y_scale.astype(np.float64), x.ndim, axis))
+    multiplier = ratio[0] / ratio[1]
+    pairs = [fixed_point_multiplier(float(m)) for m in multiplier.ravel()]
+    m0 = np.array([p[0] for p in pairs], np.int64).reshape(multiplier.shape)
+    shift = np.array([p[1] for p in pairs], np.int64).reshape(multiplier.shape)
+    acc = x.astype(np.int64) - _along(x_zero_point, x.ndim, axis).astype(np.int64)
+    y = rescale(acc, m0, shift) + _along(y_zero_point, x.ndim, axis).astype(np.int64)
+    info = np.iinfo(y_zero_point.dtype)
+    return np.clip(y, info.min, info.max).astype(y_zero_point.dtype)
