@@ -183,3 +183,17 @@ def test_onnx_export_refuses_fixed_point_rounding_naming_the_node() -> None:
     g = _graph(np.int8, (3,), np.float32(0.1), np.int8(0), np.float32(0.2), np.int8(0))
     with pytest.raises(qc.ExportError, match=r"Requantize.*'rq'"):
         to_onnx(g)
+
+
+def test_a_standalone_export_runs_fixed_point_rounding_with_numpy_alone(tmp_path) -> None:
+    """The exported program carries the kernels; fixed-point rounding must come with them."""
+    from test_numpy_backend import run_standalone
+
+    g = _graph(np.int8, (256,), np.float32(0.05), np.int8(3), np.float32(0.1), np.int8(-7))
+    x = _every(np.int8)
+    want = qc.compile(g).run({"x": x})["rq"]
+    folder = qc.compile(g).export_python(tmp_path / "rq")
+    np.savez(tmp_path / "in.npz", x=x)
+    done = run_standalone(folder / "model.py", tmp_path / "in.npz", tmp_path / "out.npz")
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["rq"], want)

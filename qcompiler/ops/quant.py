@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import fixed_point
 from ._schema import NP_DTYPES, Ctx, Out, norm_axis, op
 from .dtypes import FROM_ONNX
 from .tensor import cast_target
@@ -142,11 +143,11 @@ def requantize(x, x_scale, x_zero_point, y_scale, y_zero_point, axis=1, rounding
       computes.
     - ``"fixed_point"``: integer arithmetic with one rounding, as integer lowering emits it.
       ``M = x_scale / y_scale`` (the float32 scales divided in float64) becomes per channel
-      ``(M0, t) = quant_math.fixed_point_multiplier(M)``, then
-      ``y = clamp(y_zero_point + quant_math.requantize(x - x_zero_point, M0, t))`` in int64:
+      ``(M0, t) = fixed_point.fixed_point_multiplier(M)``, then
+      ``y = clamp(y_zero_point + fixed_point.requantize(x - x_zero_point, M0, t))`` in int64:
       ``(x - x_zero_point) * M0 / 2^t`` rounded half toward +inf, clamped to the output type's
-      limits. A multiplier below 2^-32 flushes to 0 (``y = y_zero_point``); ``M`` >= 2^30 is a
-      ``QuantizationError``.
+      limits. A multiplier below 2^-32 flushes to 0 (``y = y_zero_point``); ``M`` >= 2^30 is an
+      error when the graph runs (an ``ExecutionError`` naming the node).
     """
     if rounding == "fixed_point":
         return _requantize_fixed_point(x, x_scale, x_zero_point, y_scale, y_zero_point, axis)
@@ -156,16 +157,13 @@ def requantize(x, x_scale, x_zero_point, y_scale, y_zero_point, axis=1, rounding
 
 def _requantize_fixed_point(x, x_scale, x_zero_point, y_scale, y_zero_point, axis):
     """The ``"fixed_point"`` rounding of ``requantize``."""
-    from qcompiler.quant_math import fixed_point_multiplier
-    from qcompiler.quant_math import requantize as rescale
-
     ratio = np.broadcast_arrays(_along(x_scale.astype(np.float64), x.ndim, axis),
                                 _along(y_scale.astype(np.float64), x.ndim, axis))
     multiplier = ratio[0] / ratio[1]
-    pairs = [fixed_point_multiplier(float(m)) for m in multiplier.ravel()]
+    pairs = [fixed_point.fixed_point_multiplier(float(m)) for m in multiplier.ravel()]
     m0 = np.array([p[0] for p in pairs], np.int64).reshape(multiplier.shape)
     shift = np.array([p[1] for p in pairs], np.int64).reshape(multiplier.shape)
     acc = x.astype(np.int64) - _along(x_zero_point, x.ndim, axis).astype(np.int64)
-    y = rescale(acc, m0, shift) + _along(y_zero_point, x.ndim, axis).astype(np.int64)
+    y = fixed_point.requantize(acc, m0, shift) + _along(y_zero_point, x.ndim, axis).astype(np.int64)
     info = np.iinfo(y_zero_point.dtype)
     return np.clip(y, info.min, info.max).astype(y_zero_point.dtype)
