@@ -270,6 +270,27 @@ def _steps_apart(ours: np.ndarray, theirs: np.ndarray, step: float) -> np.ndarra
     return np.abs(ours.astype(np.float64) - theirs) / step
 
 
+def _within_one_step_in_onnxruntime(graph: qc.Graph, model: onnx.ModelProto, label: str) -> None:
+    """The exported ``model`` of QDQ ``graph`` on the digits test images: onnxruntime as
+    written and with its QDQ rewrites on exact integer kernels is within one output step of
+    our simulation, with the same accuracy; its default AVX2 session is only printed."""
+    x = qdq_models.DATA["test_x"]
+    ours = qc.compile(graph).run({"image": x})[graph.outputs[0].name]
+    step = qdq.params_of(graph.outputs[0].producer).scale[0]
+    sessions = (("as written", ort_session(model, optimize=False), True),
+                ("rewritten, exact kernels", qdq_models.precise_session(model), True),
+                ("default", ort_session(model), False))
+    for who, session, checked in sessions:
+        theirs = session.run(None, {"image": x})[0]
+        apart = _steps_apart(ours, theirs, step)
+        print(f"\n{label}, onnxruntime {who}: outputs differing "
+              f"{float((apart > 0).mean()):.4%}, max {apart.max():.2f} steps; accuracy ours "
+              f"{qdq_models.accuracy(ours):.4f}, onnxruntime {qdq_models.accuracy(theirs):.4f}")
+        if checked:
+            assert apart.max() <= 1 + 1e-4
+            assert qdq_models.accuracy(theirs) == qdq_models.accuracy(ours)
+
+
 @pytest.mark.parametrize("scheme", qdq_models.SCHEMES, ids=qdq_models._scheme_id)
 def test_an_imported_qdq_graph_exports_and_runs_as_we_simulate_it(
         scheme: tuple[bool, str], tmp_path: Path) -> None:
@@ -339,21 +360,7 @@ def test_a_qdq_graph_we_build_runs_in_onnxruntime_within_one_output_step(
     path = _exported(g, tmp_path)
     back = qc.load_onnx(path)
     assert _layers(qc.optimize(back)) == _layers(g) and qdq.problems(back) == []
-    model = onnx.load(str(path))
-    x = qdq_models.DATA["test_x"]
-    ours = qc.compile(g).run({"image": x})[g.outputs[0].name]
-    step = qdq.params_of(g.outputs[0].producer).scale[0]
-    sessions = (("as written", ort_session(model, optimize=False), True),
-                ("rewritten, exact kernels", qdq_models.precise_session(model), True),
-                ("default", ort_session(model), False))
-    for who, session, checked in sessions:
-        theirs = session.run(None, {"image": x})[0]
-        apart = _steps_apart(ours, theirs, step)
-        print(f"\n{qdq_models._scheme_id(scheme)}, onnxruntime {who}: outputs differing "
-              f"{float((apart > 0).mean()):.4%}, max {apart.max():.2f} steps; accuracy ours "
-              f"{qdq_models.accuracy(ours):.4f}, onnxruntime {qdq_models.accuracy(theirs):.4f}")
-        if checked:
-            assert apart.max() <= 1 + 1e-4
+    _within_one_step_in_onnxruntime(g, onnx.load(str(path)), qdq_models._scheme_id(scheme))
 
 
 # -- ops of the quantization pipeline that ONNX spells otherwise -----------------------------------
@@ -475,21 +482,8 @@ def test_the_output_of_qc_quantize_exports_and_runs_within_one_output_step(
                     progress=False)
     path = _exported(q, tmp_path)
     assert _layers(qc.optimize(qc.load_onnx(path))) == _layers(q)
-    model = onnx.load(str(path))
-    x = qdq_models.DATA["test_x"]
-    ours = qc.compile(q).run({"image": x})[q.outputs[0].name]
-    step = qdq.params_of(q.outputs[0].producer).scale[0]
-    for who, session, checked in (("as written", ort_session(model, optimize=False), True),
-                                  ("rewritten, exact kernels", qdq_models.precise_session(model),
-                                   True), ("default", ort_session(model), False)):
-        theirs = session.run(None, {"image": x})[0]
-        apart = _steps_apart(ours, theirs, step)
-        print(f"\nqc.quantize {qdq_models._scheme_id(scheme)}, onnxruntime {who}: outputs "
-              f"differing {float((apart > 0).mean()):.4%}, max {apart.max():.2f} steps; "
-              f"accuracy {qdq_models.accuracy(theirs):.4f}")
-        if checked:
-            assert apart.max() <= 1 + 1e-4
-            assert qdq_models.accuracy(theirs) == qdq_models.accuracy(ours)
+    _within_one_step_in_onnxruntime(q, onnx.load(str(path)),
+                                    f"qc.quantize {qdq_models._scheme_id(scheme)}")
 
 
 # -- random graphs --------------------------------------------------------------------------------
