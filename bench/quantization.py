@@ -31,6 +31,8 @@ import onnxruntime as ort  # noqa: E402
 
 import qcompiler as qc  # noqa: E402
 from qcompiler.demo import ORT_METHODS, ort_quantize_static, ort_session  # noqa: E402
+from qcompiler.observers import METHODS  # noqa: E402
+from qcompiler.report import ErrorStats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
@@ -38,13 +40,6 @@ MODELS = {
     "dwsep": ROOT / "tests" / "data" / "models" / "digits_dwsep.onnx",
 }
 DATA = ROOT / "examples" / "digits.npz"
-METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
-
-
-def sqnr(reference: np.ndarray, result: np.ndarray) -> float:
-    noise = float(np.sum((reference.astype(np.float64) - result) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10 * np.log10(signal / noise)
 
 
 class Scorer:
@@ -57,7 +52,8 @@ class Scorer:
         acc = float((logits.argmax(1) == self.labels).mean())
         agree = float((logits.argmax(1) == self.ref.argmax(1)).mean())
         took = "" if seconds is None else f" {seconds:.1f} s |"
-        return f"| {name} | {acc:.4f} | {agree:.4f} | {sqnr(self.ref, logits):.1f} |{took}"
+        sqnr = ErrorStats.between(self.ref, logits).sqnr_db
+        return f"| {name} | {acc:.4f} | {agree:.4f} | {sqnr:.1f} |{took}"
 
 
 def ours(graph: qc.Graph, calib: np.ndarray, x: np.ndarray, config: qc.QuantConfig):

@@ -63,6 +63,8 @@ from qcompiler.quant_ops import ARITHMETIC, DATA_MOVEMENT, FLOAT_REASONS, WEIGHT
 from qcompiler.rewriter import ANY, Const, Match, Op, Opt, RewritePass, Rewriter, Rule, Var, short
 from qcompiler.types import DType, QuantParams, TensorType
 
+from .canonicalize import keeps_names
+
 Q, DQ = qdq.QUANTIZE, qdq.DEQUANTIZE
 EIGHT_BIT = (DType.I8, DType.U8)
 INTEGER_OPS = WEIGHTED | ARITHMETIC | DATA_MOVEMENT  # ops lower-int computes on integers
@@ -116,14 +118,6 @@ def _round_trip_problem(params: QuantParams) -> str | None:
             "pair is not the identity")
 
 
-def _keeps_names(out: Value, src: Value) -> str | None:
-    if out.is_graph_output and (src.is_graph_input or src.is_graph_output):
-        kind = "graph input" if src.is_graph_input else "graph output"
-        return (f"%{out.name} is a graph output and %{src.name} is a {kind}; the pair keeps "
-                "both names apart")
-    return None
-
-
 def _retyped(value: Value, type_: TensorType) -> Value:
     """Give a value this rewrite created the type it stands for (its quantization, or the
     stored shape of the value it replaces)."""
@@ -148,7 +142,7 @@ def _identity_problem(m: Match) -> str | None:
 
 def _cancel_check(m: Match) -> str | None:
     return (_pair_problem(m) or _identity_problem(m)
-            or _keeps_names(m.root.outputs[0], m["x"]))
+            or keeps_names(m.root.outputs[0], m["x"]))
 
 
 def _cancel(rw: Rewriter, m: Match) -> None:

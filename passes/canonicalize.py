@@ -25,8 +25,9 @@ from qcompiler.rewriter import ANY, Match, Op, Opt, Refusal, Rewriter, Rule, Var
 _MAX_ROUNDS = 20
 
 
-def _keeps_names(out: Value, src: Value) -> str | None:
-    """Whether ``out`` can be replaced by ``src`` without losing a graph output's name."""
+def keeps_names(out: Value, src: Value) -> str | None:
+    """Why ``out`` cannot be replaced by ``src`` without losing a graph output's name (None
+    when it can); shared by the passes that remove nodes."""
     if out.is_graph_output and (src.is_graph_input or src.is_graph_output):
         kind = "graph input" if src.is_graph_input else "graph output"
         return (f"%{out.name} is a graph output and %{src.name} is a {kind}; the node keeps "
@@ -35,7 +36,7 @@ def _keeps_names(out: Value, src: Value) -> str | None:
 
 
 def _check_identity(m: Match) -> str | None:
-    return _keeps_names(m.root.outputs[0], m["x"])
+    return keeps_names(m.root.outputs[0], m["x"])
 
 
 def _remove_identity(rw: Rewriter, m: Match) -> None:
@@ -55,7 +56,7 @@ def _check_dropout(m: Match) -> str | None:
     mask = _read_mask(m.root)
     if mask is not None and not mask.type.is_static:
         return f"its mask %{mask.name} is read and has the dynamic shape {mask.type}"
-    return _keeps_names(m.root.outputs[0], m["x"])
+    return keeps_names(m.root.outputs[0], m["x"])
 
 
 def _remove_dropout(rw: Rewriter, m: Match) -> None:

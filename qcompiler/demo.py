@@ -24,6 +24,7 @@ from . import api
 from .config import QuantConfig
 from .errors import InputFileError
 from .input_check import read_feeds
+from .report import ErrorStats
 
 
 def ort_session(model: onnx.ModelProto | str | Path, optimize: bool = True,
@@ -176,21 +177,15 @@ def _int8_report(model: Path, graph: Any, calib: np.ndarray, x: np.ndarray, y: n
           f"calibration images; QDQ simulated on the numpy backend)")
     print(f"  qcompiler int8       accuracy {_accuracy(logits, y):.3f}   agreement with fp32 "
           f"{_accuracy(logits, float_logits.argmax(1)):.3f}   logits SQNR "
-          f"{_sqnr(float_logits, logits):.1f} dB")
+          f"{ErrorStats.between(float_logits, logits).sqnr_db:.1f} dB")
     theirs = ort_quantize_static(model, name, calib, method="MinMax", per_channel=True)
     for exact, label in ((False, "default session"), (True, "x64quantprecision=1")):
         out = ort_session(theirs, exact_int8=exact).run(None, {name: x})[0]
+        sqnr = ErrorStats.between(float_logits, out).sqnr_db
         print(f"  onnxruntime int8     accuracy {_accuracy(out, y):.3f}   agreement with fp32 "
-              f"{_accuracy(out, float_logits.argmax(1)):.3f}   logits SQNR "
-              f"{_sqnr(float_logits, out):.1f} dB   (quantize_static MinMax, {label})")
+              f"{_accuracy(out, float_logits.argmax(1)):.3f}   logits SQNR {sqnr:.1f} dB   "
+              f"(quantize_static MinMax, {label})")
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
-
-
-def _sqnr(reference: np.ndarray, result: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio of ``result`` against ``reference``, in dB."""
-    noise = float(np.sum((reference.astype(np.float64) - result) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10.0 * float(np.log10(signal / noise))

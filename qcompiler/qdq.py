@@ -99,25 +99,19 @@ def insert_qdq(graph: Graph, value: Value, params: QuantParams) -> tuple[Value, 
     producer = value.producer
     name = value.name
     origins = producer.origins if producer is not None else (name,)
-    anchor = _anchor_before(graph, value)
     output = value.is_graph_output
     if output:  # the graph's output keeps its name: it is the dequantized copy now
         graph.rename_value(value, graph.fresh_name(f"{name}.float"))
-    q = add_quantize(graph, value, params, before=anchor, origins=origins, name=f"{name}.q")
-    dq = add_dequantize(graph, q, before=anchor, origins=origins, name=f"{name}.dq")
+    # right after the producer; a graph input's pair goes first
+    first = {"before": graph.nodes[0]} if producer is None and graph.nodes else {}
+    q = add_quantize(graph, value, params, after=producer, origins=origins, name=f"{name}.q",
+                     **first)
+    dq = add_dequantize(graph, q, after=q.producer if not first else None, origins=origins,
+                        name=f"{name}.dq", **first)
     graph.replace_all_uses_with(value, dq, exclude={q.producer})
     if output:
         graph.rename_value(dq, name)
     return q, dq
-
-
-def _anchor_before(graph: Graph, value: Value) -> Node | None:
-    """The node new readers of ``value`` go before: the node after its producer (the first node
-    for a graph input or constant), or None for the end of the graph."""
-    if value.producer is None:
-        return graph.nodes[0] if graph.nodes else None
-    index = graph.nodes.index(value.producer) + 1
-    return graph.nodes[index] if index < len(graph.nodes) else None
 
 
 def add_quantized_constant(graph: Graph, data: np.ndarray, params: QuantParams,

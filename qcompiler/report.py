@@ -88,6 +88,13 @@ class ErrorStats:
                 "noise_power": self.noise_power, "elements": self.elements}
 
     @classmethod
+    def between(cls, reference: np.ndarray, result: np.ndarray) -> ErrorStats:
+        """The error of ``result`` against ``reference`` (one array each)."""
+        sums = _Accumulator()
+        sums.add(reference, result)
+        return sums.result()
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ErrorStats:
         return cls(int(d["elements"]), float(d["signal_power"]), float(d["noise_power"]),
                    float(d["max_abs_error"]))

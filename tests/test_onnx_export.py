@@ -503,6 +503,25 @@ def _onnxruntime_runs(g: qc.Graph) -> bool:
     return True
 
 
+def _exported_runs_as_simulated(g: qc.Graph, feeds: dict[str, np.ndarray]) -> None:
+    """``g`` exported runs in onnxruntime (as written) as the Interpreter runs ``g``: integer
+    outputs equal, float ones within ``_float_error`` 1e-6; read back, it computes ``g``'s
+    outputs bit for bit."""
+    model = to_onnx(g)
+    ours = run_graph(g, feeds)
+    theirs = ort_session(model, optimize=False).run(None, feeds)
+    for value, ref in zip(g.outputs, theirs, strict=True):
+        got = ours[value.name]
+        assert got.shape == ref.shape and got.dtype == ref.dtype, value.name
+        if value.dtype.is_integer:
+            np.testing.assert_array_equal(got, ref, err_msg=value.name)
+        else:
+            assert _float_error(got, ref) <= 1e-6, value.name
+    again = run_graph(qc.from_onnx(model), feeds)
+    for value in g.outputs:
+        np.testing.assert_array_equal(again[value.name], ours[value.name])
+
+
 def _float_error(got: np.ndarray, ref: np.ndarray) -> float:
     """max|got - ref| relative to the output's peak magnitude, or absolute below a peak of 1
     (an output near zero after cancellation keeps the rounding of larger intermediates)."""
@@ -528,16 +547,7 @@ def test_random_float_graphs_export_run_in_onnxruntime_and_read_back_bit_exact()
     seen = {"graphs": 0, "fused forms": 0}
 
     def check_one(g: qc.Graph, feeds: dict[str, np.ndarray]) -> None:
-        model = to_onnx(g)
-        ours = run_graph(g, feeds)
-        theirs = ort_session(model, optimize=False).run(None, feeds)
-        for value, ref in zip(g.outputs, theirs, strict=True):
-            got = ours[value.name]
-            assert got.shape == ref.shape and got.dtype == ref.dtype, value.name
-            assert _float_error(got, ref) <= 1e-6, value.name
-        again = run_graph(qc.from_onnx(model), feeds)
-        for value in g.outputs:
-            np.testing.assert_array_equal(again[value.name], ours[value.name])
+        _exported_runs_as_simulated(g, feeds)
         seen["graphs"] += 1
         seen["fused forms"] += _uses_extension(g)
 
@@ -565,20 +575,7 @@ def test_random_qdq_graphs_export_and_run_in_onnxruntime_as_we_simulate_them() -
         if data.draw(st.booleans()):
             g = qc.PassManager("cancel-qdq").run(g).graph
         assume(_onnxruntime_runs(g))
-        feeds = data.draw(inputs(g))
-        model = to_onnx(g)
-        ours = run_graph(g, feeds)
-        theirs = ort_session(model, optimize=False).run(None, feeds)
-        for value, ref in zip(g.outputs, theirs, strict=True):
-            got = ours[value.name]
-            assert got.shape == ref.shape and got.dtype == ref.dtype, value.name
-            if value.dtype.is_integer:
-                np.testing.assert_array_equal(got, ref, err_msg=value.name)
-            else:
-                assert _float_error(got, ref) <= 1e-6, value.name
-        again = run_graph(qc.from_onnx(model), feeds)
-        for value in g.outputs:
-            np.testing.assert_array_equal(again[value.name], ours[value.name])
+        _exported_runs_as_simulated(g, data.draw(inputs(g)))
         seen["graphs"] += 1
         seen["Requantize"] += bool(g.find_nodes("Requantize"))
         seen["integer data movement"] += any(
