@@ -68,3 +68,80 @@ def requantize(acc, m0, shift) -> np.ndarray:
                                 "(0, 0)), as fixed_point_multiplier returns them")
     rounding = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
     return (acc.astype(np.int64) * m0 + rounding) >> shift
+
+
+# -- rescaling an integer op's terms to its output ------------------------------------------------
+#
+# Every integer op (IntConv, IntMatMul, IntAdd, IntMul, IntAveragePool, IntGlobalAveragePool)
+# ends the same way: a few int32 terms v_i (the accumulator, a centred residual or input), each
+# with a real multiplier M_i (an input scale over the output scale), become the output code
+#
+#     y = clamp(y_zero_point + R(sum_i v_i * M_i), qmin, qmax)
+#
+# with one rounding R. ``rescale`` computes R(...) for both rounding modes; the ops add the zero
+# point and clamp (``saturate``).
+
+ROUNDINGS = ("fixed_point", "float")
+
+
+def shared_multipliers(multipliers) -> tuple[list[np.ndarray], np.ndarray]:
+    """Real multipliers ``M_i`` (float64 arrays that broadcast together, one per term) as
+    integers ``M0_i`` with one shared right shift ``t``: ``M_i ~= M0_i / 2^t``.
+
+    ``t`` is ``fixed_point_multiplier(max_i M_i)``'s shift, so the largest multiplier gets its
+    Q0.31 ``M0`` exactly as a single-term requantization would, and every other one is
+    ``round_half_even(M_i * 2^t)`` (fewer significant bits, the same absolute precision, every
+    ``M0_i`` below 2^31). Where the largest multiplier flushes to zero (< 2^-32) or every one is
+    0, ``M0_i = 0`` and ``t = 0``. ``ValueError`` for a negative, non-finite or too large
+    (>= 2^30) multiplier.
+    """
+    ms = np.broadcast_arrays(*[np.asarray(m, dtype=np.float64) for m in multipliers])
+    top = np.maximum.reduce(ms) if len(ms) > 1 else ms[0]
+    pairs = [fixed_point_multiplier(float(m)) for m in top.ravel()]
+    shift = np.array([p[1] for p in pairs], np.int64).reshape(top.shape)
+    m0s = []
+    for m in ms:
+        scaled = np.rint(m * np.exp2(shift.astype(np.float64)))
+        m0s.append(np.where(shift > 0, scaled, 0).astype(np.int64))
+    return m0s, shift
+
+
+def rescale(terms, multipliers, rounding: str = "fixed_point") -> np.ndarray:
+    """``R(sum_i terms[i] * multipliers[i])`` in int64, not yet offset by a zero point nor
+    clamped. ``terms`` are integer arrays (int32 values); ``multipliers`` float64 arrays (or
+    floats), one per term, broadcasting against them (per channel).
+
+    - ``"fixed_point"``: ``(sum_i v_i * M0_i + 2^(t-1)) >> t`` in int64 with the shared
+      ``(M0_i, t)`` of ``shared_multipliers``: one rounding, half toward +inf. With one term it
+      is ``requantize(v, *fixed_point_multiplier(M))`` exactly.
+    - ``"float"``: ``round_half_even(sum_i float32(v_i) * float32(M_i))`` computed in float32,
+      term by term in order, as onnxruntime's kernels do (float32 holds int32 values only to 24
+      bits, as there).
+    """
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding {rounding!r} is not one of {', '.join(map(repr, ROUNDINGS))}")
+    terms = [np.asarray(v) for v in terms]
+    for v in terms:
+        if v.size and (v.min() < _INT32.min or v.max() > _INT32.max):
+            raise ValueError(f"an integer op's terms must hold int32 values, got values in "
+                             f"[{v.min()}, {v.max()}]")
+    if rounding == "float":
+        total = None
+        for v, m in zip(terms, multipliers, strict=True):
+            part = v.astype(np.float32) * np.asarray(m, np.float64).astype(np.float32)
+            total = part if total is None else (total + part).astype(np.float32)
+        limit = np.float32(2.0**62)
+        return np.rint(np.clip(total, -limit, limit)).astype(np.int64)
+    m0s, shift = shared_multipliers(multipliers)
+    total = None
+    for v, m0 in zip(terms, m0s, strict=True):
+        part = v.astype(np.int64) * m0
+        total = part if total is None else total + part
+    rounding_bit = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
+    return (total + rounding_bit) >> shift
+
+
+def saturate(y, zero_point, qmin: int, qmax: int, dtype) -> np.ndarray:
+    """``clamp(y + zero_point, qmin, qmax)`` as ``dtype`` (int64 arithmetic)."""
+    y = np.asarray(y, np.int64) + np.asarray(zero_point).astype(np.int64)
+    return np.clip(y, qmin, qmax).astype(dtype)
