@@ -11,6 +11,8 @@
                    against the float graph on calibration data (BiasCorrect(float_graph, calib))
     cancel-qdq     DQ->Q pairs cancelled or requantized, Relu/Clip absorbed by a Q, DQ moved
                    below data movement, Q->DQ islands no integer op reads removed
+    lower-int      DQ -> op -> Q regions into integer ops (IntConv, IntMatMul, IntAdd, ...,
+                   LookupTable), zero points and bias folded, accumulators bounded
 """
 
 from . import (  # noqa: F401  (registers the passes)
@@ -21,6 +23,7 @@ from . import (  # noqa: F401  (registers the passes)
     equalize,
     fold_bn,
     fuse,
+    lower_int,
     observe,
     quantize,
 )

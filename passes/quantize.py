@@ -1,8 +1,9 @@
 """``quantize``: insert Q/DQ pairs per a ``QuantConfig`` and calibrated ranges (the QDQ form).
 
 Which nodes are quantized: every node whose op has a role in ``qcompiler.quant_ops`` (weighted,
-arithmetic, data movement) and that the config does not exclude. Which values get a Q -> DQ pair:
-every float activation that such a node reads (its data operands) or writes. Their parameters:
+arithmetic, table, data movement) and that the config does not exclude. Which values get a
+Q -> DQ pair: every float activation that such a node reads (its data operands) or writes.
+Their parameters:
 
 - an activation's from its calibrated range (``TensorStats.range`` with the config's method),
   or from the config's override for that tensor;
@@ -38,6 +39,8 @@ from qcompiler.quant_ops import (
     ARITHMETIC,
     DATA_MOVEMENT,
     FLOAT_REASONS,
+    QUANTIZABLE,
+    TABLE,
     WEIGHTED,
     data_inputs,
     weight_axis,
@@ -120,7 +123,7 @@ class Quantize(Pass):
         if node in excluded:
             self.skipped[node.name] = f"excluded by config: {excluded[node]}"
             return False
-        if not (node.op in WEIGHTED or node.op in ARITHMETIC or node.op in DATA_MOVEMENT):
+        if node.op not in QUANTIZABLE:
             if any(v.dtype.is_float for v in node.outputs):
                 self.skipped[node.name] = f"{node.op} has no integer form"
             return False
@@ -130,6 +133,12 @@ class Quantize(Pass):
         if node.op in DATA_MOVEMENT:
             return all(node.inputs[i] is not None and node.inputs[i].dtype.is_float
                        for i in data_inputs(node.op, len(node.inputs)))
+        if node.op in TABLE:
+            if not all(v is None or v.is_constant for v in node.inputs[1:]):
+                self.skipped[node.name] = (f"{node.op} reads an operand computed at run time "
+                                           f"besides its input (a table needs constants)")
+                return False
+            return node.inputs[0].dtype.is_float
         return True
 
     def _activation_params(self, graph: Graph, chosen: list[Node],
@@ -241,6 +250,8 @@ def _activations(chosen: list[Node]) -> list[Value]:
                 positions.append(1)  # a MatMul of two activations
         elif node.op in DATA_MOVEMENT:
             positions = list(data_inputs(node.op, len(node.inputs)))
+        elif node.op in TABLE:
+            positions = [0]
         else:
             positions = range(len(node.inputs))
         for i in positions:

@@ -30,6 +30,7 @@ from typing import Any
 from . import ops
 from .errors import ConfigError
 from .graph import Graph, Node
+from .ops.fixed_point import ROUNDINGS
 from .ops.observe import OBSERVE
 from .quant_ops import WEIGHTED
 from .types import DType, QuantParams
@@ -96,16 +97,24 @@ class QuantConfig:
     equalize: bool = False
     bias_correction: bool = False
     cache: str | None = None
+    # Static mode: run ``lower-int`` so the result computes in integers from its input Quantize
+    # to its output Dequantize (False keeps the QDQ form); ``rounding`` is how its integer ops
+    # requantize: "fixed_point" (one rounding, the numerics contract's) or "float" (as
+    # onnxruntime).
+    lower: bool = True
+    rounding: str = "fixed_point"
 
     def __post_init__(self) -> None:
         self.mode = _choice("mode", self.mode, MODES)
         self.weight_dtype = _dtype("weight_dtype", self.weight_dtype)
         self.activation_dtype = _dtype("activation_dtype", self.activation_dtype)
         for name in ("weight_symmetric", "activation_symmetric", "per_channel", "reduce_range",
-                     "keep_first_float", "keep_last_float", "equalize", "bias_correction"):
+                     "keep_first_float", "keep_last_float", "equalize", "bias_correction",
+                     "lower"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got "
                                   f"{getattr(self, name)!r}")
+        self.rounding = _choice("rounding", self.rounding, ROUNDINGS)
         self.calibration = _choice("calibration", self.calibration, tuple(CALIBRATION_OPTIONS))
         self.calibration_options = _calibration_options(self.calibration,
                                                         self.calibration_options)

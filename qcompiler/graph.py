@@ -540,6 +540,14 @@ class Graph:
             counts[node.op] = counts.get(node.op, 0) + 1
         return counts
 
+    def float_islands(self) -> list:
+        """What computes in float between the quantized boundaries, as connected groups of
+        nodes with the reason each stays float (``qcompiler.islands``); empty when the graph is
+        integer from its input Quantize to its output Dequantize."""
+        from .islands import float_islands
+
+        return float_islands(self)
+
     def find_nodes(self, op: str) -> list[Node]:
         return [n for n in self.nodes if n.op == op]
 

@@ -9,7 +9,9 @@ The steps (DESIGN.md, "Passes"), each a pass or a function that can also be run 
 4. ``quantize``: Q/DQ per the config and the calibrated ranges;
 5. ``bias-correct`` when ``config.bias_correction``: each quantized layer's bias shifted by the
    mean error of its output against the float graph on the calibration data;
-6. ``cancel-qdq``: DQ -> Q pairs and Q -> DQ islands removed, Relu/Clip absorbed.
+6. ``cancel-qdq``: DQ -> Q pairs and Q -> DQ islands removed, Relu/Clip absorbed;
+7. ``lower-int`` unless ``config.lower`` is False: integer ops from the input Quantize to the
+   output Dequantize (what stays float: ``Graph.float_islands()``).
 
 ``mode="dynamic"`` and ``mode="weight_only"`` skip calibration: weights become int8 and
 activations are quantized per run (dynamic) or stay float (weight-only).
@@ -27,7 +29,10 @@ from .errors import CalibrationError, ConfigError, QuantizationError
 from .graph import Graph
 from .pass_manager import PassManager
 
-FLOAT_PIPELINE = "canonicalize,fold-bn,fuse"
+# Only clamps are fused into a Conv/Gemm/MatMul: an integer op applies them as its output
+# clamp, while any other activation (HardSwish, LeakyRelu...) becomes a lookup table that needs
+# its input quantized on its own.
+FLOAT_PIPELINE = "canonicalize,fold-bn,fuse{activations=relu,clip}"
 # Ops of a graph that is quantized already (a QDQ model): quantizing it again would stack a
 # second set of Q/DQ nodes on the first.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Requantize"})
@@ -74,4 +79,9 @@ def quantize(graph: Graph, calib: Calib | None = None,
         from qcompiler.passes.bias_correct import BiasCorrect
 
         q = PassManager([BiasCorrect(g, calib)]).run(q).graph
-    return PassManager("cancel-qdq,canonicalize").run(q).graph
+    q = PassManager("cancel-qdq,canonicalize").run(q).graph
+    if config.lower:
+        from qcompiler.passes.lower_int import LowerInt
+
+        q = PassManager([LowerInt(config.rounding), "canonicalize"]).run(q).graph
+    return q

@@ -7,6 +7,9 @@
   scale is monotonic, so they commute with Q and DQ: their output keeps their (first) input's
   parameters, and they run on integer tensors directly. ``Concat`` is one too, once its inputs
   share parameters.
+- ``TABLE``: elementwise functions of one activation (their other operands, such as Clip's
+  bounds, constants): input and output are quantized per tensor, and ``lower-int`` computes
+  ``DQ -> f -> Q`` as one 256-entry ``LookupTable``.
 - Anything else stays float; it reads dequantized values.
 """
 
@@ -20,13 +23,22 @@ WEIGHT_AXIS = {"Conv": 0, "MatMul": -1}
 
 ARITHMETIC = frozenset({"Add", "Mul", "AveragePool", "GlobalAveragePool"})
 
+TABLE = frozenset({
+    "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Gelu", "Exp", "Softplus", "Elu",
+    "Selu", "Softsign", "Erf", "Relu", "Clip", "Neg", "Abs",
+})
+
 DATA_MOVEMENT = frozenset({
     "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "GlobalMaxPool",
     "Slice", "Concat", "Split", "Resize",
 })
 
+# Every op quantization gives a role.
+QUANTIZABLE = WEIGHTED | ARITHMETIC | TABLE | DATA_MOVEMENT
+
 # Key of ``Graph.metadata`` where the quantize pass records why it left nodes in float
-# ({node name: reason}); ``qc.compare`` reads it.
+# ({node name: reason}), and where lower-int records why a quantized node stays float;
+# ``qc.compare`` and ``Graph.float_islands`` read it.
 FLOAT_REASONS = "quantize.float_reasons"
 
 # The operand positions of a data-movement op that carry data (the others are shapes, axes...).

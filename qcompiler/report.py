@@ -41,7 +41,7 @@ from . import ops, qdq
 from .errors import ReportError
 from .graph import Graph, Node, Value
 from .interpreter import Interpreter
-from .quant_ops import ARITHMETIC, DATA_MOVEMENT, FLOAT_REASONS, WEIGHTED
+from .quant_ops import FLOAT_REASONS, QUANTIZABLE
 from .types import QuantParams
 
 if TYPE_CHECKING:
@@ -423,7 +423,7 @@ def _float_ops(quantized: Graph, excluded: Mapping[str, str]) -> list[FloatOp]:
 
 def _inferred_reason(node: Node) -> str | None:
     """Why ``node`` is float, or None when Q/DQ surround it (or its weights are quantized)."""
-    if not (node.op in WEIGHTED or node.op in ARITHMETIC or node.op in DATA_MOVEMENT):
+    if node.op not in QUANTIZABLE:
         return f"{node.op} is not quantizable (no role in qcompiler/quant_ops.py)"
     if _is_quantized(node):
         return None

@@ -85,7 +85,7 @@ ROUNDINGS = ("fixed_point", "float")
 
 
 def shared_multipliers(multipliers) -> tuple[list[np.ndarray], np.ndarray]:
-    """Real multipliers ``M_i`` (float64 arrays that broadcast together, one per term) as
+    """Real multipliers ``M_i`` (float arrays that broadcast together, one per term) as
     integers ``M0_i`` with one shared right shift ``t``: ``M_i ~= M0_i / 2^t``.
 
     ``t`` is ``fixed_point_multiplier(max_i M_i)``'s shift, so the largest multiplier gets its
@@ -108,8 +108,9 @@ def shared_multipliers(multipliers) -> tuple[list[np.ndarray], np.ndarray]:
 
 def rescale(terms, multipliers, rounding: str = "fixed_point") -> np.ndarray:
     """``R(sum_i terms[i] * multipliers[i])`` in int64, not yet offset by a zero point nor
-    clamped. ``terms`` are integer arrays (int32 values); ``multipliers`` float64 arrays (or
-    floats), one per term, broadcasting against them (per channel).
+    clamped. ``terms`` are integer arrays (int32 values); ``multipliers`` float arrays (the
+    integer ops hold them as float32 constants) or floats, one per term, broadcasting against
+    them (per channel).
 
     - ``"fixed_point"``: ``(sum_i v_i * M0_i + 2^(t-1)) >> t`` in int64 with the shared
       ``(M0_i, t)`` of ``shared_multipliers``: one rounding, half toward +inf. With one term it

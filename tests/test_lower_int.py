@@ -1,0 +1,265 @@
+"""``lower-int`` and ``qc.quantize``'s integer result: the digits model and the test blocks run
+in integers from their input Quantize to their output Dequantize, every integer layer agrees
+with the QDQ simulation of the same layer within one quantization step, accumulators that could
+overflow are caught at compile time, and what stays float is listed with its reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import zoo
+
+import qcompiler as qc
+from qcompiler import qdq
+from qcompiler.demo import ort_quantize_static
+from qcompiler.interpreter import Interpreter
+from qcompiler.islands import BOUNDARIES
+from qcompiler.quant_ops import FLOAT_REASONS
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "examples" / "digits_convnet.onnx"
+DATA = dict(np.load(ROOT / "examples" / "digits.npz"))
+INTEGER_OPS = {"IntConv", "IntMatMul", "IntAdd", "IntMul", "IntAveragePool",
+               "IntGlobalAveragePool", "LookupTable", "Requantize"}
+
+
+@pytest.fixture(scope="module")
+def digits() -> qc.Graph:
+    return qc.load_onnx(MODEL)
+
+
+@pytest.fixture(scope="module", params=["fixed_point", "float"])
+def pair(request, digits) -> tuple[qc.Graph, qc.Graph]:
+    """(QDQ graph, its lowering) of the digits model with the given rounding."""
+    calib = [DATA["calib_x"]]
+    simulated = qc.quantize(digits, calib, qc.QuantConfig(lower=False), progress=False)
+    lowered = qc.quantize(digits, calib, qc.QuantConfig(rounding=request.param), progress=False)
+    return simulated, lowered
+
+
+def accuracy(graph: qc.Graph, x: np.ndarray, y: np.ndarray) -> float:
+    logits = qc.compile(graph).run({"image": x})["logits"]
+    return float((logits.argmax(1) == y).mean())
+
+
+def every_value(graph: qc.Graph, feeds: dict) -> dict[str, np.ndarray]:
+    """Every value ``graph`` computes on ``feeds``, by name (the Interpreter's after hook)."""
+    seen: dict[str, np.ndarray] = {}
+
+    def keep(interp, node, outputs):
+        seen.update((v.name, a) for v, a in zip(node.outputs, outputs))
+
+    seen.update(feeds)
+    Interpreter(graph, after=keep).run(feeds)
+    return seen
+
+
+def integer_layers_against_simulation(simulated: qc.Graph, lowered: qc.Graph,
+                                      feeds: dict) -> Counter:
+    """Run each integer op of ``lowered`` alone on the integer values the QDQ graph computed
+    for its inputs, and compare its output with the QDQ graph's quantized output of the same
+    name: at most one step apart. Returns per op: layers, outputs, outputs that differ."""
+    reference = every_value(simulated, feeds)
+    interp = Interpreter(lowered)
+    counts: Counter = Counter()
+    for node in lowered.nodes:
+        if node.op not in INTEGER_OPS - {"Requantize"}:
+            continue
+        operands = [None if v is None else v.data if v.is_constant else reference[v.name]
+                    for v in node.inputs]
+        (got,) = interp.run_node(node, operands)
+        want = reference[node.outputs[0].name]
+        assert got.dtype == want.dtype and got.shape == want.shape, node.describe()
+        diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+        assert diff.max() <= 1, f"{node.describe()}: {int(diff.max())} steps from the QDQ layer"
+        counts[node.op, "layers"] += 1
+        counts[node.op, "outputs"] += diff.size
+        counts[node.op, "differ"] += int(np.count_nonzero(diff))
+    return counts
+
+
+def report(counts: Counter, what: str) -> None:
+    for op in sorted({op for op, _ in counts}):
+        print(f"{what}: {op} x{counts[op, 'layers']}: {counts[op, 'differ']}/"
+              f"{counts[op, 'outputs']} outputs one step from the QDQ simulation")
+
+
+# -- the digits model ------------------------------------------------------------------------------
+
+
+def test_digits_is_fully_integer_between_its_input_quantize_and_output_dequantize(pair):
+    _, lowered = pair
+    assert lowered.float_islands() == []
+    ops = lowered.op_counts()
+    assert ops["IntConv"] == 3 and ops["IntMatMul"] == 2, ops
+    assert not {"Conv", "Gemm", "MatMul"} & set(ops), ops
+    boundaries = [n for n in lowered.nodes if n.op in BOUNDARIES]
+    assert [n.op for n in boundaries] == ["QuantizeLinear", "DequantizeLinear"]
+    assert boundaries[0].inputs[0] is lowered.inputs[0]
+    assert boundaries[1].outputs[0] is lowered.outputs[0]
+
+
+def test_digits_integer_accuracy_within_0_3_points_of_float(digits, pair):
+    _, lowered = pair
+    x, y = DATA["test_x"], DATA["test_y"]
+    fp32 = accuracy(digits, x, y)
+    int8 = accuracy(lowered, x, y)
+    print(f"digits test accuracy: fp32 {fp32:.4f}, integer {int8:.4f}")
+    assert int8 >= fp32 - 0.003
+
+
+def test_every_digits_integer_layer_is_within_one_step_of_its_qdq_simulation(pair):
+    simulated, lowered = pair
+    counts = integer_layers_against_simulation(simulated, lowered, {"image": DATA["test_x"]})
+    report(counts, f"digits ({lowered.nodes[1].attrs.get('rounding')})")
+    assert counts["IntConv", "layers"] == 3 and counts["IntMatMul", "layers"] == 2
+
+
+def test_the_integer_graph_keeps_the_qdq_value_names_and_layers(pair):
+    simulated, lowered = pair
+    names = {n.outputs[0].name for n in simulated.nodes if n.op == qdq.QUANTIZE}
+    for node in lowered.nodes:
+        if node.op in INTEGER_OPS:
+            assert node.outputs[0].name in names, node.describe()
+            assert node.outputs[0].type.quant is not None
+    conv = next(n for n in lowered.nodes if n.op == "IntConv")
+    assert conv.origins == ("conv1_conv", "conv1_bnorm", "conv1_relu")
+
+
+def test_lower_false_keeps_the_qdq_form(pair):
+    simulated, _ = pair
+    ops = simulated.op_counts()
+    assert ops["Conv"] == 3 and "IntConv" not in ops
+    islands = simulated.float_islands()
+    assert islands and all("run lower-int" in why for island in islands
+                           for why in island.reasons.values())
+
+
+def test_the_rounding_option_reaches_every_integer_op(pair):
+    _, lowered = pair
+    roundings = {n.attrs["rounding"] for n in lowered.nodes if "rounding" in n.attrs}
+    assert len(roundings) == 1
+
+
+def test_an_unknown_rounding_is_a_config_error():
+    with pytest.raises(qc.ConfigError, match="rounding"):
+        qc.QuantConfig(rounding="nearest")
+
+
+def test_fused_relu_becomes_the_output_clamp(pair):
+    _, lowered = pair
+    fc1 = lowered.node("fc1")
+    zero = int(fc1.inputs[3].data)  # y_zero_point
+    assert fc1.attrs.get("qmin", -128) == max(zero, -128)
+
+
+# -- blocks and architectures ------------------------------------------------------------------
+
+BLOCKS = ["mobilenetv3_block", "resnet_bottleneck", "mobilenetv2_block", "inception_block",
+          "resnet_style", "tf2onnx_style", "paddle2onnx_style"]
+
+
+def block_feeds(model: onnx.ModelProto, batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in model.graph.input:
+        dims = [d.dim_value or batch for d in value.type.tensor_type.shape.dim]
+        feeds[value.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_blocks_lower_fully_and_each_layer_is_within_one_step(name):
+    model = zoo.BUILDING_BLOCKS[name]()
+    graph = qc.load_onnx(model)
+    calib = [block_feeds(model, 2, seed) for seed in range(4)]
+    simulated = qc.quantize(graph, calib, qc.QuantConfig(lower=False), progress=False)
+    lowered = qc.quantize(graph, calib, progress=False)
+    assert lowered.float_islands() == [], "\n".join(map(str, lowered.float_islands()))
+    counts = integer_layers_against_simulation(simulated, lowered, block_feeds(model, 2, 9))
+    report(counts, name)
+    assert sum(counts[op, "layers"] for op, _ in counts) == sum(
+        1 for n in lowered.nodes if n.op in INTEGER_OPS - {"Requantize"})
+
+
+def test_the_mobilenetv3_block_uses_tables_and_integer_mul():
+    model = zoo.mobilenetv3_block()
+    graph = qc.load_onnx(model)
+    lowered = qc.quantize(graph, [block_feeds(model, 2, 0)], progress=False)
+    ops = lowered.op_counts()
+    assert ops["LookupTable"] >= 2 and ops["IntMul"] >= 1 and ops["IntGlobalAveragePool"] >= 1
+    depthwise = [n for n in lowered.nodes if n.op == "IntConv" and n.attrs.get("group", 1) > 1]
+    assert depthwise
+
+
+# -- accumulators and islands ----------------------------------------------------------------------
+
+
+def wide_matmul(k: int) -> qc.Graph:
+    """x[1, k] @ w[k, 2] + relu: every weight at the int8 limit after quantization."""
+    g = qc.Graph("wide")
+    x = g.add_input("x", qc.TensorType(qc.DType.F32, (1, k)))
+    w = g.add_constant(np.full((k, 2), 0.01, np.float32), "w")
+    y = g.add_node("MatMul", [x, w], name="wide_fc").outputs[0]
+    g.set_outputs([y])
+    return g
+
+
+def test_an_accumulator_that_could_overflow_int32_stays_float_and_says_why():
+    k = 70_000  # 70000 * 255 * 127 > 2^31 with uint8 activations
+    graph = wide_matmul(k)
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.uniform(0, 1, (1, k)).astype(np.float32)}]
+    config = qc.QuantConfig(activation_dtype="u8")
+    lowered = qc.quantize(graph, calib, config, progress=False)
+    (island,) = lowered.float_islands()
+    why = island.reasons["wide_fc"]
+    assert "accumulator could overflow" in why and "2^31" in why, why
+    assert "wide_fc" in lowered.metadata[FLOAT_REASONS]
+    simulated = qc.quantize(graph, calib, qc.QuantConfig(activation_dtype="u8", lower=False),
+                            progress=False)
+    feeds = {"x": rng.uniform(0, 1, (1, k)).astype(np.float32)}
+    np.testing.assert_array_equal(qc.compile(lowered).run(feeds)["wide_fc"],
+                                  qc.compile(simulated).run(feeds)["wide_fc"])
+
+
+def test_an_accumulator_just_inside_int32_is_lowered():
+    k = 60_000  # 60000 * 255 * 127 < 2^31
+    graph = wide_matmul(k)
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.uniform(0, 1, (1, k)).astype(np.float32)}]
+    lowered = qc.quantize(graph, calib, qc.QuantConfig(activation_dtype="u8"), progress=False)
+    assert lowered.float_islands() == []
+    assert lowered.op_counts()["IntMatMul"] == 1
+
+
+def test_float_ops_form_islands_with_their_reasons(digits):
+    config = qc.QuantConfig(exclude_layers=["conv2_conv"])
+    lowered = qc.quantize(digits, [DATA["calib_x"]], config, progress=False)
+    (island,) = lowered.float_islands()
+    assert [n.name for n in island.nodes] == ["conv2_conv"]
+    assert "excluded by config" in island.reasons["conv2_conv"]
+    assert "conv2_conv" in str(island)
+    x, y = DATA["test_x"], DATA["test_y"]
+    assert accuracy(lowered, x, y) >= accuracy(digits, x, y) - 0.003
+
+
+# -- a peer's QDQ model ----------------------------------------------------------------------------
+
+
+def test_an_onnxruntime_quantize_static_model_lowers_and_keeps_its_accuracy(digits):
+    model = ort_quantize_static(onnx.load(MODEL), "image", DATA["calib_x"])
+    imported = qc.load_onnx(model)
+    lowered = qc.PassManager("canonicalize,fuse{activations=relu,clip},cancel-qdq,lower-int,"
+                             "canonicalize").run(imported.copy()).graph
+    assert lowered.float_islands() == [], "\n".join(map(str, lowered.float_islands()))
+    x, y = DATA["test_x"], DATA["test_y"]
+    peer = accuracy(imported, x, y)
+    ours = accuracy(lowered, x, y)
+    print(f"onnxruntime quantize_static digits model: QDQ {peer:.4f}, lowered {ours:.4f}")
+    assert ours >= peer - 0.003
