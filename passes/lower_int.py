@@ -176,7 +176,7 @@ class LowerInt(Pass):
         bound = np.abs(folded) + x.largest * magnitude + np.abs(z_w) * k * x.largest
         _check_accumulator(node, bound, folded)
         multiplier = x.scale * s_w / y.scale
-        _check_multipliers(node, [np.float32(multiplier)])
+        _check_multipliers(node, [multiplier])
         attrs = self._clamp_attrs(y, node)  # before any node is made: it may refuse
         if node.op == "Conv":
             return self._conv(graph, node, x, w_data, multiplier, folded, z_w, y)
@@ -377,9 +377,8 @@ def _reads_quantized(node: Node) -> bool:
 
 
 def _multiplier(graph: Graph, node: Node, value: np.ndarray, role: str) -> Value:
-    """A multiplier constant: float32, the precision Q/DQ and onnxruntime compute in (the
-    fixed-point form then has 24 significant bits of the 31)."""
-    data = np.asarray(value, np.float64).astype(np.float32)
+    """A multiplier constant, float64 (the fixed-point form keeps 31 significant bits)."""
+    data = np.asarray(value, np.float64)
     _check_multipliers(node, [data])
     return graph.add_constant(data.reshape(()) if data.size == 1 else data,
                               f"{node.name}.{role}")

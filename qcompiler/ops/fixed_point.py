@@ -109,7 +109,7 @@ def shared_multipliers(multipliers) -> tuple[list[np.ndarray], np.ndarray]:
 def rescale(terms, multipliers, rounding: str = "fixed_point") -> np.ndarray:
     """``R(sum_i terms[i] * multipliers[i])`` in int64, not yet offset by a zero point nor
     clamped. ``terms`` are integer arrays (int32 values); ``multipliers`` float arrays (the
-    integer ops hold them as float32 constants) or floats, one per term, broadcasting against
+    integer ops hold them as float64 constants) or floats, one per term, broadcasting against
     them (per channel).
 
     - ``"fixed_point"``: ``(sum_i v_i * M0_i + 2^(t-1)) >> t`` in int64 with the shared
