@@ -67,7 +67,7 @@ from .canonicalize import keeps_names
 
 Q, DQ = qdq.QUANTIZE, qdq.DEQUANTIZE
 EIGHT_BIT = (DType.I8, DType.U8)
-INTEGER_OPS = WEIGHTED | ARITHMETIC | DATA_MOVEMENT  # ops lower-int computes on integers
+LOWERED_ROLES = WEIGHTED | ARITHMETIC | DATA_MOVEMENT  # ops lower-int computes on integers
 
 
 def _dq() -> Op:
@@ -436,7 +436,7 @@ PROPAGATE_CONCAT = Rule("propagate-dq-concat", Op("Concat", ...), _concat, _conc
 
 def _integer_reader(node: Node) -> bool:
     """Whether lower-int may run ``node`` on the integers its DQ operand carries."""
-    if node.op in INTEGER_OPS or node.op == Q:
+    if node.op in LOWERED_ROLES or node.op == Q:
         return True
     readers = [r for v in node.outputs for r in v.users]
     return bool(readers) and all(r.op == Q for r in readers)  # a lookup-table candidate
@@ -455,7 +455,7 @@ def _island_check(m: Match) -> str | None:
     integer = [r for r in real.users if _integer_reader(r)]
     if integer:
         return f"{short(integer[0])} may read %{real.name} as integers"
-    if x.producer is not None and (x.producer.op in INTEGER_OPS or x.producer.op == DQ):
+    if x.producer is not None and (x.producer.op in LOWERED_ROLES or x.producer.op == DQ):
         return f"%{x.name} comes from {short(x.producer)}, which may produce integers"
     if x.type != real.type:
         return f"%{x.name} is {x.type} but %{real.name} is {real.type}"

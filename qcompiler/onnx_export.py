@@ -53,6 +53,7 @@ from .ops.activation import ACTIVATIONS
 from .ops.dtypes import TO_ONNX
 from .ops.window import conv_window
 from .paths import atomic_file
+from .quant_ops import INTEGER_OPS
 from .types import TensorType
 
 EXPORT_OPSET = 21
@@ -85,8 +86,11 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     if refused:
         lines = [f"  {op}: " + ", ".join(n.describe() for n in nodes)
                  for op, nodes in refused.items()]
-        raise ExportError("cannot export to ONNX: these ops have no ONNX spelling (lower or "
-                          "remove them first):\n" + "\n".join(lines),
+        hint = ("lower or remove them first" if not set(refused) & INTEGER_OPS else
+                "integer ops have no ONNX spelling; qc.quantize with "
+                "QuantConfig(lower=False) gives the QDQ form that ONNX runtimes read")
+        raise ExportError(f"cannot export to ONNX: these ops have no ONNX spelling ({hint}):\n"
+                          + "\n".join(lines),
                           {op: [n.name for n in nodes] for op, nodes in refused.items()})
     writer = _Writer(graph)
     for node in graph.nodes:

@@ -33,6 +33,11 @@ DATA_MOVEMENT = frozenset({
     "Slice", "Concat", "Split", "Resize",
 })
 
+# The integer ops lower-int makes from those regions (qcompiler ops; ONNX has no spelling for
+# them). Requantize, which cancel-qdq makes, is one too once lower-int sets its rounding.
+INTEGER_OPS = frozenset({"IntConv", "IntMatMul", "IntAdd", "IntMul", "IntAveragePool",
+                         "IntGlobalAveragePool", "LookupTable"})
+
 # Every op quantization gives a role.
 QUANTIZABLE = WEIGHTED | ARITHMETIC | TABLE | DATA_MOVEMENT
 

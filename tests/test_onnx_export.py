@@ -477,7 +477,7 @@ def test_a_cancelled_qdq_graph_exports_and_runs_within_one_output_step(tmp_path:
 @pytest.mark.parametrize("scheme", qdq_models.SCHEMES, ids=qdq_models._scheme_id)
 def test_the_output_of_qc_quantize_exports_and_runs_within_one_output_step(
         scheme: tuple[bool, str], tmp_path: Path) -> None:
-    config = qc.QuantConfig(per_channel=scheme[0], activation_dtype=scheme[1])
+    config = qc.QuantConfig(per_channel=scheme[0], activation_dtype=scheme[1], lower=False)
     q = qc.quantize(qc.load_onnx(qdq_models.MODEL), qdq_models.DATA["calib_x"], config,
                     progress=False)
     path = _exported(q, tmp_path)
@@ -593,7 +593,7 @@ def test_a_quantized_constant_two_dqs_share_runs_on_exact_int8_kernels(tmp_path:
     source = EXPORTED / "torch_mlp_layernorm_gelu_opset17.onnx"
     model = onnx.load(str(source))
     calib = [_batch_feeds(model, 2, seed=k) for k in range(3)]
-    q = qc.quantize(qc.load_onnx(source), calib, qc.QuantConfig(), progress=False)
+    q = qc.quantize(qc.load_onnx(source), calib, qc.QuantConfig(lower=False), progress=False)
     shared = [v for v in q.constants.values() if v.type.quant is not None
               and sum(u.op == qdq.DEQUANTIZE for u in v.users) > 1]
     assert shared  # what the case is about is in the graph

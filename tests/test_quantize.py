@@ -1,4 +1,5 @@
-"""``qc.quantize`` and the ``quantize`` pass: the QDQ form per the numerics contract, the digits
+"""``qc.quantize`` and the ``quantize`` pass: the QDQ form per the numerics contract (what
+``QuantConfig(lower=False)`` returns; integer lowering is in test_lower_int.py), the digits
 model's accuracy, shared parameters, int32 biases (and raised weight scales where a bias would
 overflow), exclusions and overrides, and the parameters onnxruntime's quantize_static chooses
 from the same data as an oracle.
@@ -36,7 +37,13 @@ def digits() -> qc.Graph:
 
 @pytest.fixture(scope="module")
 def quantized(digits: qc.Graph) -> qc.Graph:
-    return qc.quantize(digits, [DATA["calib_x"]], progress=False)
+    return qdq_quantize(digits, [DATA["calib_x"]], progress=False)
+
+
+def qdq_quantize(graph: qc.Graph, calib, config: qc.QuantConfig | None = None,
+                 **options) -> qc.Graph:
+    """``qc.quantize`` stopping at the QDQ form (``lower=False``)."""
+    return qc.quantize(graph, calib, replace(config or qc.QuantConfig(), lower=False), **options)
 
 
 def accuracy(graph: qc.Graph, x: np.ndarray, y: np.ndarray) -> float:
@@ -126,7 +133,7 @@ def test_max_pool_and_flatten_share_their_input_parameters(quantized):
 
 def test_the_given_graph_is_left_as_it_was(digits):
     before = digits.copy()
-    qc.quantize(digits, [DATA["calib_x"][:32]], progress=False)
+    qdq_quantize(digits, [DATA["calib_x"][:32]], progress=False)
     assert digits == before
 
 
@@ -175,7 +182,7 @@ def test_minmax_parameters_match_onnxruntime(digits, per_channel):
     """Every layer's input and output activation parameters, its int8 weights and int32 biases
     with their scales, as onnxruntime's quantize_static chooses them on the same data."""
     calib = DATA["calib_x"]
-    q = qc.quantize(digits, [calib], qc.QuantConfig(calibration="minmax",
+    q = qdq_quantize(digits, [calib], qc.QuantConfig(calibration="minmax",
                                                     per_channel=per_channel), progress=False)
     theirs = _ort_layers(ort_quantize_static(MODEL, "image", calib, method="MinMax",
                                              per_channel=per_channel))
@@ -213,7 +220,7 @@ graph gemm_big_bias(%x: f32[4,2]) {
 def test_a_bias_that_would_overflow_raises_the_weight_scale_never_clips():
     g = qc.parse(GEMM_BIG_BIAS)
     x = np.random.default_rng(0).uniform(-1e-3, 1e-3, (4, 2)).astype(np.float32)
-    q = qc.quantize(g, [x], progress=False)
+    q = qdq_quantize(g, [x], progress=False)
     (gemm,) = q.find_nodes("Gemm")
     w_params = gemm.inputs[1].producer.inputs[0].type.quant
     bias = gemm.inputs[2].producer.inputs[0]
@@ -238,7 +245,7 @@ def test_a_bias_that_would_overflow_raises_the_weight_scale_never_clips():
 
 def test_an_excluded_layer_stays_float_and_says_why(digits):
     cfg = qc.QuantConfig(exclude_layers=["fc2"])
-    q = qc.quantize(digits, [DATA["calib_x"]], cfg, progress=False)
+    q = qdq_quantize(digits, [DATA["calib_x"]], cfg, progress=False)
     fc2 = q.node("fc2")
     assert fc2.inputs[1].is_constant and fc2.inputs[1].dtype == qc.DType.F32
     assert [n.name for n, _ in weight_dqs(q)] == ["conv1_conv", "conv2_conv", "conv3_conv",
@@ -261,19 +268,19 @@ def test_quantize_pass_records_why_nodes_stay_float(digits):
 
 def test_overrides_fix_a_tensor_range(digits):
     cfg = qc.QuantConfig(overrides={"image": (-1.0, 3.0)})
-    q = qc.quantize(digits, [DATA["calib_x"][:32]], cfg, progress=False)
+    q = qdq_quantize(digits, [DATA["calib_x"][:32]], cfg, progress=False)
     (qnode,) = [n for n in q.nodes if n.op == qdq.QUANTIZE and n.inputs[0].name == "image"]
     assert qdq.same_params(qdq.params_of(qnode), quant_math.params_from_range(-1.0, 3.0))
 
 
 def test_an_override_of_a_missing_tensor_is_an_error(digits):
     with pytest.raises(ConfigError, match="no_such_tensor"):
-        qc.quantize(digits, [DATA["calib_x"][:8]],
+        qdq_quantize(digits, [DATA["calib_x"][:8]],
                     qc.QuantConfig(overrides={"no_such_tensor": (0.0, 1.0)}), progress=False)
 
 
 def test_per_tensor_weights_have_one_scale(digits):
-    q = qc.quantize(digits, [DATA["calib_x"][:64]], qc.QuantConfig(per_channel=False),
+    q = qdq_quantize(digits, [DATA["calib_x"][:64]], qc.QuantConfig(per_channel=False),
                     progress=False)
     for _, dq in weight_dqs(q):
         assert dq.inputs[0].type.quant.axis is None
@@ -298,7 +305,7 @@ def test_building_blocks_quantize_and_stay_close_to_float(name):
     rng = np.random.default_rng(1)
     shape = [d if isinstance(d, int) else 2 for d in g.inputs[0].shape]
     calib = [rng.normal(0, 1, shape).astype(np.float32) for _ in range(4)]
-    q = qc.quantize(g, calib, progress=False)
+    q = qdq_quantize(g, calib, progress=False)
     q.verify()
     assert weight_dqs(q), "nothing was quantized"
     x = rng.normal(0, 1, shape).astype(np.float32)
@@ -337,7 +344,7 @@ def test_random_graphs_quantize_to_a_consistent_qdq_form():
     @given(graph=graphs(builders=QUANT_BUILDERS, min_steps=2, max_steps=7), data=st.data())
     def check(graph, data):
         feeds = data.draw(inputs(graph))
-        q = qc.quantize(graph, [feeds], progress=False)
+        q = qdq_quantize(graph, [feeds], progress=False)
         q.verify()
         assert qdq.problems(q) == []
         assert [(v.name, v.type) for v in q.inputs] == [(v.name, v.type) for v in graph.inputs]
@@ -363,7 +370,7 @@ def test_random_graphs_quantize_to_a_consistent_qdq_form():
 
 
 def test_the_reasons_for_float_nodes_travel_with_the_graph(digits):
-    q = qc.quantize(digits, [DATA["calib_x"][:32]], qc.QuantConfig(exclude_layers=["fc2"]),
+    q = qdq_quantize(digits, [DATA["calib_x"][:32]], qc.QuantConfig(exclude_layers=["fc2"]),
                     progress=False)
     assert q.metadata[FLOAT_REASONS] == {"fc2": "excluded by config: exclude_layers 'fc2'"}
     assert q.copy().metadata == q.metadata
@@ -375,7 +382,7 @@ def test_the_reasons_for_float_nodes_travel_with_the_graph(digits):
                                        {"exclude_layers": ["pool2"]}])
 def test_an_excluded_data_movement_op_stays_float_after_cancel_qdq(digits, exclusion):
     """cancel-qdq moves DQs below data-movement ops; not below one the config keeps in float."""
-    q = qc.quantize(digits, [DATA["calib_x"][:32]], qc.QuantConfig(**exclusion), progress=False)
+    q = qdq_quantize(digits, [DATA["calib_x"][:32]], qc.QuantConfig(**exclusion), progress=False)
     (pool,) = q.find_nodes("MaxPool")
     assert "pool2" in q.metadata[FLOAT_REASONS]
     assert pool.inputs[0].dtype == qc.DType.F32 and pool.outputs[0].dtype == qc.DType.F32
@@ -397,7 +404,7 @@ graph split(%a: f32[N,4]) {
 def test_every_output_of_a_split_shares_its_input_parameters():
     g = qc.parse(SPLIT)
     x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
-    q = qc.quantize(g, [x], progress=False)
+    q = qdq_quantize(g, [x], progress=False)
     (split,) = q.find_nodes("Split")
     assert split.inputs[0].type.quant is not None  # cancel-qdq moved it onto the integers
     assert [v.type.quant for v in split.outputs] == [split.inputs[0].type.quant] * 2
@@ -409,7 +416,7 @@ def test_quantizing_an_already_quantized_graph_is_an_error(quantized):
     canonicalize,cancel-qdq, not quantized a second time on top of its Q/DQ nodes."""
     with pytest.raises(QuantizationError, match="graph 'digits_convnet' is already quantized: "
                                                 "QuantizeLinear node 'image.q'"):
-        qc.quantize(quantized, [DATA["calib_x"][:32]], progress=False)
+        qdq_quantize(quantized, [DATA["calib_x"][:32]], progress=False)
 
 
 SOFTMAX_TAIL = """
@@ -430,7 +437,7 @@ def test_an_override_of_a_tensor_that_is_not_a_quantized_activation_is_an_error(
     g = qc.parse(SOFTMAX_TAIL)
     x = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
     with pytest.raises(ConfigError, match=f"override.*'{tensor}'.*not a quantized activation"):
-        qc.quantize(g, [x], qc.QuantConfig(overrides={tensor: (-1.0, 1.0)}), progress=False)
+        qdq_quantize(g, [x], qc.QuantConfig(overrides={tensor: (-1.0, 1.0)}), progress=False)
 
 
 def test_a_per_axis_override_of_an_activation_is_an_error():
@@ -441,7 +448,7 @@ def test_a_per_axis_override_of_an_activation_is_an_error():
     params = qc.QuantParams((0.01, 0.02), (0, 0), qc.DType.I8, axis=1)
     with pytest.raises(ConfigError, match="override of 'x' .* per axis, but activations are "
                                           "quantized per tensor"):
-        qc.quantize(g, [x], qc.QuantConfig(overrides={"x": params}), progress=False)
+        qdq_quantize(g, [x], qc.QuantConfig(overrides={"x": params}), progress=False)
 
 
 GEMM_ALPHA_BETA = """
@@ -459,7 +466,7 @@ def test_gemm_alpha_and_beta_go_into_the_quantized_weight_and_bias():
     into B (its scale is max|alpha * w| / 127), beta into C (at s_in * s_w)."""
     g = qc.parse(GEMM_ALPHA_BETA)
     x = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
-    q = qc.quantize(g, [x], progress=False)
+    q = qdq_quantize(g, [x], progress=False)
     (gemm,) = q.find_nodes("Gemm")
     assert gemm.attrs.get("alpha", 1.0) == 1.0 and gemm.attrs.get("beta", 1.0) == 1.0
     w_params = gemm.inputs[1].producer.inputs[0].type.quant
