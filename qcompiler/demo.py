@@ -162,29 +162,49 @@ def run_demo(model: Path, data_path: str, repeats: int) -> None:
     print(f"time for the test set: numpy backend / onnxruntime = {ours / theirs:.2f}x "
           f"(median of {repeats}; {threads})")
     if "calib_x" in data:
-        _int8_report(model, imported, data["calib_x"], x, y, logits)
+        _int8_report(model, imported, data["calib_x"], x, y, logits, exe, repeats)
 
 
 def _int8_report(model: Path, graph: Any, calib: np.ndarray, x: np.ndarray, y: np.ndarray,
-                 float_logits: np.ndarray) -> None:
-    """Post-training int8 with the default config next to onnxruntime's quantize_static, both
-    calibrated on the same images."""
-    name = graph.inputs[0].name
+                 float_logits: np.ndarray, float_exe: Any, repeats: int) -> None:
+    """Post-training int8 with the default config (lowered to integer ops) next to
+    onnxruntime's quantize_static, both calibrated on the same images: accuracy, logits SQNR
+    against fp32, what stays float, and the time of the test set against the fp32 numpy
+    backend and onnxruntime fp32."""
+    name, output = graph.inputs[0].name, graph.outputs[0].name
+    feeds = {name: x}
     config = QuantConfig()
     q = api.quantize(graph, [calib], config, progress=False)
-    logits = api.compile(q, backend="numpy").run({name: x})[graph.outputs[0].name]
+    islands = q.float_islands()
+    exe = api.compile(q, backend="numpy")
+    logits = exe.run(feeds)[output]
+    integer = "fully integer" if not islands else f"{len(islands)} float island(s)"
     print(f"int8 (qc.quantize, {config.calibration}, per-channel weights, {len(calib)} "
-          f"calibration images; QDQ simulated on the numpy backend)")
+          f"calibration images; {integer} between the input Quantize and the output "
+          f"Dequantize, {config.rounding} requantization, on the numpy backend)")
+    for island in islands:
+        print(f"  float: {island}")
     print(f"  qcompiler int8       accuracy {_accuracy(logits, y):.3f}   agreement with fp32 "
           f"{_accuracy(logits, float_logits.argmax(1)):.3f}   logits SQNR "
           f"{ErrorStats.between(float_logits, logits).sqnr_db:.1f} dB")
     theirs = ort_quantize_static(model, name, calib, method="MinMax", per_channel=True)
+    sessions = {}
     for exact, label in ((False, "default session"), (True, "x64quantprecision=1")):
-        out = ort_session(theirs, exact_int8=exact).run(None, {name: x})[0]
+        sessions[label] = session = ort_session(theirs, exact_int8=exact)
+        out = session.run(None, feeds)[0]
         sqnr = ErrorStats.between(float_logits, out).sqnr_db
         print(f"  onnxruntime int8     accuracy {_accuracy(out, y):.3f}   agreement with fp32 "
               f"{_accuracy(out, float_logits.argmax(1)):.3f}   logits SQNR {sqnr:.1f} dB   "
               f"(quantize_static MinMax, {label})")
+    base = median_time(lambda: float_exe.run(feeds), repeats)
+    times = {"numpy backend int8": median_time(lambda: exe.run(feeds), repeats)}
+    sessions = {"fp32": ort_session(model), **sessions}
+    for label, session in sessions.items():
+        kind = label if label == "fp32" else f"int8 ({label})"
+        times[f"onnxruntime {kind}"] = median_time(
+            lambda s=session: s.run(None, feeds), repeats)
+    print(f"  time for the test set, relative to the fp32 numpy backend (median of {repeats}): "
+          + ", ".join(f"{label} {t / base:.2f}x" for label, t in times.items()))
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -62,3 +62,8 @@ def test_demo_command_reports_accuracy(capsys):
     assert int8[0].startswith("  qcompiler int8       accuracy 0.980   agreement with fp32 1.000")
     ours, default, exact = (float(line.split("logits SQNR ")[1].split()[0]) for line in int8)
     assert ours >= exact - 0.5 and exact > default  # measured 37.6, 37.5 and 19.9 dB
+    assert "fully integer between the input Quantize and the output Dequantize" in out
+    (times,) = [line for line in out.splitlines() if "relative to the fp32 numpy backend" in line]
+    for runner in ("numpy backend int8", "onnxruntime fp32", "onnxruntime int8 (default",
+                   "onnxruntime int8 (x64quantprecision=1)"):
+        assert runner in times
