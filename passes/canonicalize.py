@@ -4,9 +4,10 @@ Repeats until nothing changes: constant folding (including the ``Shape -> Gather
 chains whose contents inference already knows, and Reshape targets built from a dynamic batch,
 which become constants with a 0 "copy this dimension" entry; results much larger than their
 operands stay ops, see ``qcompiler.folding``; stored types are refined from inference as
-operands become constant), Identity and inference-mode
-Dropout removal, common subexpression elimination (equal ops on the same operands with equal
-attributes, and constants with equal contents), and dead-code elimination.
+operands become constant), Identity and inference-mode Dropout removal, a variadic ``Sum``
+spelled as the chain of ``Add`` it computes, common subexpression elimination (equal ops on
+the same operands with equal attributes, and constants with equal contents), and dead-code
+elimination.
 """
 
 from __future__ import annotations
@@ -66,9 +67,27 @@ def _remove_dropout(rw: Rewriter, m: Match) -> None:
     rw.replace(m.root.outputs[0], m["x"])
 
 
+def _sum_to_adds(rw: Rewriter, m: Match) -> None:
+    """``Sum(x1, ..., xn)`` as ``Add(...Add(x1, x2)..., xn)``: the Sum kernel adds left to
+    right, so the chain is bit-identical (opset-9 exporters spell residual adds as Sum);
+    ``Sum(x)`` is ``x``."""
+    total = m.root.inputs[0]
+    for k, value in enumerate(m.root.inputs[1:], start=1):
+        last = k == len(m.root.inputs) - 1
+        total = rw.add("Add", [total, value], name=None if last else f"{m.root.name}.{k}")
+    rw.replace(m.root.outputs[0], total)
+
+
+def _check_sum(m: Match) -> str | None:
+    if len(m.root.inputs) == 1:  # an identity
+        return keeps_names(m.root.outputs[0], m.root.inputs[0])
+    return None
+
+
 IDENTITY = Rule("remove-identity", Op("Identity", Var("x")), _remove_identity, _check_identity)
 DROPOUT = Rule("remove-dropout", Op("Dropout", Var("x"), Opt(ANY), Opt(ANY)), _remove_dropout,
                _check_dropout)
+SUM = Rule("sum-to-add", Op("Sum", ANY, ...), _sum_to_adds, _check_sum)
 
 
 def make_reshapes_static(graph: Graph, refusals: list[Refusal]) -> int:
@@ -196,7 +215,7 @@ class Canonicalize(Pass):
                 changed += count("folded", fold_constants(graph, self.fold_limit))
                 changed += count("static-reshape", make_reshapes_static(graph, refusals))
             if self.identities:
-                fired = apply_rules(graph, [IDENTITY, DROPOUT], refusals=refusals)
+                fired = apply_rules(graph, [IDENTITY, DROPOUT, SUM], refusals=refusals)
                 for rule, n in fired.items():
                     changed += count(rule, n)
             if self.cse:

@@ -34,7 +34,7 @@ and the reason (naming the layer) is recorded in ``graph.metadata[FLOAT_REASONS]
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -184,7 +184,9 @@ class LowerInt(Pass):
         if node.op == "Gemm" and node.attrs.get("transA", 0):
             a = graph.add_node("Transpose", [a], {"perm": (1, 0)}, name=f"{node.name}.a",
                                before=node, origins=node.origins).outputs[0]
-        inputs = [a, graph.add_constant(np.ascontiguousarray(w), f"{node.name}.weight"),
+        w_params = wp if wp.axis is None else replace(wp, axis=1)  # per column of [K, N]
+        weight = graph.add_constant(np.ascontiguousarray(w), f"{node.name}.weight", w_params)
+        inputs = [a, weight,
                   _multiplier(graph, node, multiplier, "multiplier"), _zero(graph, node, y, "y"),
                   graph.add_constant(folded.astype(np.int32), f"{node.name}.bias"), None,
                   _weight_zero(graph, node, z_w)]

@@ -116,3 +116,21 @@ def test_canonicalize_is_idempotent_on_the_zoo():
         once = PassManager("canonicalize").run(qc.from_onnx(model)).graph
         again = PassManager("canonicalize").run(once)
         assert not again.changed and again.graph == once
+
+
+def test_a_variadic_sum_becomes_the_add_chain_it_computes_bit_for_bit():
+    rng = np.random.default_rng(0)
+    for count in (1, 2, 3, 5):
+        g = qc.Graph("sum")
+        shapes = [(2, 3), (3,), (1, 3), (2, 1), (2, 3)][:count]
+        xs = [g.add_input(f"x{k}", qc.TensorType(qc.DType.F32, s)) for k, s in enumerate(shapes)]
+        total = g.add_node("Sum", xs, name="total").outputs[0]
+        g.set_outputs([g.add_node("Relu", [total], name="relu").outputs[0]])
+        result = PassManager("canonicalize").run(g.copy())
+        ops = result.graph.op_counts()
+        assert "Sum" not in ops and ops.get("Add", 0) == count - 1, ops
+        assert result.stats == {"canonicalize: sum-to-add": 1}
+        feeds = {f"x{k}": (rng.standard_normal(s) * 10.0 ** rng.integers(-3, 4, s)).astype(np.float32)
+                 for k, s in enumerate(shapes)}
+        np.testing.assert_array_equal(qc.compile(g).run(feeds)["relu"],
+                                      qc.compile(result.graph).run(feeds)["relu"])
