@@ -6,6 +6,7 @@ overflow are caught at compile time, and what stays float is listed with its rea
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import zoo
+from test_classic_cnns import LIGHT, randomized
 
 import qcompiler as qc
 from qcompiler import qdq, quant_ops
@@ -199,6 +201,28 @@ def test_the_mobilenetv3_block_uses_tables_and_integer_mul():
     assert ops["LookupTable"] >= 2 and ops["IntMul"] >= 1 and ops["IntGlobalAveragePool"] >= 1
     depthwise = [n for n in lowered.nodes if n.op == "IntConv" and n.attrs.get("group", 1) > 1]
     assert depthwise
+
+
+# The onnx package's light Caffe2 exports (random weights, see test_classic_cnns.py): what each
+# keeps in float besides nothing.
+ARCHITECTURES = {"resnet50": {"Softmax"}, "squeezenet": {"Softmax"}, "shufflenet": {"Softmax"},
+                 "inception_v1": {"LRN", "Softmax"}, "densenet121": set()}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_zoo_architectures_lower_to_integer_ops_but_for_listed_islands(name):
+    model = randomized(onnx.load(os.path.join(LIGHT, f"light_{name}.onnx")))
+    graph = qc.from_onnx(model)
+    x = np.random.default_rng(0).standard_normal(
+        [d if isinstance(d, int) else 1 for d in graph.inputs[0].shape]).astype(np.float32)
+    lowered = qc.quantize(graph, [{graph.inputs[0].name: x}], progress=False)
+    islands = lowered.float_islands()
+    floats = {n.op: island.reasons[n.name] for island in islands for n in island.nodes}
+    assert floats == {op: f"{op} has no integer form" for op in ARCHITECTURES[name]}, floats
+    ops = lowered.op_counts()
+    assert not {"Conv", "Gemm", "MatMul", "Add", "Sum", "Mul"} & set(ops), ops
+    scores = qc.compile(lowered).run({graph.inputs[0].name: x})[lowered.outputs[0].name]
+    assert np.isfinite(scores).all()
 
 
 # -- accumulators and islands ----------------------------------------------------------------------
