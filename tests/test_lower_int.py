@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import zoo
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_classic_cnns import LIGHT, randomized
 
 import qcompiler as qc
@@ -22,6 +25,7 @@ from qcompiler.demo import ort_quantize_static
 from qcompiler.interpreter import Interpreter
 from qcompiler.islands import BOUNDARIES
 from qcompiler.quant_ops import FLOAT_REASONS
+from qcompiler.testing import graphs, inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "examples" / "digits_convnet.onnx"
@@ -157,6 +161,56 @@ def test_fused_relu_becomes_the_output_clamp(pair):
     fc1 = lowered.node("fc1")
     zero = int(fc1.inputs[3].data)  # y_zero_point
     assert fc1.attrs.get("qmin", -128) == max(zero, -128)
+
+
+# -- random graphs ---------------------------------------------------------------------------------
+
+LOWER_BUILDERS = ["conv", "conv_bn", "gemm", "matmul", "relu", "clip", "residual_add", "add",
+                  "mul", "add_const", "mul_const", "concat", "flatten", "reshape", "transpose",
+                  "global_average_pool", "max_pool", "average_pool", "sigmoid", "tanh",
+                  "leaky_relu", "hard_swish", "hard_sigmoid", "multi_use"]
+# ops the lowering may leave in float in those graphs, each with the reason it must give
+ALLOWED_FLOAT = {"ConvTranspose": "ConvTranspose has no integer form"}
+
+
+def test_random_graphs_lower_and_every_integer_layer_is_within_one_step():
+    """Hypothesis-drawn float graphs, quantized with drawn configs (int8/uint8 activations,
+    symmetric or asymmetric int8/uint8 weights, per channel or per tensor, both roundings):
+    lowered, every quantized node became an integer op, and each integer layer run alone is
+    within one step of its QDQ simulation. Over the examples every integer op must have been
+    made and compared, asymmetric weights (a weight zero-point term) included."""
+    fired: Counter = Counter()
+
+    @settings(deadline=None, max_examples=max(60, settings.default.max_examples),
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(graph=graphs(builders=LOWER_BUILDERS, min_steps=2, max_steps=6), data=st.data())
+    def check(graph, data):
+        feeds = data.draw(inputs(graph))
+        config = qc.QuantConfig(
+            activation_dtype=data.draw(st.sampled_from(["i8", "u8"]), label="activations"),
+            weight_dtype=data.draw(st.sampled_from(["i8", "u8"]), label="weights"),
+            weight_symmetric=data.draw(st.booleans(), label="symmetric weights"),
+            per_channel=data.draw(st.booleans(), label="per channel"),
+            rounding=data.draw(st.sampled_from(["fixed_point", "float"]), label="rounding"))
+        if config.weight_dtype == "u8" and config.weight_symmetric:
+            config = replace(config, weight_symmetric=False)
+        simulated = qc.quantize(graph, [feeds], replace(config, lower=False), progress=False)
+        lowered = qc.quantize(graph, [feeds], config, progress=False)
+        lowered.verify()
+        for island in lowered.float_islands():
+            for node in island.nodes:
+                assert island.reasons[node.name] == ALLOWED_FLOAT.get(node.op), str(island)
+        fired.update(op for (op, what) in
+                     integer_layers_against_simulation(simulated, lowered, feeds).elements()
+                     if what == "layers")
+        fired["weight zero points"] += sum(
+            1 for n in lowered.nodes if n.op in ("IntConv", "IntMatMul")
+            and any(v is not None and v.name.endswith("w_zero_point") for v in n.inputs))
+
+    check()
+    print(f"lower-int on random graphs: {dict(fired)}")
+    assert {"IntConv", "IntMatMul", "IntAdd", "IntMul", "IntAveragePool",
+            "IntGlobalAveragePool", "LookupTable", "weight zero points"} <= set(fired), fired
 
 
 # -- blocks and architectures ------------------------------------------------------------------
