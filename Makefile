@@ -20,6 +20,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/numpy_backend.py --repeats 30
 	$(BIN)/python bench/quantization.py
+	$(BIN)/python bench/integer.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check qcompiler passes backends tests bench examples
