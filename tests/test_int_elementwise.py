@@ -468,6 +468,25 @@ def test_binary_ops_against_onnxruntime(op_type, peer):
     seen.report(op_type, peer)
 
 
+def test_onnxruntime_rounds_after_adding_the_output_zero_point():
+    """Why the float rounding differs from QLinearAdd/QLinearMul on ties: onnxruntime computes
+    ``round_half_even(sum + y_zp)``, the contract (as QuantizeLinear) ``round_half_even(sum) +
+    y_zp``; with an odd zero point every tie lands on the other side."""
+    a, b = every_pair(np.int8)
+    sa, sb, sy = np.float32(0.1), np.float32(0.05), np.float32(0.2)  # ratios 0.5 and 0.25
+    total = (a.astype(np.float32) - 3) * np.float32(0.5) + (b.astype(np.float32) + 7) * 0.25
+    ties = total - np.floor(total) == 0.5
+    for y_zp in (0, 1, -3):
+        peer_y = run_microsoft("QLinearAdd", [a, sa, np.int8(3), b, sb, np.int8(-7), sy,
+                                              np.int8(y_zp)])
+        np.testing.assert_array_equal(peer_y, np.clip(np.rint(total + y_zp), -128, 127))
+        inputs = [np.asarray(v) for v in (a, b, np.int8(3), np.int8(-7), 0.5, 0.25,
+                                          np.int8(y_zp))]
+        ours = run_op("IntAdd", inputs, {"rounding": "float"}, 2)
+        differ = ours != peer_y
+        assert ties.any() and np.array_equal(differ, ties if y_zp % 2 else np.zeros_like(ties))
+
+
 def test_average_pool_against_onnxruntime():
     """Drawn windows (onnxruntime's QLinearAveragePool has no dilations; channels_last = 0 is
     the NCHW layout ours has)."""

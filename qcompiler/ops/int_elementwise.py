@@ -122,11 +122,11 @@ def _infer_binary(n_multipliers: int):
 
 
 def _infer_pool(ctx: Ctx) -> list[Out]:
-    (shape,) = infer_pool(CODE_DTYPES)(ctx)
-    x_zero_point = check_zero_point(ctx, 1, "x_zero_point", shape.dtype)
+    (pooled,) = infer_pool(CODE_DTYPES)(ctx)
+    x_zero_point = check_zero_point(ctx, 1, "x_zero_point", pooled.dtype)
     check_multiplier(ctx, 2, "multiplier")
-    _check_window_sum(ctx, math.prod(ctx.attr("kernel_shape")), shape.dtype, x_zero_point)
-    return [Out(check_rescale(ctx, 3), shape.shape)]
+    _check_window_sum(ctx, math.prod(ctx.attr("kernel_shape")), pooled.dtype, x_zero_point)
+    return [Out(check_rescale(ctx, 3), pooled.shape)]
 
 
 def _infer_global_pool(ctx: Ctx) -> list[Out]:
