@@ -294,11 +294,11 @@ def conv_transpose(x, w, b=None, *, activation, activation_params, auto_pad, dil
 # ---------------------------------------------------------------------------------------------
 # Pooling.
 
-_POOL_ATTRS = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": (), "kernel_shape": REQUIRED,
+POOL_ATTRS = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": (), "kernel_shape": REQUIRED,
                "pads": (), "strides": ()}
 
 
-def _infer_pool(allowed: tuple[str, ...]):
+def infer_pool(allowed: tuple[str, ...]):
     def infer(ctx: Ctx) -> list[Out]:
         dtype = need_dtype(ctx, 0, allowed, "X")
         xs = ctx.shape(0)
@@ -320,7 +320,7 @@ def _infer_pool(allowed: tuple[str, ...]):
     return infer
 
 
-def _fold_taps(xp: np.ndarray, kernel: tuple, win: Window, ufunc: np.ufunc) -> np.ndarray:
+def fold_taps(xp: np.ndarray, kernel: tuple, win: Window, ufunc: np.ufunc) -> np.ndarray:
     """``ufunc``-reduce (maximum, add) the padded input over the kernel taps of every window.
 
     Both reductions are separable, so this folds one spatial axis at a time: k0 + k1 passes
@@ -340,8 +340,8 @@ def _fold_taps(xp: np.ndarray, kernel: tuple, win: Window, ufunc: np.ufunc) -> n
     return y if y is not xp else xp.copy()
 
 
-@op("MaxPool", ["X"], ["Y", "Indices?"], attrs={**_POOL_ATTRS, "storage_order": 0},
-    infer=_infer_pool(("f32", "f16", "i8", "u8")))
+@op("MaxPool", ["X"], ["Y", "Indices?"], attrs={**POOL_ATTRS, "storage_order": 0},
+    infer=infer_pool(("f32", "f16", "i8", "u8")))
 def max_pool(x, *, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides):
     """Max over each window; padding is the dtype's lowest finite value (a window that only
     covers padding gives that value, as in onnxruntime)."""
@@ -349,11 +349,11 @@ def max_pool(x, *, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_o
     win = conv_window("MaxPool", x.shape[2:], kernel, strides, dilations, pads, auto_pad,
                       ceil_mode)
     low = (np.finfo if x.dtype.kind == "f" else np.iinfo)(x.dtype).min
-    return _fold_taps(pad_spatial(x, win.begin, win.end, low), kernel, win, np.maximum)
+    return fold_taps(pad_spatial(x, win.begin, win.end, low), kernel, win, np.maximum)
 
 
 @op("AveragePool", ["X"],
-    attrs={**_POOL_ATTRS, "count_include_pad": 0}, infer=_infer_pool(FLOATS))
+    attrs={**POOL_ATTRS, "count_include_pad": 0}, infer=infer_pool(FLOATS))
 def average_pool(x, *, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape, pads,
                  strides):
     """Mean over each window; the divisor counts the explicit pads iff count_include_pad.
@@ -365,17 +365,26 @@ def average_pool(x, *, auto_pad, ceil_mode, count_include_pad, dilations, kernel
     spatial = x.shape[2:]
     win = conv_window("AveragePool", spatial, kernel, strides, dilations, pads, auto_pad,
                       ceil_mode)
-    sums = _fold_taps(pad_spatial(f32(x), win.begin, win.end), kernel, win, np.add)
-    # The divisor is separable: a product over axes of 1-D counts of the pixels that count.
-    counts = np.ones((), np.float32)
+    sums = fold_taps(pad_spatial(f32(x), win.begin, win.end), kernel, win, np.add)
+    counts = pool_counts(spatial, kernel, win, count_include_pad).astype(np.float32)
+    y = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    return y.astype(dtype, copy=False)
+
+
+def pool_counts(spatial: tuple, kernel: tuple, win: Window, count_include_pad: int) -> np.ndarray:
+    """How many pixels each AveragePool window divides by (int64, the output's spatial shape):
+    the explicit pads count iff ``count_include_pad``; pixels that only exist because of
+    ceil_mode never count (ONNX reference and ORT). A window over padding alone counts 0.
+
+    The count is separable: a product over axes of 1-D counts of the pixels that count."""
+    counts = np.ones((), np.int64)
     for size, k, s, d, b, e, o, pad_end in zip(spatial, kernel, win.strides, win.dilations,
                                                win.begin, win.end, win.out, win.pad_end):
-        mask = np.zeros(b + size + e, np.float32)
+        mask = np.zeros(b + size + e, np.int64)
         mask[0 if count_include_pad else b:b + size + (pad_end if count_include_pad else 0)] = 1
         axis_counts = sum(mask[t * d:t * d + (o - 1) * s + 1:s] for t in range(k))
         counts = np.multiply.outer(counts, axis_counts)
-    y = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-    return y.astype(dtype, copy=False)
+    return counts
 
 
 def _infer_global_pool(ctx: Ctx) -> list[Out]:
