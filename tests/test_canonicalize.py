@@ -130,7 +130,7 @@ def test_a_variadic_sum_becomes_the_add_chain_it_computes_bit_for_bit():
         ops = result.graph.op_counts()
         assert "Sum" not in ops and ops.get("Add", 0) == count - 1, ops
         assert result.stats == {"canonicalize: sum-to-add": 1}
-        feeds = {f"x{k}": (rng.standard_normal(s) * 10.0 ** rng.integers(-3, 4, s)).astype(np.float32)
-                 for k, s in enumerate(shapes)}
+        feeds = {f"x{k}": (rng.standard_normal(s) * 10.0 ** rng.integers(-3, 4, s))
+                 .astype(np.float32) for k, s in enumerate(shapes)}
         np.testing.assert_array_equal(qc.compile(g).run(feeds)["relu"],
                                       qc.compile(result.graph).run(feeds)["relu"])
