@@ -97,8 +97,9 @@ def shared_multipliers(multipliers) -> tuple[list[np.ndarray], np.ndarray]:
     """
     ms = np.broadcast_arrays(*[np.asarray(m, dtype=np.float64) for m in multipliers])
     top = np.maximum.reduce(ms) if len(ms) > 1 else ms[0]
-    pairs = [fixed_point_multiplier(float(m)) for m in top.ravel()]
-    shift = np.array([p[1] for p in pairs], np.int64).reshape(top.shape)
+    distinct, where = np.unique(top, return_inverse=True)  # few: one per channel or count
+    shifts = np.array([fixed_point_multiplier(float(m))[1] for m in distinct], np.int64)
+    shift = shifts[where].reshape(top.shape)
     m0s = []
     for m in ms:
         scaled = np.rint(m * np.exp2(shift.astype(np.float64)))
