@@ -620,7 +620,7 @@ def _dtype_name(code: int) -> str:
 
 
 def _supported_dtypes() -> str:
-    return ", ".join(d.value for d in DType)
+    return ", ".join(FROM_ONNX.values())
 
 
 # -- phase 1: scan -------------------------------------------------------------------------------

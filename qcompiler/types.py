@@ -31,6 +31,7 @@ class DType(str, enum.Enum):
     I32 = "i32"
     I64 = "i64"
     BOOL = "bool"
+    F64 = "f64"
 
     def __str__(self) -> str:
         return self.value
@@ -41,7 +42,7 @@ class DType(str, enum.Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.F32, DType.F16)
+        return self in (DType.F32, DType.F16, DType.F64)
 
     @property
     def is_integer(self) -> bool:

@@ -15,8 +15,11 @@ DTYPES = (
     ("i32", "int32", 6),
     ("i64", "int64", 7),
     ("bool", "bool", 9),
+    # float64 holds the requantization multipliers of the integer ops (qcompiler ops); ONNX
+    # float64 tensors stay refused, so it has no ONNX code
+    ("f64", "float64", None),
 )
 
 NUMPY_NAME = {name: numpy_name for name, numpy_name, _ in DTYPES}
-FROM_ONNX = {code: name for name, _, code in DTYPES}
-TO_ONNX = {name: code for name, _, code in DTYPES}
+FROM_ONNX = {code: name for name, _, code in DTYPES if code is not None}
+TO_ONNX = {name: code for name, _, code in DTYPES if code is not None}
