@@ -14,6 +14,7 @@ from . import (  # noqa: F401
     einsum,
     elementwise,
     grid_sample,
+    int_nn,
     logic,
     lookup,
     nn,
