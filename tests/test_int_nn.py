@@ -406,6 +406,49 @@ def test_int_matmul_is_bit_exact_with_the_loop_oracle():
     assert_exercised(stats)
 
 
+def conv_case(x, w, attrs: dict, **params) -> dict:
+    """An IntConv case: the operands not given are absent (zero points 0 of x's dtype)."""
+    m = w.shape[0]
+    case = {"x": x, "w": w, "multiplier": np.full(m, 2.0**-10),
+            "x_zero_point": np.array(0, x.dtype), "y_zero_point": np.array(0, I8),
+            "bias": None, "w_zero_point": None, "z": None, "z_zero_point": None,
+            "z_multiplier": None}
+    case.update(params)
+    rank = x.ndim - 2
+    full = {"group": 1, "pads": [0] * 2 * rank, "strides": [1] * rank, "dilations": [1] * rank,
+            "kernel_shape": list(w.shape[2:]), "auto_pad": "NOTSET", "qmin": None,
+            "qmax": None}
+    full.update(attrs)
+    case["attrs"] = full
+    case["range"] = _qrange(full["qmin"], full["qmax"], case["y_zero_point"].dtype)
+    return case
+
+
+@pytest.mark.parametrize("block", [1, 40, 700])
+def test_blocks_of_images_and_of_rows_give_the_exact_result(block, monkeypatch):
+    """The im2col runs in blocks of images, or of output rows of one image, of at most
+    ``int_nn._BLOCK`` values; a tiny bound splits these small cases every way."""
+    from qcompiler.ops import int_nn
+
+    monkeypatch.setattr(int_nn, "_BLOCK", block)
+    rng = np.random.default_rng(block)
+    for n, spatial, kernel, strides, group in [(3, (7, 6), (3, 3), (2, 1), 1),
+                                                (2, (9,), (3,), (1,), 2),
+                                                (2, (4, 5, 3), (3, 1, 3), (1, 2, 1), 1)]:
+        rank = len(spatial)
+        x = codes(rng, U8, (n, 2 * group, *spatial), False)
+        w = codes(rng, I8, (3 * group, 2, *kernel), False)
+        attrs = {"group": group, "strides": list(strides), "pads": [1] * rank + [0] * rank}
+        _, out = conv_geometry(spatial, kernel, strides, [1] * rank, attrs["pads"], "NOTSET")
+        case = conv_case(x, w, attrs, x_zero_point=np.array(77, U8),
+                         bias=rng.integers(-999, 999, 3 * group).astype(np.int32),
+                         z=codes(rng, I8, (n, 3 * group, *out), False),
+                         z_zero_point=np.array(-9, I8), z_multiplier=np.array(0.75))
+        for rounding in ("fixed_point", "float"):
+            np.testing.assert_array_equal(run_kernel("IntConv", case, CONV_INPUTS, rounding),
+                                          conv_oracle(case, rounding))
+
+
 def test_the_oracle_rounds_ties_as_the_contract_says():
     """The oracle itself on hand-computed values: fixed point rounds half toward +inf, float
     half to even; M0 rounding to 2^31 shifts one less; M < 2^-32 flushes."""
@@ -452,12 +495,7 @@ def test_an_accumulator_within_2_20_of_the_int32_limit_stays_exact(rounding):
     x = np.full((1, 1321, 5, 5), 255, U8)
     w = np.full((2, 1321, 5, 5), 255, U8)
     w[1, :3] = 0
-    conv = {"x": x, "w": w, "multiplier": np.array(2.0**-24), "x_zero_point": np.array(0, U8),
-            "y_zero_point": np.array(0, I8), "bias": np.array([0, 7], np.int32),
-            "w_zero_point": None, "z": None, "z_zero_point": None, "z_multiplier": None,
-            "attrs": {"group": 1, "pads": [0] * 4, "strides": [1, 1], "dilations": [1, 1],
-                      "kernel_shape": [], "auto_pad": "NOTSET", "qmin": None, "qmax": None},
-            "range": (-128, 127)}
+    conv = conv_case(x, w, {}, multiplier=np.array(2.0**-24), bias=np.array([0, 7], np.int32))
     np.testing.assert_array_equal(run_kernel("IntConv", conv, CONV_INPUTS, rounding),
                                   conv_oracle(conv, rounding))
 
@@ -723,13 +761,9 @@ def test_onnxruntime_saturates_uint8_times_int8_pairs():
         model = _qlinear_model(op_type, inputs, attrs)
         peers = _peers(model, {"in0": inputs[0]}, ort_ok=True)
         if op_type == "QLinearConv":
-            case = {"x": x, "w": w, "multiplier": np.array(2.0**-8),
-                    "x_zero_point": inputs[2], "y_zero_point": inputs[7],
-                    "w_zero_point": inputs[5], "bias": fold_conv_bias(inputs[8], w, 0, inputs[5]),
-                    "z": None, "z_zero_point": None, "z_multiplier": None,
-                    "attrs": {"group": 1, "pads": [0, 0], "strides": [1], "dilations": [1],
-                              "kernel_shape": [1], "auto_pad": "NOTSET", "qmin": None,
-                              "qmax": None}, "range": (0, 255)}
+            case = conv_case(x, w, {}, multiplier=np.array(2.0**-8),
+                             y_zero_point=inputs[7], w_zero_point=inputs[5],
+                             bias=fold_conv_bias(inputs[8], w, 0, inputs[5]))
             ours, want = (run_kernel("IntConv", case, CONV_INPUTS, "float"),
                           conv_oracle(case, "float"))
         else:
