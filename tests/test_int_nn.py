@@ -190,11 +190,19 @@ MULTIPLIERS = st.one_of(
 )
 
 
-def codes(rng: np.random.Generator, dtype, shape, extremes: bool) -> np.ndarray:
-    """Random codes of ``dtype``; with ``extremes`` mostly the dtype's limits."""
+DATA = ["uniform", "extremes", "small"]
+
+
+def codes(rng: np.random.Generator, dtype, shape, data: str = "uniform") -> np.ndarray:
+    """Random codes of ``dtype``: uniform, mostly the dtype's limits (``"extremes"``: large
+    accumulators, saturation) or a few codes near 0 (``"small"``: accumulators small enough
+    for the dyadic multipliers to land on ties without saturating)."""
     info = np.iinfo(dtype)
+    if data == "small":
+        return rng.integers(0 if dtype is U8 else -3, 6 if dtype is U8 else 3, shape,
+                            endpoint=True).astype(dtype)
     values = rng.integers(info.min, info.max, shape, endpoint=True)
-    if extremes:
+    if data == "extremes":
         limits = rng.choice([info.min, info.max], shape)
         values = np.where(rng.random(shape) < 0.8, limits, values)
     return values.astype(dtype)
@@ -213,6 +221,15 @@ def multipliers(draw, channels: int, per_channel: bool) -> np.ndarray:
     return np.array([draw(MULTIPLIERS) for _ in range(channels)], np.float64)
 
 
+def fitted(multiplier: np.ndarray, data: str, depth: int) -> np.ndarray:
+    """Multipliers below 1 scaled by a power of two (ties stay ties) so that sums of ``depth``
+    products of full-range codes mostly land inside the 8-bit range; small codes keep them,
+    and so does M >= 1 (it saturates full-range sums: its exact cases come with small codes)."""
+    if data == "small":
+        return multiplier
+    return np.where(multiplier >= 1, multiplier, multiplier * 2.0 ** -round(math.log2(depth * 64)))
+
+
 def output_range(draw, dtype, y_zp: np.ndarray) -> tuple[int | None, int | None]:
     """None (the dtype's limits), a fused Relu (qmin = y_zero_point) or a drawn clamp."""
     info = np.iinfo(dtype)
@@ -221,8 +238,8 @@ def output_range(draw, dtype, y_zp: np.ndarray) -> tuple[int | None, int | None]
         return None, None
     if kind == "relu":
         return int(y_zp), None
-    lo = draw(st.integers(info.min, info.max))
-    return lo, draw(st.integers(lo, info.max))
+    return (draw(st.integers(info.min, int(y_zp))),  # a Clip's bounds around real 0
+            draw(st.integers(int(y_zp), info.max)))
 
 
 def _qrange(qmin, qmax, dtype) -> tuple[int, int]:
@@ -258,13 +275,14 @@ def conv_cases(draw) -> dict:
     n = draw(st.integers(1, 2))
     x_dtype, w_dtype, y_dtype = (draw(st.sampled_from([I8, U8])) for _ in range(3))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    extremes = draw(st.booleans())
+    data = draw(st.sampled_from(DATA))
     y_zp = zero_point(draw, y_dtype)
     qmin, qmax = output_range(draw, y_dtype, y_zp)
     case = {
-        "x": codes(rng, x_dtype, (n, c, *spatial), extremes),
-        "w": codes(rng, w_dtype, (m, cg, *kernel), extremes),
-        "multiplier": multipliers(draw, m, draw(st.booleans())),
+        "x": codes(rng, x_dtype, (n, c, *spatial), data),
+        "w": codes(rng, w_dtype, (m, cg, *kernel), data),
+        "multiplier": fitted(multipliers(draw, m, draw(st.booleans())), data,
+                             cg * math.prod(kernel)),
         "x_zero_point": zero_point(draw, x_dtype),
         "y_zero_point": y_zp,
         "bias": draw(st.sampled_from([None, "small", "large"])),
@@ -285,7 +303,7 @@ def conv_cases(draw) -> dict:
     if draw(st.booleans()):
         _, out = conv_geometry(spatial, kernel, strides, dilations, pads, auto_pad)
         z_dtype = draw(st.sampled_from([I8, U8]))
-        case.update(z=codes(rng, z_dtype, (n, m, *out), extremes),
+        case.update(z=codes(rng, z_dtype, (n, m, *out), data),
                     z_zero_point=zero_point(draw, z_dtype),
                     z_multiplier=np.array(draw(MULTIPLIERS), np.float64))
     return case
@@ -310,16 +328,14 @@ def matmul_cases(draw) -> dict:
     columns = b_shape[-1] if len(b_shape) > 1 else 1
     a_dtype, b_dtype, y_dtype = (draw(st.sampled_from([I8, U8])) for _ in range(3))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    extremes = draw(st.booleans())
+    data = draw(st.sampled_from(DATA))
     y_zp = zero_point(draw, y_dtype)
     qmin, qmax = output_range(draw, y_dtype, y_zp)
     per_column = draw(st.booleans())
-    # a power of two (ties stay ties) keeping the sum of K products mostly in range
-    scale_down = 2.0 ** -round(math.log2(depth))
     case = {
-        "a": codes(rng, a_dtype, a_shape, extremes),
-        "b": codes(rng, b_dtype, b_shape, extremes),
-        "multiplier": multipliers(draw, columns, per_column) * scale_down,
+        "a": codes(rng, a_dtype, a_shape, data),
+        "b": codes(rng, b_dtype, b_shape, data),
+        "multiplier": fitted(multipliers(draw, columns, per_column), data, depth),
         "y_zero_point": y_zp,
         "bias": draw(st.sampled_from([None, rng.integers(-2**12, 2**12, columns, np.int32),
                                       np.array(rng.integers(-2**12, 2**12), np.int32)])),
@@ -364,7 +380,7 @@ def assert_exercised(stats: dict[str, Stats]) -> None:
     for rounding, s in stats.items():
         print(f"{rounding}: {dict(s.counts)}")
         assert s.counts["ties"] > 0 and s.counts["saturated"] > 0, rounding
-        assert s.counts["saturated"] < s.counts["outputs"], rounding
+        assert s.counts["saturated"] < 0.75 * s.counts["outputs"], rounding
 
 
 def test_int_conv_is_bit_exact_with_the_loop_oracle():
@@ -436,13 +452,13 @@ def test_blocks_of_images_and_of_rows_give_the_exact_result(block, monkeypatch):
                                                 (2, (9,), (3,), (1,), 2),
                                                 (2, (4, 5, 3), (3, 1, 3), (1, 2, 1), 1)]:
         rank = len(spatial)
-        x = codes(rng, U8, (n, 2 * group, *spatial), False)
-        w = codes(rng, I8, (3 * group, 2, *kernel), False)
+        x = codes(rng, U8, (n, 2 * group, *spatial))
+        w = codes(rng, I8, (3 * group, 2, *kernel))
         attrs = {"group": group, "strides": list(strides), "pads": [1] * rank + [0] * rank}
         _, out = conv_geometry(spatial, kernel, strides, [1] * rank, attrs["pads"], "NOTSET")
         case = conv_case(x, w, attrs, x_zero_point=np.array(77, U8),
                          bias=rng.integers(-999, 999, 3 * group).astype(np.int32),
-                         z=codes(rng, I8, (n, 3 * group, *out), False),
+                         z=codes(rng, I8, (n, 3 * group, *out)),
                          z_zero_point=np.array(-9, I8), z_multiplier=np.array(0.75))
         for rounding in ("fixed_point", "float"):
             np.testing.assert_array_equal(run_kernel("IntConv", case, CONV_INPUTS, rounding),
@@ -601,7 +617,7 @@ def peer_weights(rng: np.random.Generator, x_dtype, w_dtype, shape) -> np.ndarra
     [-64, 63], where no pair can saturate; elsewhere they span the full range."""
     if x_dtype is U8 and w_dtype is I8:
         return rng.integers(-64, 63, shape, endpoint=True).astype(I8)
-    return codes(rng, w_dtype, shape, False)
+    return codes(rng, w_dtype, shape)
 
 
 def fold_conv_bias(bias, w, x_zp, w_zp) -> np.ndarray:
@@ -632,7 +648,7 @@ def qlinear_conv_cases(draw):
              "pads": [draw(st.integers(0, 2)) for _ in range(2 * rank)]}
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     per_channel = draw(st.booleans())
-    x = codes(rng, x_dtype, (draw(st.integers(1, 2)), c, *spatial), False)
+    x = codes(rng, x_dtype, (draw(st.integers(1, 2)), c, *spatial))
     w = peer_weights(rng, x_dtype, w_dtype, (m, c // group, *kernel))
     w_zp = (np.array([zero_point(draw, w_dtype) for _ in range(m)], w_dtype) if per_channel
             else zero_point(draw, w_dtype))
@@ -694,7 +710,7 @@ def qlinear_matmul_cases(draw):
     batch = [draw(st.integers(1, 3))] if draw(st.booleans()) else []
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     per_column = draw(st.booleans())
-    a = codes(rng, a_dtype, (*batch, rows, depth), False)
+    a = codes(rng, a_dtype, (*batch, rows, depth))
     b = peer_weights(rng, a_dtype, b_dtype, (depth, cols))
     b_zp = (np.array([zero_point(draw, b_dtype) for _ in range(cols)], b_dtype) if per_column
             else zero_point(draw, b_dtype))
@@ -789,13 +805,13 @@ def _int_graph(rounding: str = "fixed_point") -> tuple[qc.Graph, dict]:
     g = qc.Graph("int_nn")
     x = g.add_input("x", TensorType("u8", ("N", 4, 9, 9)))
     k = {
-        "w1": codes(rng, I8, (6, 2, 3, 3), False), "m1": np.linspace(1e-3, 4e-3, 6),
+        "w1": codes(rng, I8, (6, 2, 3, 3)), "m1": np.linspace(1e-3, 4e-3, 6),
         "xzp": np.array(131, U8), "yzp1": np.array(-3, I8),
         "b1": rng.integers(-500, 500, 6).astype(np.int32), "wzp1": np.array(2, I8),
-        "w2": codes(rng, I8, (6, 1, 3, 3), False), "m2": np.array(0.01),
+        "w2": codes(rng, I8, (6, 1, 3, 3)), "m2": np.array(0.01),
         "b2": rng.integers(-500, 500, 6).astype(np.int32), "zzp": np.array(-3, I8),
         "zm": np.array(0.5), "yzp2": np.array(4, I8),
-        "b": codes(rng, I8, (150, 5), False), "m3": np.full(5, 4e-4), "yzp3": np.array(0, I8),
+        "b": codes(rng, I8, (150, 5)), "m3": np.full(5, 4e-4), "yzp3": np.array(0, I8),
         "bzp": np.arange(5).astype(I8), "azp": np.array(4, I8),
     }
     c = {name: g.add_constant(v, name) for name, v in k.items()}
@@ -833,7 +849,7 @@ def test_the_numpy_backend_and_its_standalone_export_run_the_integer_ops(roundin
 
     g, k = _int_graph(rounding)
     assert [v.type for v in g.outputs] == [TensorType("i8", ("N", 5))]
-    x = codes(np.random.default_rng(1), U8, (3, 4, 9, 9), False)
+    x = codes(np.random.default_rng(1), U8, (3, 4, 9, 9))
     want = _direct(k, x, rounding)
     exe = qc.compile(g, backend="numpy")
     got = exe.run({"x": x})["fc"]
@@ -911,4 +927,5 @@ def test_an_unknown_rounding_is_unsupported():
 ])
 def test_int_matmul_refuses_malformed_nodes_naming_them(operands, match):
     refuse("IntMatMul", operands, {}, ShapeInferenceError, match)
+
 
