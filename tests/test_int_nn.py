@@ -376,11 +376,11 @@ def check_against_oracle(op_type, case, names, oracle, stats: dict[str, Stats]) 
 
 
 def assert_exercised(stats: dict[str, Stats]) -> None:
-    """Both roundings met exact ties and saturated outputs."""
+    """Both roundings met exact ties, saturated outputs and outputs within the clamp."""
     for rounding, s in stats.items():
         print(f"{rounding}: {dict(s.counts)}")
         assert s.counts["ties"] > 0 and s.counts["saturated"] > 0, rounding
-        assert s.counts["saturated"] < 0.75 * s.counts["outputs"], rounding
+        assert s.counts["outputs"] - s.counts["saturated"] >= 100, rounding  # and in range
 
 
 def test_int_conv_is_bit_exact_with_the_loop_oracle():
@@ -696,8 +696,7 @@ def test_int_conv_agrees_with_qlinear_conv_within_one_step():
     for (peer, rounding), t in tallies.items():
         print(f"IntConv vs {peer} QLinearConv ({rounding}): {t.differ}/{t.total} outputs "
               f"differ by 1 ({t.saturated} at a limit)")
-        assert t.total and t.saturated < t.total / 4
-    assert tallies["onnxruntime", "fixed_point"].differ  # ties met: the bound was exercised
+        assert t.total and t.saturated < t.total / 3
     print(f"refused: {dict(refused)}")
 
 
@@ -755,9 +754,45 @@ def test_int_matmul_agrees_with_qlinear_matmul_within_one_step():
     for (peer, rounding), t in tallies.items():
         print(f"IntMatMul vs {peer} QLinearMatMul ({rounding}): {t.differ}/{t.total} outputs "
               f"differ by 1 ({t.saturated} at a limit)")
-        assert t.total and t.saturated < t.total / 4
-    assert tallies["onnxruntime", "fixed_point"].differ  # ties met: the bound was exercised
+        assert t.total and t.saturated < t.total / 3
     assert per_column[0] and per_column[1]
+
+
+def test_fixed_point_and_onnxruntime_part_exactly_on_ties():
+    """M = 1/2: every odd accumulator is a tie. Fixed point rounds it half up,
+    onnxruntime half to even, so they differ by one exactly where floor(acc / 2) is even;
+    the float rounding agrees with onnxruntime everywhere."""
+    rng = np.random.default_rng(5)
+    half, one = np.float32(0.5), np.float32(1.0)
+    zero = np.array(0, I8)
+    a = codes(rng, I8, (40, 7), "small")
+    b = codes(rng, I8, (7, 6), "small")
+    x = codes(rng, I8, (2, 3, 6, 6), "small")
+    w = codes(rng, I8, (4, 3, 3, 3), "small")
+    checks = [
+        ("QLinearMatMul", [a, half, zero, b, one, zero, one, zero], {},
+         "IntMatMul", MATMUL_INPUTS, {"a": a, "b": b, "bias": None, "a_zero_point": None,
+                                      "b_zero_point": None, "attrs": {"qmin": None,
+                                                                      "qmax": None}},
+         a.astype(np.int64) @ b.astype(np.int64)),
+        ("QLinearConv", [x, half, zero, w, one, zero, one, zero], {},
+         "IntConv", CONV_INPUTS, conv_case(x, w, {}),
+         ReferenceEvaluator(_qlinear_model("Conv", [x.astype(np.float32),
+                                                    w.astype(np.float32)], {})).run(
+             None, {"in0": x.astype(np.float32)})[0].astype(np.int64)),
+    ]
+    for peer_op, inputs, attrs, op_type, names, case, acc in checks:
+        theirs = session(_qlinear_model(peer_op, inputs, attrs)).run(None, {"in0": inputs[0]})[0]
+        case.update(multiplier=np.array(0.5), y_zero_point=zero)
+        fixed = run_kernel(op_type, case, names, "fixed_point")
+        floating = run_kernel(op_type, case, names, "float")
+        ties = acc % 2 == 1
+        part = ties & (np.floor_divide(acc, 2) % 2 == 0)
+        np.testing.assert_array_equal(floating, theirs)
+        np.testing.assert_array_equal(fixed.astype(np.int64) - theirs, part.astype(np.int64))
+        assert 0 < part.sum() < ties.sum() and not np.any((theirs == -128) | (theirs == 127))
+        print(f"{op_type} vs onnxruntime {peer_op} on ties: {part.sum()}/{part.size} outputs "
+              f"differ by 1 ({ties.sum()} ties)")
 
 
 def test_onnxruntime_saturates_uint8_times_int8_pairs():
