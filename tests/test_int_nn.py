@@ -696,7 +696,7 @@ def test_int_conv_agrees_with_qlinear_conv_within_one_step():
     for (peer, rounding), t in tallies.items():
         print(f"IntConv vs {peer} QLinearConv ({rounding}): {t.differ}/{t.total} outputs "
               f"differ by 1 ({t.saturated} at a limit)")
-        assert t.total and t.saturated < t.total / 3
+        assert t.total - t.saturated >= 1000  # outputs compared within the range
     print(f"refused: {dict(refused)}")
 
 
@@ -754,7 +754,7 @@ def test_int_matmul_agrees_with_qlinear_matmul_within_one_step():
     for (peer, rounding), t in tallies.items():
         print(f"IntMatMul vs {peer} QLinearMatMul ({rounding}): {t.differ}/{t.total} outputs "
               f"differ by 1 ({t.saturated} at a limit)")
-        assert t.total and t.saturated < t.total / 3
+        assert t.total - t.saturated >= 1000  # outputs compared within the range
     assert per_column[0] and per_column[1]
 
 
