@@ -13,12 +13,13 @@ Both compute exactly their formula; the ``lower-int`` pass folds every compile-t
 with ``fixed_point.rescale``/``saturate``: terms ``[acc]`` with per-channel ``multiplier``
 (IntConv adds the fused residual ``z - z_zero_point`` with ``z_multiplier``).
 
-The integer products run through float64 BLAS: every product of two int8/uint8 codes (the
-weight centred by its zero point, so within [-255, 255]) is below 2^16 in magnitude, so each
-partial sum of K of them stays below 2^53 and is exact for any K < 2^37; the sums are then
-cast to int64. An accumulator that leaves the int32 range is a ``ValueError`` naming the op
-(the backends report it as an ``ExecutionError`` naming the node): the lowering's static check
-is meant to make that impossible.
+The integer products run through float BLAS, exactly: every product of two int8/uint8 codes
+(the weight centred by its zero point, so within [-255, 255]) is below 2^16 in magnitude, so
+each partial sum of K of them stays below 2^53 in float64 (exact for any K < 2^37); float32
+(twice as fast) serves when a bound on every partial sum from the weights is below 2^24
+(``_exactness``). The sums are then cast to integers. An accumulator that leaves the int32
+range is a ``ValueError`` naming the op (the backends report it as an ``ExecutionError``
+naming the node): the lowering's static check is meant to make that impossible.
 """
 
 from __future__ import annotations
