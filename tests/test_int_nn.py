@@ -516,6 +516,24 @@ def test_an_accumulator_within_2_20_of_the_int32_limit_stays_exact(rounding):
                                   conv_oracle(conv, rounding))
 
 
+@pytest.mark.parametrize("depth", [1032, 1033])
+def test_sums_at_the_float32_limit_stay_exact(depth):
+    """128 * 127 * K is just below 2^24 for K = 1032 (the sums may run in float32) and above
+    it for K = 1033 (float64): both exact, with mixed signs so that partial sums vary."""
+    rng = np.random.default_rng(depth)
+    a = np.full((3, depth), -128, I8)
+    b = np.full((depth, 2), -127, I8)
+    a[1] = rng.choice([-128, 127], depth)
+    b[:, 1] = rng.choice([-127, 127], depth)
+    case = {"a": a, "b": b, "multiplier": np.array([2.0**-17, 1e-5]),
+            "y_zero_point": np.array(0, I8), "bias": np.array([0, -3], np.int32),
+            "a_zero_point": None, "b_zero_point": None, "attrs": {"qmin": None, "qmax": None},
+            "range": (-128, 127)}
+    for rounding in ("fixed_point", "float"):
+        np.testing.assert_array_equal(run_kernel("IntMatMul", case, MATMUL_INPUTS, rounding),
+                                      matmul_oracle(case, rounding))
+
+
 def test_an_accumulator_past_the_int32_limit_raises_naming_the_op():
     with pytest.raises(ValueError, match=r"IntMatMul: the int32 accumulator overflows .*"
                                          r"2147515650"):
