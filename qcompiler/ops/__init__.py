@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     elementwise,
     grid_sample,
     int_elementwise,
+    int_nn,
     logic,
     lookup,
     nn,

@@ -53,7 +53,7 @@ def _accumulate_taps(views, weights: np.ndarray, shape: tuple) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Conv and ConvTranspose.
 
-_CONV_ATTRS = {"auto_pad": "NOTSET", "dilations": (), "group": 1, "kernel_shape": (),
+CONV_ATTRS = {"auto_pad": "NOTSET", "dilations": (), "group": 1, "kernel_shape": (),
                "pads": (), "strides": ()}
 
 
@@ -62,6 +62,12 @@ def _conv_operands(ctx: Ctx) -> tuple[str, tuple, tuple, int]:
     dtype = need_dtype(ctx, 0, FLOATS, "X")
     same_dtype(ctx, 1, dtype, "W")
     same_dtype(ctx, 2, dtype, "B")
+    return (dtype, *conv_ranks(ctx))
+
+
+def conv_ranks(ctx: Ctx) -> tuple[tuple, tuple, int]:
+    """The ranks of X (input 0) and W (input 1) and the group of a convolution; (X, W, group).
+    Shared with the integer convolution."""
     xs, ws = ctx.shape(0), ctx.shape(1)
     if len(xs) < 3:
         ctx.fail(f"{ctx.op}: X must be [N, C, spatial...] (rank >= 3), got rank {len(xs)}")
@@ -70,7 +76,7 @@ def _conv_operands(ctx: Ctx) -> tuple[str, tuple, tuple, int]:
     group = ctx.attr("group")
     if not isinstance(group, int) or group < 1:
         ctx.fail(f"{ctx.op}: group must be a positive int, got {group!r}")
-    return dtype, xs, ws, group
+    return xs, ws, group
 
 
 def _check_bias(ctx: Ctx, m: Any) -> None:
@@ -93,26 +99,32 @@ def _check_residual(ctx: Ctx, dtype: str, out: tuple) -> None:
                  f"(it is added without broadcasting)")
 
 
-def _infer_conv(ctx: Ctx) -> list[Out]:
-    dtype, xs, ws, group = _conv_operands(ctx)
+def conv_output_shape(ctx: Ctx, xs: tuple, ws: tuple, group: int) -> tuple:
+    """The output shape of a convolution of X{xs} by W{ws} under the node's Conv attributes,
+    after checking that channels and groups agree. Shared with the integer convolution."""
     c, m, cg = xs[1], ws[0], ws[1]
     if is_int(c, cg) and c != cg * group:
-        ctx.fail(f"Conv: W has {cg} input channels per group but X has {c} channels and "
+        ctx.fail(f"{ctx.op}: W has {cg} input channels per group but X has {c} channels and "
                  f"group={group}")
     if is_int(m) and m % group:
-        ctx.fail(f"Conv: W has {m} output channels, which group={group} does not divide")
-    _check_bias(ctx, m)
-    kernel = check_kernel_shape("Conv", ctx.attr("kernel_shape"), ws[2:])
+        ctx.fail(f"{ctx.op}: W has {m} output channels, which group={group} does not divide")
+    kernel = check_kernel_shape(ctx.op, ctx.attr("kernel_shape"), ws[2:])
     a = ctx.attrs
-    win = conv_window("Conv", xs[2:], kernel, a["strides"], a["dilations"], a["pads"],
+    win = conv_window(ctx.op, xs[2:], kernel, a["strides"], a["dilations"], a["pads"],
                       a["auto_pad"])
-    out = (xs[0], m, *win.out)
+    return (xs[0], m, *win.out)
+
+
+def _infer_conv(ctx: Ctx) -> list[Out]:
+    dtype, xs, ws, group = _conv_operands(ctx)
+    out = conv_output_shape(ctx, xs, ws, group)
+    _check_bias(ctx, ws[0])
     _check_residual(ctx, dtype, out)
     check_activation(ctx, dtype)
     return [Out(dtype, out)]
 
 
-@op("Conv", ["X", "W", "B?", "Z?"], attrs={**_CONV_ATTRS, **ACTIVATION_ATTRS},
+@op("Conv", ["X", "W", "B?", "Z?"], attrs={**CONV_ATTRS, **ACTIVATION_ATTRS},
     infer=_infer_conv, extensions={"Z", *EXTENSIONS})
 def conv(x, w, b=None, z=None, *, activation, activation_params, auto_pad, dilations, group,
          kernel_shape, pads, strides):
@@ -254,7 +266,7 @@ def _infer_conv_transpose(ctx: Ctx) -> list[Out]:
 
 
 @op("ConvTranspose", ["X", "W", "B?"],
-    attrs={**_CONV_ATTRS, **ACTIVATION_ATTRS, "output_padding": (), "output_shape": ()},
+    attrs={**CONV_ATTRS, **ACTIVATION_ATTRS, "output_padding": (), "output_shape": ()},
     infer=_infer_conv_transpose, extensions=EXTENSIONS)
 def conv_transpose(x, w, b=None, *, activation, activation_params, auto_pad, dilations, group,
                    kernel_shape, output_padding, output_shape, pads, strides):
@@ -554,22 +566,31 @@ def _infer_matmul(ctx: Ctx) -> list[Out]:
     dtype = need_dtype(ctx, 0, MATMUL_DTYPES, "A")
     if ctx.dtype(1) != dtype:
         ctx.fail(f"MatMul: A is {dtype} but B is {ctx.dtype(1)}")
+    out = matmul_output_shape(ctx)
+    b = ctx.shape(1)
+    if ctx.has(2):
+        _check_matmul_bias(ctx, dtype, b)
+    check_activation(ctx, dtype)
+    return [Out(dtype, out)]
+
+
+def matmul_output_shape(ctx: Ctx) -> tuple:
+    """The shape of the matrix product of inputs 0 and 1 under numpy/ONNX MatMul rules (1-D
+    operands, broadcast batch axes), after checking that they agree. Shared with the integer
+    matrix product."""
     a, b = ctx.shape(0), ctx.shape(1)
     if not a or not b:
-        ctx.fail(f"MatMul: operands must have rank >= 1, got A{list(a)} and B{list(b)}")
+        ctx.fail(f"{ctx.op}: operands must have rank >= 1, got A{list(a)} and B{list(b)}")
     a2 = (1, *a) if len(a) == 1 else a
     b2 = (*b, 1) if len(b) == 1 else b
     if is_int(a2[-1], b2[-2]) and a2[-1] != b2[-2]:
-        ctx.fail(f"MatMul: A{list(a)} has {a2[-1]} columns but B{list(b)} has {b2[-2]} rows")
+        ctx.fail(f"{ctx.op}: A{list(a)} has {a2[-1]} columns but B{list(b)} has {b2[-2]} rows")
     out = (*broadcast_shapes(a2[:-2], b2[:-2]), a2[-2], b2[-1])
     if len(b) == 1:
         out = out[:-1]
     if len(a) == 1:
         out = out[:-2] + out[-1:] if len(b) > 1 else out[:-1]
-    if ctx.has(2):
-        _check_matmul_bias(ctx, dtype, b)
-    check_activation(ctx, dtype)
-    return [Out(dtype, out)]
+    return out
 
 
 def _check_matmul_bias(ctx: Ctx, dtype: str, b: tuple) -> None:
