@@ -652,10 +652,12 @@ def add_operands(**change) -> list:
 
 @pytest.mark.parametrize("change, attrs, match", [
     ({"a": ("i32", (2, 3))}, {}, "a must be i8 or u8, got i32"),
-    ({"b_zp": np.int8(0)}, {}, "b_zero_point must be a scalar u8 .*got i8"),
+    ({"b_zp": np.int8(0)}, {}, "b_zero_point must be u8 .*got i8"),
+    ({"b_zp": np.array([128, 128], np.uint8)}, {}, r"b_zero_point must have shape \(\), got \[2\]"),
     ({"a_zp": ("i8", ())}, {}, "a_zero_point must be a constant"),
-    ({"a_m": np.float32(0.5)}, {}, "a_multiplier must be a scalar f64 .*got f32"),
-    ({"b_m": np.float64(-1.0)}, {}, r"b_multiplier = -1.0 must be finite, >= 0 and < 2\^30"),
+    ({"a_m": np.float32(0.5)}, {}, "a_multiplier must be f64, got f32"),
+    ({"b_m": np.float64(-1.0)}, {}, r"b_multiplier must be finite and >= 0, got -1.0"),
+    ({"b_m": np.float64(2.0**30)}, {}, r"b_multiplier 1073741824.0 does not fit the fixed-point"),
     ({"b": ("u8", (4,))}, {}, "do not broadcast"),
     ({}, {"qmin": 5, "qmax": 4}, r"\[qmin, qmax\] = \[5, 4\] must be a non-empty range"),
     ({}, {"qmax": 128}, r"within i8's \[-128, 127\]"),

@@ -25,109 +25,16 @@ naming the node): the lowering's static check is meant to make that impossible.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from . import fixed_point
+from . import int_common as ic
 from ._nn_common import is_int
 from ._schema import Ctx, Out, op
 from .nn import CONV_ATTRS, conv_output_shape, conv_ranks, matmul_output_shape
 from .window import Window, check_kernel_shape, conv_window
 
-CODE_DTYPES = ("i8", "u8")
-# Attributes every integer op has: the rounding of its rescale and its output clamp (None: the
-# output dtype's limit). A fused Relu is qmin = y_zero_point; a fused Clip, its quantized bounds.
-INT_ATTRS = {"rounding": "fixed_point", "qmin": None, "qmax": None}
-INT_ATTR_TYPES = {"qmin": "int", "qmax": "int"}
-_MAX_FIXED_POINT = 2.0**30  # the largest multiplier the fixed-point form holds (exclusive)
 _INT32 = np.iinfo(np.int32)
-
-
-# ---------------------------------------------------------------------------------------------
-# Inference helpers: the integer operands, their constants and the output clamp.
-
-
-def _constant(ctx: Ctx, i: int, what: str) -> np.ndarray:
-    value = ctx.value(i)
-    if not isinstance(value, np.ndarray):
-        ctx.fail(f"{ctx.op}: {what} must be a constant (it is folded at compile time)")
-    return value
-
-
-def _codes(ctx: Ctx, i: int, what: str) -> str:
-    dtype = ctx.dtype(i)
-    if dtype not in CODE_DTYPES:
-        ctx.fail(f"{ctx.op}: {what} must be i8 or u8, got {dtype}")
-    return dtype
-
-
-def _scalar_or_per_channel(ctx: Ctx, i: int, what: str, channels: Any) -> None:
-    """Input ``i`` has shape () or, when ``channels`` is given, [channels]."""
-    shape = ctx.shape(i)
-    if shape == () or (channels is not None and len(shape) == 1
-                       and (not is_int(shape[0], channels) or shape[0] == channels)):
-        return
-    allowed = "()" if channels is None else f"() or [{channels}] (one per output channel)"
-    ctx.fail(f"{ctx.op}: {what} must have shape {allowed}, got {list(shape)}")
-
-
-def _zero_point(ctx: Ctx, i: int, what: str, dtype: str, channels: Any = None) -> None:
-    """A zero point: an integer constant of its tensor's dtype, scalar (or per channel)."""
-    if ctx.dtype(i) != dtype:
-        ctx.fail(f"{ctx.op}: {what} must be {dtype} (the dtype of the tensor it belongs to), "
-                 f"got {ctx.dtype(i)}")
-    _scalar_or_per_channel(ctx, i, what, channels)
-    _constant(ctx, i, what)
-
-
-def _multiplier(ctx: Ctx, i: int, what: str, channels: Any = None) -> None:
-    """A real multiplier: a float64 constant, finite and >= 0, below 2^30 for fixed point."""
-    if ctx.dtype(i) != "f64":
-        ctx.fail(f"{ctx.op}: {what} must be f64, got {ctx.dtype(i)}")
-    _scalar_or_per_channel(ctx, i, what, channels)
-    value = _constant(ctx, i, what)
-    if not np.all(np.isfinite(value) & (value >= 0)):
-        ctx.fail(f"{ctx.op}: {what} must be finite and >= 0, got {value.tolist()}")
-    if ctx.attr("rounding") == "fixed_point" and np.any(value >= _MAX_FIXED_POINT):
-        ctx.fail(f"{ctx.op}: {what} {value.max()} does not fit the fixed-point form (at most "
-                 f"2^30); check the input, weight and output scales")
-
-
-def _bias(ctx: Ctx, i: int, channels: Any) -> None:
-    if ctx.has(i):
-        if ctx.dtype(i) != "i32":
-            ctx.fail(f"{ctx.op}: bias must be i32, got {ctx.dtype(i)}")
-        _scalar_or_per_channel(ctx, i, "bias", channels)
-
-
-def _output(ctx: Ctx, y_zero_point: int) -> str:
-    """Check rounding, the output zero point and the clamp; the output dtype."""
-    if ctx.attr("rounding") not in fixed_point.ROUNDINGS:
-        ctx.unsupported(f"{ctx.op}: rounding={ctx.attr('rounding')!r} is not supported; "
-                        f"supported: {', '.join(map(repr, fixed_point.ROUNDINGS))}")
-    dtype = _codes(ctx, y_zero_point, "y_zero_point")
-    _zero_point(ctx, y_zero_point, "y_zero_point", dtype)
-    info = np.iinfo(np.dtype("int8" if dtype == "i8" else "uint8"))
-    qmin, qmax = output_range(ctx.attr("qmin"), ctx.attr("qmax"), info)
-    if not info.min <= qmin <= qmax <= info.max:
-        ctx.fail(f"{ctx.op}: the output clamp [qmin, qmax] = [{qmin}, {qmax}] must be a "
-                 f"non-empty range within {dtype}'s [{info.min}, {info.max}]")
-    return dtype
-
-
-def output_range(qmin: int | None, qmax: int | None, info: np.iinfo) -> tuple[int, int]:
-    """The output clamp: ``qmin``/``qmax``, or the dtype's limits where they are None."""
-    return (info.min if qmin is None else qmin, info.max if qmax is None else qmax)
-
-
-def _finish(terms: list, multipliers: list, y_zero_point: np.ndarray, rounding: str,
-            qmin: int | None, qmax: int | None) -> np.ndarray:
-    """The integer op's output: its terms rescaled, offset by the zero point and clamped."""
-    info = np.iinfo(y_zero_point.dtype)
-    lo, hi = output_range(qmin, qmax, info)
-    y = fixed_point.rescale(terms, multipliers, rounding)
-    return fixed_point.saturate(y, y_zero_point, lo, hi, y_zero_point.dtype)
 
 
 def _check_int32(acc: np.ndarray, op_name: str) -> None:
@@ -146,34 +53,34 @@ _CONV_INPUTS = ["x", "w", "multiplier", "x_zero_point", "y_zero_point", "bias?",
 
 
 def _infer_int_conv(ctx: Ctx) -> list[Out]:
-    x_dtype = _codes(ctx, 0, "x")
-    w_dtype = _codes(ctx, 1, "w")
+    x_dtype = ic.codes(ctx, 0, "x")
+    w_dtype = ic.codes(ctx, 1, "w")
     xs, ws, group = conv_ranks(ctx)
     out = conv_output_shape(ctx, xs, ws, group)
     m = ws[0]
-    _multiplier(ctx, 2, "multiplier", m)
-    _zero_point(ctx, 3, "x_zero_point", x_dtype)
-    dtype = _output(ctx, 4)
-    _bias(ctx, 5, m)
+    ic.multiplier(ctx, 2, "multiplier", m)
+    ic.zero_point(ctx, 3, "x_zero_point", x_dtype)
+    dtype = ic.output(ctx, 4)
+    ic.bias(ctx, 5, m)
     if ctx.has(6):
-        _zero_point(ctx, 6, "w_zero_point", w_dtype, m)
+        ic.zero_point(ctx, 6, "w_zero_point", w_dtype, m)
     fused = [ctx.has(i) for i in (7, 8, 9)]
     if any(fused) and not all(fused):
         ctx.fail(f"{ctx.op}: the fused residual needs z, z_zero_point and z_multiplier "
                  f"together")
     if all(fused):
-        z_dtype = _codes(ctx, 7, "z")
+        z_dtype = ic.codes(ctx, 7, "z")
         zs = ctx.shape(7)
         if len(zs) != len(out) or any(is_int(a, b) and a != b for a, b in zip(zs, out)):
             ctx.fail(f"{ctx.op}: the residual z{list(zs)} must have the output shape "
                      f"{list(out)} (it is added without broadcasting)")
-        _zero_point(ctx, 8, "z_zero_point", z_dtype)
-        _multiplier(ctx, 9, "z_multiplier")
+        ic.zero_point(ctx, 8, "z_zero_point", z_dtype)
+        ic.multiplier(ctx, 9, "z_multiplier")
     return [Out(dtype, out)]
 
 
-@op("IntConv", _CONV_INPUTS, ["y"], attrs={**CONV_ATTRS, **INT_ATTRS},
-    infer=_infer_int_conv, attr_types=INT_ATTR_TYPES)
+@op("IntConv", _CONV_INPUTS, ["y"], attrs={**CONV_ATTRS, **ic.RESCALE_ATTRS},
+    infer=_infer_int_conv, attr_types=ic.RESCALE_ATTR_TYPES)
 def int_conv(x, w, multiplier, x_zero_point, y_zero_point, bias=None, w_zero_point=None, z=None,
              z_zero_point=None, z_multiplier=None, *, auto_pad, dilations, group, kernel_shape,
              pads, strides, rounding, qmin, qmax):
@@ -231,7 +138,7 @@ def int_conv(x, w, multiplier, x_zero_point, y_zero_point, bias=None, w_zero_poi
         residual = np.moveaxis(z, 1, 0).astype(np.int64, order="C").reshape(m, n, -1)
         terms.append(residual - z_zero_point.astype(np.int64))
         multipliers.append(z_multiplier)
-    y = _finish(terms, multipliers, y_zero_point, rounding, qmin, qmax)
+    y = ic.finish(terms, multipliers, y_zero_point, rounding, qmin, qmax)
     return np.ascontiguousarray(y.reshape(m, n, *win.out).swapaxes(0, 1))
 
 
@@ -280,24 +187,24 @@ def _exactness(x_dtype: np.dtype, weight_sums: np.ndarray,
 
 
 def _infer_int_matmul(ctx: Ctx) -> list[Out]:
-    a_dtype = _codes(ctx, 0, "a")
-    b_dtype = _codes(ctx, 1, "b")
+    a_dtype = ic.codes(ctx, 0, "a")
+    b_dtype = ic.codes(ctx, 1, "b")
     out = matmul_output_shape(ctx)
     b = ctx.shape(1)
     columns = b[-1] if len(b) > 1 else 1
-    _multiplier(ctx, 2, "multiplier", columns)
-    dtype = _output(ctx, 3)
-    _bias(ctx, 4, columns)
+    ic.multiplier(ctx, 2, "multiplier", columns)
+    dtype = ic.output(ctx, 3)
+    ic.bias(ctx, 4, columns)
     if ctx.has(5):
-        _zero_point(ctx, 5, "a_zero_point", a_dtype)
+        ic.zero_point(ctx, 5, "a_zero_point", a_dtype)
     if ctx.has(6):
-        _zero_point(ctx, 6, "b_zero_point", b_dtype, columns)
+        ic.zero_point(ctx, 6, "b_zero_point", b_dtype, columns)
     return [Out(dtype, out)]
 
 
 @op("IntMatMul", ["a", "b", "multiplier", "y_zero_point", "bias?", "a_zero_point?",
-                  "b_zero_point?"], ["y"], attrs=INT_ATTRS, infer=_infer_int_matmul,
-    attr_types=INT_ATTR_TYPES)
+                  "b_zero_point?"], ["y"], attrs=ic.RESCALE_ATTRS, infer=_infer_int_matmul,
+    attr_types=ic.RESCALE_ATTR_TYPES)
 def int_matmul(a, b, multiplier, y_zero_point, bias=None, a_zero_point=None, b_zero_point=None,
                *, rounding, qmin, qmax):
     """Integer matrix product with numpy/ONNX MatMul broadcasting (batched; 1-D operands):
@@ -323,7 +230,7 @@ def int_matmul(a, b, multiplier, y_zero_point, bias=None, a_zero_point=None, b_z
         acc -= int(a_zero_point) * b2.sum(axis=-2, keepdims=True, dtype=np.int64)
     if a_zero_point is not None or not in_range:
         _check_int32(acc, "IntMatMul")
-    y = _finish([acc], [multiplier], y_zero_point, rounding, qmin, qmax)
+    y = ic.finish([acc], [multiplier], y_zero_point, rounding, qmin, qmax)
     if b.ndim == 1:
         y = y[..., 0]
     if a.ndim == 1:
