@@ -83,6 +83,11 @@ def requantize(acc, m0, shift) -> np.ndarray:
 
 ROUNDINGS = ("fixed_point", "float")
 
+# shared_multipliers' results by their multipliers: the integer ops call it with the same
+# constants on every run, and a per-channel conversion costs more than a small layer.
+_SHARED: dict = {}
+_SHARED_LIMIT = 4096
+
 
 def shared_multipliers(multipliers) -> tuple[list[np.ndarray], np.ndarray]:
     """Real multipliers ``M_i`` (float arrays that broadcast together, one per term) as
@@ -96,6 +101,10 @@ def shared_multipliers(multipliers) -> tuple[list[np.ndarray], np.ndarray]:
     (>= 2^30) multiplier.
     """
     ms = np.broadcast_arrays(*[np.asarray(m, dtype=np.float64) for m in multipliers])
+    key = tuple((m.shape, m.tobytes()) for m in ms)
+    known = _SHARED.get(key)
+    if known is not None:  # a layer's constants, seen on every run
+        return known
     top = np.maximum.reduce(ms) if len(ms) > 1 else ms[0]
     distinct, where = np.unique(top, return_inverse=True)  # few: one per channel or count
     shifts = np.array([fixed_point_multiplier(float(m))[1] for m in distinct], np.int64)
@@ -104,6 +113,11 @@ def shared_multipliers(multipliers) -> tuple[list[np.ndarray], np.ndarray]:
     for m in ms:
         scaled = np.rint(m * np.exp2(shift.astype(np.float64)))
         m0s.append(np.where(shift > 0, scaled, 0).astype(np.int64))
+    for array in (*m0s, shift):
+        array.setflags(write=False)
+    if len(_SHARED) >= _SHARED_LIMIT:
+        _SHARED.clear()
+    _SHARED[key] = m0s, shift
     return m0s, shift
 
 
@@ -123,8 +137,8 @@ def rescale(terms, multipliers, rounding: str = "fixed_point") -> np.ndarray:
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding {rounding!r} is not one of {', '.join(map(repr, ROUNDINGS))}")
     terms = [np.asarray(v) for v in terms]
-    for v in terms:
-        if v.size and (v.min() < _INT32.min or v.max() > _INT32.max):
+    for v in terms:  # an int32 (or narrower) array holds int32 values by its type
+        if v.dtype.itemsize > 4 and v.size and (v.min() < _INT32.min or v.max() > _INT32.max):
             raise ValueError(f"an integer op's terms must hold int32 values, got values in "
                              f"[{v.min()}, {v.max()}]")
     if rounding == "float":
