@@ -25,7 +25,9 @@ Exact rules (every output stays bit-identical; run together to a fixpoint):
   MaxPool pads with the dtype's lowest value on integers and float32's lowest in float; the
   two agree wherever a window covers at least one input pixel, so a pool with a window made
   only of padding is refused. Resize moves only in nearest mode and not with
-  ``tf_crop_and_resize`` (its extrapolation value is a float). Per-axis parameters move when
+  ``tf_crop_and_resize`` (its extrapolation value is a float). A constant-mode Pad moves when
+  its pad value is a quantization level (``DQ(Q(c)) == c``, as 0 always is: the zero point),
+  padding the integers with ``Q(c)``. Per-axis parameters move when
   their axis survives: Transpose permutes it, Reshape/Flatten/Squeeze/Unsqueeze keep it when
   a dimension of the same size starts at the same flat offset, Slice/Split/pools keep it when
   they do not act on it; otherwise the rule refuses.
@@ -350,8 +352,33 @@ def _propagate_check(m: Match) -> str | None:
     problem = _params_problem(m["dq"]) or _op_problem(m.root)
     if problem:
         return problem
-    moved = _moved_params(m.root, qdq.params_of(m["dq"]))
+    params = qdq.params_of(m["dq"])
+    if m.root.op == "Pad":
+        problem = _pad_value(m.root, params)
+        if isinstance(problem, str):
+            return problem
+    moved = _moved_params(m.root, params)
     return moved if isinstance(moved, str) else None
+
+
+def _pad_value(node: Node, params: QuantParams) -> np.ndarray | None | str:
+    """The integer pad value of a constant-mode Pad moved below a DQ with ``params``: its float
+    value quantized, which must dequantize back to exactly that value (0 does: the zero point);
+    None for the other modes (they pad with the data's own elements). A string says why not."""
+    if node.opdef.full_attrs(node.attrs)["mode"] != "constant":
+        return None
+    value = node.inputs[2] if len(node.inputs) > 2 else None
+    real = np.zeros((), np.float32) if value is None else value.data
+    if value is not None and not value.is_constant:
+        return f"{short(node)}: its pad value %{value.name} is not a constant"
+    if params.axis is not None:
+        return f"{short(node)}: a constant pad value needs per-tensor parameters"
+    scale, zero = qdq.scale_array(params), qdq.zero_point_array(params)
+    code = quantize_linear(real.reshape(()).astype(np.float32), scale, zero)
+    if dequantize_linear(code, scale, zero) != real.reshape(()):
+        return (f"{short(node)}: its pad value {float(real.reshape(()))} is not a quantization "
+                f"level (it dequantizes back to {float(dequantize_linear(code, scale, zero))})")
+    return code
 
 
 def _add_outputs(rw: Rewriter, op: str, inputs: list[Value | None], attrs: dict,
@@ -367,10 +394,16 @@ def _add_outputs(rw: Rewriter, op: str, inputs: list[Value | None], attrs: dict,
 
 
 def _move_below(rw: Rewriter, node: Node, xs: list[Value], dq: Node,
-                params: QuantParams) -> None:
-    """``node`` applied to the integers ``xs``, each of its outputs dequantized like ``dq``."""
-    ints = _add_outputs(rw, node.op, [*xs, *node.inputs[len(xs):]], dict(node.attrs),
-                        len(node.outputs))
+                params: QuantParams, replaced: dict[int, Value | None] | None = None) -> None:
+    """``node`` applied to the integers ``xs`` (and its other operands, but for those
+    ``replaced`` by position), each of its outputs dequantized like ``dq``."""
+    operands = [*xs, *node.inputs[len(xs):]]
+    for k, value in (replaced or {}).items():
+        operands += [None] * (k + 1 - len(operands))
+        operands[k] = value
+    while operands[-1] is None:
+        operands.pop()
+    ints = _add_outputs(rw, node.op, operands, dict(node.attrs), len(node.outputs))
     attrs = {} if params.axis is None else {**dq.attrs, "axis": params.axis}
     for old, new in zip(node.outputs, ints):
         _retyped(new, TensorType(params.dtype, old.shape, qdq.exact_params(params)))
@@ -379,9 +412,14 @@ def _move_below(rw: Rewriter, node: Node, xs: list[Value], dq: Node,
 
 
 def _propagate(rw: Rewriter, m: Match) -> None:
-    moved = _moved_params(m.root, qdq.params_of(m["dq"]))
+    params = qdq.params_of(m["dq"])
+    moved = _moved_params(m.root, params)
     assert not isinstance(moved, str)
-    _move_below(rw, m.root, [m["x"]], m["dq"], moved)
+    extra = None
+    if m.root.op == "Pad":  # the pad value in integers (absent outside constant mode)
+        code = _pad_value(m.root, params)
+        extra = {2: None if code is None else rw.constant(code, f"{m.root.name}.value")}
+    _move_below(rw, m.root, [m["x"]], m["dq"], moved, extra)
 
 
 PROPAGATE = Rule("propagate-dq", Op(sorted(DATA_MOVEMENT - {"Concat"}), _dq(), ...),

@@ -44,7 +44,14 @@ from qcompiler.graph import Graph, Node, Value, merged_origins
 from qcompiler.ops.fixed_point import ROUNDINGS, shared_multipliers
 from qcompiler.pass_manager import Pass, PassResult, register_pass
 from qcompiler.quant_math import quantize
-from qcompiler.quant_ops import ARITHMETIC, FLOAT_REASONS, TABLE, WEIGHTED, weight_axis
+from qcompiler.quant_ops import (
+    ARITHMETIC,
+    DATA_MOVEMENT,
+    FLOAT_REASONS,
+    TABLE,
+    WEIGHTED,
+    weight_axis,
+)
 from qcompiler.types import QuantParams
 
 _INT32_MAX = 2**31 - 1
@@ -102,6 +109,11 @@ class LowerInt(Pass):
                 if node.attrs.get("rounding", "float") != self.rounding:
                     node.attrs["rounding"] = self.rounding
                     lowered["Requantize"] += 1
+                continue
+            if node.op in DATA_MOVEMENT and _reads_quantized(node):
+                reasons.setdefault(node.name, f"{node.op} still reads dequantized values: "
+                                   f"cancel-qdq could not move it onto the integers "
+                                   f"(PassManager('cancel-qdq', explain=True) says why)")
                 continue
             if not (node.op in WEIGHTED or node.op in ARITHMETIC or node.op in TABLE):
                 continue

@@ -30,7 +30,7 @@ TABLE = frozenset({
 
 DATA_MOVEMENT = frozenset({
     "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "GlobalMaxPool",
-    "Slice", "Concat", "Split", "Resize",
+    "Slice", "Concat", "Split", "Resize", "Pad",
 })
 
 # The integer ops lower-int makes from those regions (qcompiler ops; ONNX has no spelling for

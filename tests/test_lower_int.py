@@ -279,6 +279,41 @@ def test_zoo_architectures_lower_to_integer_ops_but_for_listed_islands(name):
     assert np.isfinite(scores).all()
 
 
+# -- Pad ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode, value, moves", [
+    ("constant", None, True), ("constant", 0.0, True), ("reflect", None, True),
+    ("edge", None, True), ("constant", 0.7, False)])
+def test_pad_runs_on_integers_when_its_value_is_a_quantization_level(mode, value, moves):
+    rng = np.random.default_rng(0)
+    g = qc.Graph("pad")
+    x = g.add_input("x", qc.TensorType(qc.DType.F32, (2, 3, 6, 6)))
+    w1 = g.add_constant(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w1")
+    y = g.add_node("Conv", [x, w1], {"kernel_shape": (3, 3)}, name="c1").outputs[0]
+    y = g.add_node("Relu", [y], name="r1").outputs[0]
+    operands = [y, g.add_constant(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "pads")]
+    if value is not None:
+        operands.append(g.add_constant(np.array(value, np.float32), "value"))
+    y = g.add_node("Pad", operands, {"mode": mode}, name="pad").outputs[0]
+    w2 = g.add_constant(rng.normal(0, 0.3, (2, 4, 3, 3)).astype(np.float32), "w2")
+    g.set_outputs([g.add_node("Conv", [y, w2], {"kernel_shape": (3, 3)}, name="c2").outputs[0]])
+    calib = [{"x": rng.normal(0, 1, (2, 3, 6, 6)).astype(np.float32)} for _ in range(3)]
+    lowered = qc.quantize(g, calib, progress=False)
+    simulated = qc.quantize(g, calib, qc.QuantConfig(lower=False), progress=False)
+    pad = next(n for n in lowered.nodes if n.op == "Pad")
+    assert (pad.inputs[0].dtype == qc.DType.I8) == moves
+    islands = lowered.float_islands()
+    if moves:
+        assert islands == []
+        if mode == "constant":  # the pad value is the zero point of the input's codes
+            assert int(pad.inputs[2].data) == pad.inputs[0].type.quant.zero_point[0]
+    else:
+        assert "cancel-qdq could not move it onto the integers" in islands[0].reasons["pad"]
+    counts = integer_layers_against_simulation(simulated, lowered, calib[0])
+    assert counts["IntConv", "layers"] == 2
+
+
 # -- accumulators and islands ----------------------------------------------------------------------
 
 
