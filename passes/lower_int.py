@@ -18,7 +18,9 @@ its one output quantized) becomes one integer op reading the integer values dire
   ``IntAveragePool``/``IntGlobalAveragePool``.
 - An elementwise function (``quant_ops.TABLE``: Sigmoid, HardSwish, ...) -> ``LookupTable``,
   its table computed from the float op itself (``qcompiler.lut.make_table``).
-- ``Requantize`` takes the pass's rounding.
+- ``Requantize`` takes the pass's rounding; a ``Concat`` still reading dequantized inputs
+  (their parameters differ, as in a QDQ model quantized elsewhere) concatenates the integers,
+  each input with other parameters than the output's requantized to them.
 
 Data movement already runs on integers (``cancel-qdq`` moved the DQs below it). The
 ``rounding`` option (``"fixed_point"``, the default, or ``"float"``) is set on every integer op.
@@ -110,6 +112,16 @@ class LowerInt(Pass):
                     node.attrs["rounding"] = self.rounding
                     lowered["Requantize"] += 1
                 continue
+            if node.op == "Concat" and _reads_quantized(node):
+                try:  # inputs with their own parameters: requantized to the output's
+                    self._concat(graph, node, _output_quantize(node))
+                    lowered["Concat"] += 1
+                    continue
+                except _Stays as why:
+                    reasons.setdefault(node.name, str(why))
+                    notes.append(f"{node.name} ({', '.join(node.origins)}): left in float "
+                                 f"({why})")
+                    continue
             if node.op in DATA_MOVEMENT and _reads_quantized(node):
                 reasons.setdefault(node.name, f"{node.op} still reads dequantized values: "
                                    f"cancel-qdq could not move it onto the integers "
@@ -157,6 +169,31 @@ class LowerInt(Pass):
             inputs = [x.value, graph.add_constant(table, f"{node.name}.table")]
         _replace(graph, node, q, op, inputs, attrs)
         return op
+
+    def _concat(self, graph: Graph, node: Node, q: Node) -> None:
+        """``Q(Concat(DQ(x1), DQ(x2), ...))`` as ``Concat`` of the integers, each input whose
+        parameters differ from the output's through a ``Requantize``."""
+        y = _operand_of(q.outputs[0], qdq.params_of(q))
+        parts = [_activation(node, k) for k in range(len(node.inputs))]
+        if any(p.params.dtype != y.params.dtype for p in parts):
+            raise _Stays("its inputs and output are quantized to different dtypes")
+        for part in parts:  # before any node is made: it may refuse
+            _check_multipliers(node, [part.scale / y.scale])
+        ints = []
+        for k, part in enumerate(parts):
+            if qdq.same_params(part.params, y.params):
+                ints.append(part.value)
+                continue
+            operands = [part.value, *(graph.add_constant(a, f"{node.name}.{k}.{role}")
+                                       for a, role in (
+                                           (qdq.scale_array(part.params), "x_scale"),
+                                           (qdq.zero_point_array(part.params), "x_zero_point"),
+                                           (qdq.scale_array(y.params), "y_scale"),
+                                           (qdq.zero_point_array(y.params), "y_zero_point")))]
+            ints.append(graph.add_node("Requantize", operands, {"rounding": self.rounding},
+                                       name=f"{node.name}.requantize{k}", before=node,
+                                       origins=node.origins).outputs[0])
+        _replace(graph, node, q, "Concat", ints, dict(node.attrs))
 
     def _weighted(self, graph: Graph, node: Node, y: _Int) -> tuple[str, list, dict]:
         x = _activation(node, 0)

@@ -314,6 +314,35 @@ def test_pad_runs_on_integers_when_its_value_is_a_quantization_level(mode, value
     assert counts["IntConv", "layers"] == 2
 
 
+@pytest.mark.parametrize("rounding", ["fixed_point", "float"])
+def test_a_concat_of_differently_quantized_inputs_requantizes_them(rounding):
+    """A QDQ graph as other quantizers write it: Concat's inputs keep their own parameters."""
+    g = qc.Graph("concat")
+    params = [qc.QuantParams((scale,), (zero,), qc.DType.I8)
+              for scale, zero in ((0.02, 3), (0.05, -7), (0.03, 0))]
+    reals = []
+    for k, p in enumerate(params[:2]):
+        x = g.add_input(f"x{k}", qc.TensorType(qc.DType.F32, (2, 3, 4)))
+        reals.append(qdq.add_dequantize(g, qdq.add_quantize(g, x, p)))
+    joined = g.add_node("Concat", reals, {"axis": 1}, name="join").outputs[0]
+    out = qdq.add_dequantize(g, qdq.add_quantize(g, joined, params[2]))
+    g.set_outputs([out])
+    lowered = qc.PassManager(f"cancel-qdq,lower-int{{rounding={rounding}}},canonicalize").run(
+        g.copy()).graph
+    assert lowered.float_islands() == []
+    ops = lowered.op_counts()
+    assert ops["Requantize"] == 2 and ops["Concat"] == 1, ops
+    rng = np.random.default_rng(0)
+    feeds = {f"x{k}": rng.uniform(-4, 4, (2, 3, 4)).astype(np.float32) for k in range(2)}
+    feeds["x0"][0, 0, :2] = [0.015, 0.045]  # ties of the requantization
+    ours = qc.compile(lowered).run(feeds)[out.name]
+    theirs = qc.compile(g).run(feeds)[out.name]
+    steps = np.abs(ours - theirs) / 0.03
+    assert steps.max() <= 1 + 1e-6
+    if rounding == "float":  # Requantize{float} is Q(DQ(x)) bit for bit
+        np.testing.assert_array_equal(ours, theirs)
+
+
 # -- accumulators and islands ----------------------------------------------------------------------
 
 
