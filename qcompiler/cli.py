@@ -115,6 +115,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
     if quantized:
         config = QuantConfig.from_file(args.config) if args.config else QuantConfig()
         g = api.quantize(g, args.calib, config)
+        _print_islands(g, config)
     exe = api.compile(g, backend=args.backend)
     if args.output:
         exe.save(args.output)
@@ -125,6 +126,19 @@ def cmd_compile(args: argparse.Namespace) -> None:
         exe.export_python(args.emit_python)
         print(f"wrote a standalone numpy program to {args.emit_python} "
               f"(python {Path(args.emit_python) / 'model.py'} inputs.npz outputs.npz)")
+
+
+def _print_islands(g, config: QuantConfig) -> None:
+    """Say what of the quantized graph stays float (lowered static graphs)."""
+    if config.mode != "static" or not config.lower:
+        return
+    islands = g.float_islands()
+    if not islands:
+        print("quantized: integer ops from the input Quantize to the output Dequantize")
+        return
+    print(f"quantized: integer ops but for {len(islands)} float island(s):")
+    for island in islands:
+        print(f"  {island}")
 
 
 def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:

@@ -282,8 +282,26 @@ def test_compile_with_calib_writes_a_quantized_executable(tmp_path, capsys):
         np.savez(calib, image=data["calib_x"][:64])
     out = tmp_path / "q.qcx"
     assert cli.main(["compile", MODEL, "-o", str(out), "--calib", str(calib)]) == 0
-    assert "compiled quantized" in capsys.readouterr().out
-    assert qc.load(out).graph.find_nodes("QuantizeLinear")
+    printed = capsys.readouterr().out
+    assert "compiled quantized" in printed
+    assert "quantized: integer ops from the input Quantize to the output Dequantize" in printed
+    saved = qc.load(out).graph
+    assert saved.find_nodes("QuantizeLinear") and saved.find_nodes("IntConv")
+    assert saved.float_islands() == []
+
+
+def test_compile_with_calib_lists_the_float_islands(tmp_path, capsys):
+    calib = tmp_path / "calib.npz"
+    with np.load(Path(MODEL).with_name("digits.npz")) as data:
+        np.savez(calib, image=data["calib_x"][:64])
+    config = tmp_path / "q.toml"
+    config.write_text('exclude_layers = ["fc2"]\n')
+    out = tmp_path / "q.qcx"
+    assert cli.main(["compile", MODEL, "-o", str(out), "--calib", str(calib),
+                     "--config", str(config)]) == 0
+    printed = capsys.readouterr().out
+    assert "quantized: integer ops but for 1 float island(s):" in printed
+    assert "fc2 (Gemm, layer fc2): excluded by config: exclude_layers 'fc2'" in printed
 
 
 @pytest.mark.parametrize("config, calib, message", [
