@@ -6,8 +6,11 @@
     out = exe.run({"image": x})
 
     g = qc.PassManager("canonicalize,fold-bn,fuse").run(g).graph   # or qc.optimize(g)
-    q = qc.quantize(g, "calibration.npz", qc.QuantConfig())        # QDQ (post-training)
-    qc.export_onnx(q, "model.qdq.onnx")                             # ONNX onnxruntime runs
+    q = qc.quantize(g, "calibration.npz", qc.QuantConfig())        # integer ops (post-training)
+    q.float_islands()                                                # what stays float, and why
+    qdq = qc.quantize(g, "calibration.npz", qc.QuantConfig(lower=False))   # the QDQ form
+    qc.export_onnx(qdq, "model.qdq.onnx")                           # ONNX onnxruntime runs
+    q = qc.lower(qc.load_onnx("other.qdq.onnx"))                    # a QDQ model lowered
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from .api import (
     from_onnx,
     load,
     load_onnx,
+    lower,
     optimize,
     parse,
     quantize,
@@ -75,6 +79,6 @@ __all__ = [
     "QuantizationError", "RewriteError", "SaveError", "ShapeInferenceError", "TensorType",
     "UnknownInputError", "UnknownOpError", "UnsupportedModelError", "Value", "VerificationError",
     "available_passes", "compile", "export_onnx", "from_onnx", "get_pass", "load", "load_onnx",
-    "optimize", "parse", "quantize", "register_pass", "Interpreter", "QuantConfig", "STOP",
+    "lower", "optimize", "parse", "quantize", "register_pass", "Interpreter", "QuantConfig", "STOP",
     "ReportError", "compare",
 ]

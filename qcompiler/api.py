@@ -71,14 +71,25 @@ def optimize(graph: Graph, pipeline: PipelineSpec = DEFAULT_FLOAT_PIPELINE,
 
 def quantize(graph: Graph, calib: Any = None, config: QuantConfig | None = None, *,
              progress: bool | None = None) -> Graph:
-    """The post-training quantized (QDQ) form of ``graph``: float passes, calibration on
-    ``calib`` (an iterable of ``{input: array}`` dicts, of arrays for a single-input model, or
-    an ``.npz`` path), Q/DQ per ``config`` (default ``QuantConfig()``), Q/DQ cancellation. The
-    graph given is left as it was. ``progress`` forces the calibration progress bar on or off
-    (default: shown on a terminal)."""
+    """The post-training quantized form of ``graph``: float passes, calibration on ``calib``
+    (an iterable of ``{input: array}`` dicts, of arrays for a single-input model, or an
+    ``.npz`` path), Q/DQ per ``config`` (default ``QuantConfig()``), Q/DQ cancellation and, in
+    static mode, integer lowering (``config.lower``; ``graph.float_islands()`` lists what stays
+    float). The graph given is left as it was. ``progress`` forces the calibration progress
+    bar on or off (default: shown on a terminal)."""
     from .ptq import quantize as _quantize
 
     return _quantize(graph, calib, config, progress=progress)
+
+
+def lower(graph: Graph, rounding: str = "fixed_point") -> Graph:
+    """A QDQ graph quantized elsewhere (onnxruntime's ``quantize_static``, QAT exports) lowered
+    to integer ops, as ``quantize`` ends: cleanup, Relu/Clip fused, Q/DQ cancellation, then
+    ``lower-int`` with ``rounding`` (``"fixed_point"`` or ``"float"``). The graph given is left
+    as it was."""
+    from .ptq import lower as _lower
+
+    return _lower(graph, rounding)
 
 
 def compile(graph: Graph, backend: str = "numpy", **options: Any) -> Executable:

@@ -27,12 +27,16 @@ import numpy as np
 from .config import QuantConfig
 from .errors import CalibrationError, ConfigError, QuantizationError
 from .graph import Graph
+from .ops.fixed_point import ROUNDINGS
 from .pass_manager import PassManager
 
 # Only clamps are fused into a Conv/Gemm/MatMul: an integer op applies them as its output
 # clamp, while any other activation (HardSwish, LeakyRelu...) becomes a lookup table that needs
 # its input quantized on its own.
 FLOAT_PIPELINE = "canonicalize,fold-bn,fuse{activations=relu,clip}"
+# What ``lower`` runs before lower-int on a QDQ graph made elsewhere: its Relu/Clip fused into
+# the op they follow (its Q then clamps them), its Q/DQ pairs cancelled.
+LOWER_PIPELINE = ("canonicalize", "fuse{activations=relu,clip}", "cancel-qdq")
 # Ops of a graph that is quantized already (a QDQ model): quantizing it again would stack a
 # second set of Q/DQ nodes on the first.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Requantize"})
@@ -50,8 +54,8 @@ def quantize(graph: Graph, calib: Calib | None = None,
     quantized = [n for n in graph.nodes if n.op in QUANTIZED_OPS]
     if quantized:
         raise QuantizationError(f"graph {graph.name!r} is already quantized: "
-                                f"{quantized[0].describe()}; a QDQ graph is simplified with "
-                                f"PassManager('canonicalize,cancel-qdq'), not quantized again")
+                                f"{quantized[0].describe()}; a QDQ graph is lowered to "
+                                f"integer ops with qc.lower, not quantized again")
     g = PassManager(FLOAT_PIPELINE).run(graph.copy()).graph
     config.check_overrides(g)  # the config's own errors, before any calibration work
     config.excluded(g)
@@ -85,3 +89,18 @@ def quantize(graph: Graph, calib: Calib | None = None,
 
         q = PassManager([LowerInt(config.rounding), "canonicalize"]).run(q).graph
     return q
+
+
+def lower(graph: Graph, rounding: str = "fixed_point") -> Graph:
+    """``qc.lower``: a QDQ graph (made elsewhere) through ``LOWER_PIPELINE`` with ``rounding``;
+    the graph given is not changed."""
+    from qcompiler.passes.lower_int import LowerInt
+
+    if rounding not in ROUNDINGS:
+        raise ConfigError(f"rounding must be one of {', '.join(map(repr, ROUNDINGS))}, got "
+                          f"{rounding!r}")
+    if not any(n.op in QUANTIZED_OPS for n in graph.nodes):
+        raise QuantizationError(f"graph {graph.name!r} has no QuantizeLinear, "
+                                f"DequantizeLinear or Requantize node to lower; a float graph "
+                                f"is quantized (and lowered) with qc.quantize")
+    return PassManager([*LOWER_PIPELINE, LowerInt(rounding), "canonicalize"]).run(graph).graph

@@ -343,6 +343,13 @@ def test_a_concat_of_differently_quantized_inputs_requantizes_them(rounding):
         np.testing.assert_array_equal(ours, theirs)
 
 
+def test_lower_refuses_a_float_graph_and_an_unknown_rounding(digits):
+    with pytest.raises(qc.QuantizationError, match="no QuantizeLinear.*qc.quantize"):
+        qc.lower(digits)
+    with pytest.raises(qc.ConfigError, match="rounding must be one of"):
+        qc.lower(digits, rounding="nearest")
+
+
 # -- accumulators and islands ----------------------------------------------------------------------
 
 
@@ -401,8 +408,7 @@ def test_float_ops_form_islands_with_their_reasons(digits):
 def test_an_onnxruntime_quantize_static_model_lowers_and_keeps_its_accuracy(digits):
     model = ort_quantize_static(onnx.load(MODEL), "image", DATA["calib_x"])
     imported = qc.from_onnx(model)
-    lowered = qc.PassManager("canonicalize,fuse{activations=relu,clip},cancel-qdq,lower-int,"
-                             "canonicalize").run(imported.copy()).graph
+    lowered = qc.lower(imported)
     assert lowered.float_islands() == [], "\n".join(map(str, lowered.float_islands()))
     x, y = DATA["test_x"], DATA["test_y"]
     peer = accuracy(imported, x, y)
