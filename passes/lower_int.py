@@ -3,8 +3,8 @@ accumulators from its input Quantize to its output Dequantize.
 
 A region ``DQ -> op -> Q`` (the quantized activations and weights dequantized, the float op,
 its one output quantized) becomes one integer op reading the integer values directly
-(/work/shared/DESIGN.md "Numerics contract", the op set in ``qcompiler/ops/int_nn.py`` and
-``int_elementwise.py``):
+(DESIGN.md "Numerics contract"; the op set is in ``qcompiler/ops/int_nn.py`` and
+``int_elementwise.py``, the README's "Integer lowering" says it for users):
 
 - ``Conv`` -> ``IntConv``; ``Gemm`` and ``MatMul`` -> ``IntMatMul`` (Gemm's weight transposed to
   [K, N] at compile time, its ``transA`` a Transpose of the integer input). Every compile-time
@@ -371,7 +371,8 @@ def _weight(node: Node) -> tuple[np.ndarray, QuantParams]:
     params = qdq.params_of(dq)
     if params.dtype.value not in _ACTIVATION_DTYPES:
         raise _Stays(f"its weight is {params.dtype}, not int8/uint8")
-    return dq.inputs[0].data, params
+    typed = dq.inputs[0].type.quant  # the constant's own type also knows its qmin/qmax
+    return dq.inputs[0].data, typed if qdq.same_params(typed, params) else params
 
 
 def _per_channel(param: np.ndarray, channels: int) -> np.ndarray:
@@ -408,8 +409,9 @@ def _check_accumulator(node: Node, bound: np.ndarray, bias: np.ndarray) -> None:
     worst = int(np.argmax(bound))
     if bound[worst] > _INT32_MAX or np.any(np.abs(bias) > _INT32_MAX):
         raise _Stays(f"its int32 accumulator could overflow: output channel {worst} reaches "
-                     f"{int(bound[worst])} > 2^31 - 1 in the worst case "
-                     f"(|bias| + K * max|x| * max|w|); splitting K is not implemented")
+                     f"{int(bound[worst])} > 2^31 - 1 in the worst case (|bias| + X * "
+                     f"sum_k |w| + |w_zero_point| * K * X, X the largest magnitude of the "
+                     f"input's dtype); splitting K is not implemented")
 
 
 def _check_multipliers(node: Node, multipliers: list) -> None:

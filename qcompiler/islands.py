@@ -4,7 +4,9 @@ A float node is one that computes on float tensors between the boundaries (Quant
 DequantizeLinear, DynamicQuantizeLinear): a non-constant float operand or result. Float nodes
 joined by the values they pass each other form an island. Each island carries, per node, why
 it stays float: the reason the quantize or lower-int pass recorded
-(``graph.metadata[FLOAT_REASONS]``), else what the op's role says.
+(``graph.metadata[FLOAT_REASONS]``), else what the graph shows: an op without an integer form,
+one in QDQ form (it reads dequantized values; ``qc.lower`` would make it an integer op), one
+quantized at run time or in its weights only, or one not quantized at all.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from . import qdq
 from .quant_ops import FLOAT_REASONS, QUANTIZABLE
 
 BOUNDARIES = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -43,9 +46,18 @@ def _is_float(node) -> bool:
 def _reason(node, recorded: dict[str, str]) -> str:
     if node.name in recorded:
         return recorded[node.name]
-    if node.op in QUANTIZABLE:
-        return "in QDQ form, not lowered to an integer op (run lower-int)"
-    return f"{node.op} has no integer form"
+    if node.op not in QUANTIZABLE:
+        return f"{node.op} has no integer form"
+    dqs = [v.producer for v in node.inputs if v is not None and v.producer is not None
+           and v.producer.op == qdq.DEQUANTIZE]
+    activations = [dq for dq in dqs if not dq.inputs[0].is_constant]
+    if any(qdq.params_of(dq) is None for dq in activations):
+        return "quantized at run time (dynamic quantization): its scales are not constants"
+    if activations:
+        return "in QDQ form: reads dequantized values, not lowered to an integer op (qc.lower)"
+    if dqs:
+        return "only its weights are quantized; its activations stay float"
+    return "not quantized"
 
 
 def float_islands(graph) -> list[FloatIsland]:

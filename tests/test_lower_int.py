@@ -140,9 +140,24 @@ def test_lower_false_keeps_the_qdq_form(pair):
     simulated, _ = pair
     ops = simulated.op_counts()
     assert ops["Conv"] == 3 and "IntConv" not in ops
-    islands = simulated.float_islands()
-    assert islands and all("run lower-int" in why for island in islands
-                           for why in island.reasons.values())
+    reasons = {n.op: island.reasons[n.name] for island in simulated.float_islands()
+               for n in island.nodes}
+    assert set(reasons) == {"Conv", "Gemm"}, reasons
+    assert all(why.startswith("in QDQ form") and "qc.lower" in why for why in reasons.values())
+
+
+def test_a_float_graph_and_a_dynamic_one_say_they_are_not_quantized(digits):
+    floats = {n.op: island.reasons[n.name] for island in digits.float_islands()
+              for n in island.nodes}
+    assert floats["Conv"] == "not quantized" and floats["BatchNormalization"] == (
+        "BatchNormalization has no integer form")
+    # weight-only quantizes every Conv/Gemm/MatMul's weights; dynamic, Gemm/MatMul's
+    for mode, why, ops in (("weight_only", "only its weights are quantized", ("Conv", "Gemm")),
+                           ("dynamic", "quantized at run time", ("Gemm",))):
+        q = qc.quantize(digits, config=qc.QuantConfig(mode=mode), progress=False)
+        reasons = {island.reasons[n.name] for island in q.float_islands()
+                   for n in island.nodes if n.op in ops}
+        assert reasons and all(r.startswith(why) for r in reasons), (mode, reasons)
 
 
 def test_the_rounding_option_reaches_every_integer_op(pair):
