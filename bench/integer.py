@@ -4,7 +4,8 @@ onnxruntime in the same run, and accuracy.
     .venv/bin/python bench/integer.py [--repeats 20]
 
 ``qc.quantize`` with the default config lowers the model to integer ops (``lower-int``); the
-numpy backend runs them bit-exactly (integer products through float64 BLAS). Printed per batch
+numpy backend runs them bit-exactly (integer products through BLAS, in float32 where every
+partial sum provably stays below 2^24, else float64). Printed per batch
 size: the median time of the float graph and of the integer graph (both roundings) on the numpy
 backend, of onnxruntime fp32 and of onnxruntime's int8 model (``quantize_static``, QDQ) in its
 default session and with ``session.x64quantprecision=1``, each as a ratio to the float numpy
