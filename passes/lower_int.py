@@ -26,9 +26,11 @@ Data movement already runs on integers (``cancel-qdq`` moved the DQs below it). 
 ``rounding`` option (``"fixed_point"``, the default, or ``"float"``) is set on every integer op.
 
 A static check bounds every int32 accumulator before an op is made: with ``X`` the largest
-magnitude of the input's dtype, ``|bias[c]| + X * sum_k |w[c,k]| + |zw[c]| * K * X`` (and the
-symmetric terms of a MatMul of two activations) must stay below 2^31 for every partial sum
-to fit. A layer that could overflow, or whose multiplier has no fixed-point form, stays float,
+magnitude of the input's dtype, ``|bias[c]| + X * sum_k |w[c,k] - zw[c]|`` (the op sums
+``x * (w - zw)``; for a MatMul of two activations ``|bias| + K * X_a * X_b`` and the zero-point
+terms; for a pool, the window size times the largest ``|x - zx|``) must stay below 2^31 for
+every partial sum to fit. A layer that could overflow, or whose multiplier has no fixed-point
+form, stays float,
 and the reason (naming the layer) is recorded in ``graph.metadata[FLOAT_REASONS]``, where
 ``Graph.float_islands()`` and the report read it, as for every node the pass leaves in float.
 """
@@ -41,7 +43,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from qcompiler import lut, qdq
-from qcompiler.errors import PassError, QuantizationError
+from qcompiler.errors import PassError, PipelineError, QuantizationError
 from qcompiler.graph import Graph, Node, Value, merged_origins
 from qcompiler.ops.fixed_point import ROUNDINGS, shared_multipliers
 from qcompiler.pass_manager import Pass, PassResult, register_pass
@@ -97,8 +99,8 @@ class LowerInt(Pass):
 
     def __post_init__(self) -> None:
         if self.rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be one of {', '.join(map(repr, ROUNDINGS))}, got "
-                             f"{self.rounding!r}")
+            raise PipelineError(f"lower-int: rounding must be one of "
+                                f"{', '.join(map(repr, ROUNDINGS))}, got {self.rounding!r}")
 
     def run(self, graph: Graph) -> PassResult:
         reasons = graph.metadata.setdefault(FLOAT_REASONS, {})
@@ -108,9 +110,16 @@ class LowerInt(Pass):
             if node.graph is None:
                 continue  # erased with a region already lowered
             if node.op == "Requantize":
-                if node.attrs.get("rounding", "float") != self.rounding:
-                    node.attrs["rounding"] = self.rounding
-                    lowered["Requantize"] += 1
+                if node.attrs.get("rounding", "float") == self.rounding:
+                    continue
+                try:
+                    _check_requantize(node)
+                except _Stays as why:  # it keeps the float rounding, which needs no shift
+                    notes.append(f"{node.name} ({', '.join(node.origins)}): keeps its "
+                                 f"{node.attrs.get('rounding', 'float')} rounding ({why})")
+                    continue
+                node.attrs["rounding"] = self.rounding
+                lowered["Requantize"] += 1
                 continue
             if node.op == "Concat" and _reads_quantized(node):
                 try:  # inputs with their own parameters: requantized to the output's
@@ -133,7 +142,7 @@ class LowerInt(Pass):
                 q = _output_quantize(node)
                 made = self._lower(graph, node, q)
             except _Stays as why:
-                if _reads_quantized(node) and node.name not in reasons:
+                if node.name not in reasons:  # the quantize pass's reason comes first
                     reasons[node.name] = str(why)
                     notes.append(f"{node.name} ({', '.join(node.origins)}): left in float "
                                  f"({why})")
@@ -154,6 +163,7 @@ class LowerInt(Pass):
             op, inputs, attrs = self._binary(graph, node, y)
         elif node.op in ("AveragePool", "GlobalAveragePool"):
             x = _activation(node, 0)
+            _check_window_sum(node, x)
             op = "Int" + node.op
             inputs = [x.value, _zero(graph, node, x, "x"),
                       _multiplier(graph, node, x.scale / y.scale, "multiplier"),
@@ -202,6 +212,9 @@ class LowerInt(Pass):
             return self._matmul_activations(graph, node, x, _activation(node, 1), y)
         w_data, wp = _weight(node)
         axis = weight_axis(node.op, node.attrs) % w_data.ndim
+        if wp.axis is not None and wp.axis % w_data.ndim != axis:
+            raise _Stays(f"its weight is quantized along axis {wp.axis}, not along its output "
+                         f"channels (axis {axis}); an integer op rescales per output channel")
         if node.op == "Conv":
             w = w_data  # [M, C/g, k...]: channels first, as IntConv reads it
         else:
@@ -215,14 +228,18 @@ class LowerInt(Pass):
         wide = w.astype(np.int64)
         if node.op == "Conv":
             sums = wide.reshape(channels, -1).sum(axis=1)
-            magnitude = np.abs(wide).reshape(channels, -1).sum(axis=1)
+            centred = np.abs(wide - z_w.reshape(-1, *(1,) * (wide.ndim - 1)))
+            magnitude = centred.reshape(channels, -1).sum(axis=1)
             k = wide[0].size
         else:
-            sums, magnitude, k = wide.sum(axis=0), np.abs(wide).sum(axis=0), w.shape[0]
+            sums, k = wide.sum(axis=0), w.shape[0]
+            magnitude = np.abs(wide - z_w).sum(axis=0)
         bias = _bias(node, x.scale * s_w, channels)
         zx = x.zero
         folded = bias - zx * sums + k * zx * z_w
-        bound = np.abs(folded) + x.largest * magnitude + np.abs(z_w) * k * x.largest
+        # the op sums x * (w - zw) (IntConv/IntMatMul): any partial sum, in any order, stays
+        # within X * sum_k |w - zw|
+        bound = np.abs(folded) + x.largest * magnitude
         _check_accumulator(node, bound, folded)
         multiplier = x.scale * s_w / y.scale
         _check_multipliers(node, [multiplier])
@@ -327,8 +344,10 @@ def _output_quantize(node: Node) -> Node:
         raise _Stays(f"its output %{node.outputs[1].name} is read")
     readers = out.users
     if out.is_graph_output or len(readers) != 1 or readers[0].op != qdq.QUANTIZE:
+        read_by = [n.describe() for n in readers] + (["the graph outputs"]
+                                                     if out.is_graph_output else [])
         raise _Stays(f"its output %{out.name} is not only quantized: read by "
-                     f"{', '.join(n.describe() for n in readers) or 'the graph outputs'}")
+                     f"{', '.join(read_by)}")
     q = readers[0]
     params = qdq.params_of(q)
     if params is None or params.axis is not None or params.dtype.value not in \
@@ -410,8 +429,34 @@ def _check_accumulator(node: Node, bound: np.ndarray, bias: np.ndarray) -> None:
     if bound[worst] > _INT32_MAX or np.any(np.abs(bias) > _INT32_MAX):
         raise _Stays(f"its int32 accumulator could overflow: output channel {worst} reaches "
                      f"{int(bound[worst])} > 2^31 - 1 in the worst case (|bias| + X * "
-                     f"sum_k |w| + |w_zero_point| * K * X, X the largest magnitude of the "
-                     f"input's dtype); splitting K is not implemented")
+                     f"sum_k |w - w_zero_point|, X the largest magnitude of the input's "
+                     f"dtype); splitting K is not implemented")
+
+
+def _check_window_sum(node: Node, x: _Int) -> None:
+    """Stay float unless a pool's int32 sum of centred values provably fits."""
+    if node.op == "AveragePool":
+        count = int(np.prod(node.attrs["kernel_shape"]))
+    else:
+        count = 1
+        for size in x.value.shape[2:]:
+            if not isinstance(size, int):
+                raise _Stays(f"its spatial size {list(x.value.shape[2:])} is not known at "
+                             f"compile time, so its int32 sum cannot be bounded")
+            count *= size
+    info = np.iinfo(x.params.dtype.np)
+    largest = max(x.zero - int(info.min), int(info.max) - x.zero)
+    if count * largest > _INT32_MAX:
+        raise _Stays(f"its int32 sum could overflow: {count} values of up to {largest} "
+                     f"(x - x_zero_point) reach {count * largest} > 2^31 - 1")
+
+
+def _check_requantize(node: Node) -> None:
+    """Stay with the float rounding unless every multiplier has a fixed-point form."""
+    x_scale, y_scale = node.inputs[1], node.inputs[3]
+    if not (x_scale.is_constant and y_scale.is_constant):
+        raise _Stays("its scales are not constants")
+    _check_multipliers(node, [x_scale.data.astype(np.float64) / y_scale.data.astype(np.float64)])
 
 
 def _check_multipliers(node: Node, multipliers: list) -> None:

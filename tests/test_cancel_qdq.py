@@ -376,9 +376,31 @@ def test_per_tensor_parameters_move_through_each_data_movement_op(op, operands, 
     assert after.nodes[0].op == op and after.nodes[0].outputs[0].dtype == params.dtype
 
 
+PADS = np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64)
+
+
+@pytest.mark.parametrize(("operands", "attrs", "fires"), [
+    ([PADS], {}, True), ([PADS, np.array(0.0, np.float32)], {}, True),
+    ([PADS], {"mode": "reflect"}, True), ([PADS], {"mode": "edge"}, True),
+    ([PADS, np.array(0.71, np.float32)], {}, False)],
+    ids=["zero", "explicit zero", "reflect", "edge", "not a level"])
+@pytest.mark.parametrize("params", [_p(0.07, 5), _p(0.3, 250, "u8")], ids=_describe)
+def test_pad_moves_with_its_value_quantized_when_that_value_is_a_level(params, operands, attrs,
+                                                                       fires):
+    g, feeds = _moved(params, (2, 3, 4, 5), "Pad", operands, attrs)
+    after = _check_moved(g, feeds, fires, None if fires else "is not a quantization level")
+    if fires:
+        pad = after.nodes[0]
+        assert pad.op == "Pad" and pad.outputs[0].dtype == params.dtype
+        if attrs.get("mode", "constant") == "constant":  # 0 pads with the zero point
+            assert int(pad.inputs[2].data) == params.zero_point[0]
+        else:
+            assert len(pad.inputs) == 2
+
+
 def test_every_data_movement_op_is_checked_on_integers():
     """A new data-movement op must get a test here before the rule moves DQs through it."""
-    tested = {m[0] for m in MOVES} | {"MaxPool", "Split", "Concat"}
+    tested = {m[0] for m in MOVES} | {"MaxPool", "Split", "Concat", "Pad"}
     assert tested == set(DATA_MOVEMENT)
 
 

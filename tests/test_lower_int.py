@@ -17,6 +17,7 @@ import pytest
 import zoo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qcompiler.passes.lower_int import LowerInt
 from test_classic_cnns import LIGHT, randomized
 
 import qcompiler as qc
@@ -160,10 +161,10 @@ def test_a_float_graph_and_a_dynamic_one_say_they_are_not_quantized(digits):
         assert reasons and all(r.startswith(why) for r in reasons), (mode, reasons)
 
 
-def test_the_rounding_option_reaches_every_integer_op(pair):
+def test_the_rounding_option_reaches_every_integer_op(pair, request):
     _, lowered = pair
     roundings = {n.attrs["rounding"] for n in lowered.nodes if "rounding" in n.attrs}
-    assert len(roundings) == 1
+    assert roundings == {request.node.callspec.params["pair"]}
 
 
 def test_an_unknown_rounding_is_a_config_error():
@@ -171,11 +172,21 @@ def test_an_unknown_rounding_is_a_config_error():
         qc.QuantConfig(rounding="nearest")
 
 
-def test_fused_relu_becomes_the_output_clamp(pair):
-    _, lowered = pair
-    fc1 = lowered.node("fc1")
-    zero = int(fc1.inputs[3].data)  # y_zero_point
-    assert fc1.attrs.get("qmin", -128) == max(zero, -128)
+def test_fused_relu_becomes_the_output_clamp(digits):
+    """With symmetric activations a ReLU's output zero point is 0, not the dtype's minimum, so
+    only the clamp keeps negative values out: qmin is the zero point."""
+    calib = [DATA["calib_x"]]
+    config = qc.QuantConfig(activation_symmetric=True)
+    lowered = qc.quantize(digits, calib, config, progress=False)
+    simulated = qc.quantize(digits, calib, replace(config, lower=False), progress=False)
+    relus = [n for n in lowered.nodes if n.op in ("IntConv", "IntMatMul") and n.name != "fc2"]
+    assert len(relus) == 4
+    for node in relus:
+        zero = node.outputs[0].type.quant.zero_point[0]
+        assert zero == 0 and node.attrs["qmin"] == zero and node.attrs["qmax"] == 127
+    assert "qmin" not in lowered.node("fc2").attrs  # no activation: the dtype's range
+    counts = integer_layers_against_simulation(simulated, lowered, {"image": DATA["test_x"]})
+    assert counts["IntConv", "layers"] == 3
 
 
 # -- random graphs ---------------------------------------------------------------------------------
@@ -290,8 +301,12 @@ def test_zoo_architectures_lower_to_integer_ops_but_for_listed_islands(name):
     assert floats == {op: f"{op} has no integer form" for op in ARCHITECTURES[name]}, floats
     ops = lowered.op_counts()
     assert not {"Conv", "Gemm", "MatMul", "Add", "Sum", "Mul"} & set(ops), ops
-    scores = qc.compile(lowered).run({graph.inputs[0].name: x})[lowered.outputs[0].name]
-    assert np.isfinite(scores).all()
+    simulated = qc.quantize(graph, [{graph.inputs[0].name: x}], qc.QuantConfig(lower=False),
+                            progress=False)
+    counts = integer_layers_against_simulation(simulated, lowered, {graph.inputs[0].name: x})
+    report(counts, name)
+    assert sum(counts[op, "layers"] for op in {op for op, _ in counts}) == sum(
+        1 for n in lowered.nodes if n.op in INTEGER_OPS - {"Requantize"})
 
 
 # -- Pad ---------------------------------------------------------------------------------------
@@ -396,14 +411,97 @@ def test_an_accumulator_that_could_overflow_int32_stays_float_and_says_why():
                                   qc.compile(simulated).run(feeds)["wide_fc"])
 
 
-def test_an_accumulator_just_inside_int32_is_lowered():
-    k = 60_000  # 60000 * 255 * 127 < 2^31
+@pytest.mark.parametrize("extra, lowers", [(0, True), (1, False)])
+def test_the_accumulator_bound_is_exact_at_its_edge(extra, lowers):
+    """uint8 activations (zero point 0, up to 255) times weights all at 127: the largest K
+    that fits int32 is (2^31 - 1) // (255 * 127); one more stays float."""
+    k = (2**31 - 1) // (255 * 127) + extra
     graph = wide_matmul(k)
+    calib = [{"x": np.random.default_rng(0).uniform(0, 1, (1, k)).astype(np.float32)}]
+    lowered = qc.quantize(graph, calib, qc.QuantConfig(activation_dtype="u8"), progress=False)
+    simulated = qc.quantize(graph, calib, qc.QuantConfig(activation_dtype="u8", lower=False),
+                            progress=False)
+    x_params = qdq.params_of(simulated.nodes[0])
+    weights = next(v for v in simulated.constants.values() if v.data.shape == (k, 2))
+    assert x_params.zero_point == (0,) and np.all(weights.data == 127)  # the premise
+    assert (lowered.float_islands() == []) == lowers
+    assert lowered.op_counts().get("IntMatMul", 0) == int(lowers)
+
+
+def test_asymmetric_weights_are_bounded_by_their_distance_from_the_zero_point():
+    """uint8 asymmetric weights of +-0.01 sit at 0 and 255 around a zero point near 128: the
+    op sums x * (w - zw), at most 255 * 128 per product, so K = 60000 fits int32 (a bound
+    from |w| and |zw| separately would refuse it)."""
+    k = 60_000
+    g = qc.Graph("wide_asymmetric")
+    x = g.add_input("x", qc.TensorType(qc.DType.F32, (1, k)))
+    signs = np.where((np.arange(k)[:, None] + np.arange(2)) % 2, 0.01, -0.01).astype(np.float32)
+    y = g.add_node("MatMul", [x, g.add_constant(signs, "w")], name="wide_fc").outputs[0]
+    g.set_outputs([y])
     rng = np.random.default_rng(0)
     calib = [{"x": rng.uniform(0, 1, (1, k)).astype(np.float32)}]
-    lowered = qc.quantize(graph, calib, qc.QuantConfig(activation_dtype="u8"), progress=False)
+    config = qc.QuantConfig(activation_dtype="u8", weight_dtype="u8", weight_symmetric=False)
+    lowered = qc.quantize(g, calib, config, progress=False)
     assert lowered.float_islands() == []
-    assert lowered.op_counts()["IntMatMul"] == 1
+    (matmul,) = lowered.find_nodes("IntMatMul")
+    zero = matmul.inputs[6].data.astype(np.int64)  # the per-column weight zero points
+    assert np.all(np.abs(zero - 128) <= 1), zero
+    simulated = qc.quantize(g, calib, replace(config, lower=False), progress=False)
+    feeds = {"x": rng.uniform(0, 1, (1, k)).astype(np.float32)}
+    counts = integer_layers_against_simulation(simulated, lowered, feeds)
+    assert counts["IntMatMul", "layers"] == 1
+
+
+def test_weights_quantized_along_another_axis_than_the_output_channels_stay_float():
+    """A QDQ model whose MatMul weight is quantized per row (axis 0 of [K, N]) cannot be
+    rescaled per output column: the layer stays float, bit-exact with the QDQ graph."""
+    g = qc.Graph("rows")
+    x = g.add_input("x", qc.TensorType(qc.DType.F32, (2, 4)))
+    xq = qdq.add_dequantize(g, qdq.add_quantize(g, x, qc.QuantParams((0.05,), (0,), qc.DType.I8)))
+    rows = qc.QuantParams((0.01, 0.02, 0.03, 0.04), (0,) * 4, qc.DType.I8, axis=0)
+    codes = np.arange(16, dtype=np.int8).reshape(4, 4) - 8
+    w = qdq.add_dequantize(g, qdq.add_quantized_constant(g, codes, rows, "w"))
+    y = g.add_node("MatMul", [xq, w], name="fc").outputs[0]
+    g.set_outputs([qdq.add_dequantize(g, qdq.add_quantize(
+        g, y, qc.QuantParams((0.01,), (0,), qc.DType.I8)))])
+    lowered = qc.lower(g)
+    (island,) = lowered.float_islands()
+    assert "quantized along axis 0, not along its output channels (axis 1)" in \
+        island.reasons["fc"]
+    feeds = {"x": np.random.default_rng(0).uniform(-3, 3, (2, 4)).astype(np.float32)}
+    name = g.outputs[0].name
+    np.testing.assert_array_equal(qc.compile(lowered).run(feeds)[name],
+                                  qc.compile(g).run(feeds)[name])
+
+
+def test_a_pool_whose_int32_sum_could_overflow_stays_float():
+    side = 2920  # 2920^2 * 255 > 2^31 - 1 with uint8 codes
+    g = qc.Graph("big_pool")
+    x = g.add_input("x", qc.TensorType(qc.DType.F32, (1, 1, side, side)))
+    g.set_outputs([g.add_node("GlobalAveragePool", [x], name="gap").outputs[0]])
+    calib = [{"x": np.linspace(0, 1, side * side, dtype=np.float32).reshape(1, 1, side, side)}]
+    lowered = qc.quantize(g, calib, qc.QuantConfig(activation_dtype="u8"), progress=False)
+    (island,) = lowered.float_islands()
+    assert "its int32 sum could overflow: 8526400 values of up to 255" in island.reasons["gap"]
+    assert qc.compile(lowered).run(calib[0])["gap"].shape == (1, 1, 1, 1)
+
+
+def test_a_requantize_whose_multiplier_has_no_fixed_point_form_keeps_float_rounding():
+    """x_scale / y_scale = 1e10: beyond the fixed-point form (< 2^30), exact in float32."""
+    g = qc.Graph("huge")
+    x = g.add_input("x", qc.TensorType(qc.DType.F32, (8,)))
+    q = qdq.add_quantize(g, x, qc.QuantParams((1e4,), (0,), qc.DType.I8))
+    out = qdq.add_quantize(g, qdq.add_dequantize(g, q), qc.QuantParams((1e-6,), (0,), qc.DType.I8))
+    g.set_outputs([qdq.add_dequantize(g, out)])
+    result = LowerInt().run(qc.PassManager("cancel-qdq").run(g.copy()).graph)
+    (requantize,) = result.graph.find_nodes("Requantize")
+    assert requantize.attrs.get("rounding", "float") == "float"
+    assert any("keeps its float rounding" in note and "too large" in note
+               for note in result.notes), result.notes
+    feeds = {"x": np.linspace(-3e4, 3e4, 8, dtype=np.float32)}
+    name = g.outputs[0].name
+    np.testing.assert_array_equal(qc.compile(result.graph).run(feeds)[name],
+                                  qc.compile(g).run(feeds)[name])
 
 
 def test_float_ops_form_islands_with_their_reasons(digits):
