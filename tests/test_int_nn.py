@@ -704,18 +704,30 @@ def test_int_conv_agrees_with_qlinear_conv_within_one_step():
                 "z_zero_point": None, "z_multiplier": None,
                 "attrs": {**attrs, "auto_pad": "NOTSET", "dilations": [], "qmin": None,
                           "qmax": None}}
-        for rounding in ("fixed_point", "float"):
-            ours = run_kernel("IntConv", case, CONV_INPUTS, rounding)
-            for peer, theirs in peers.items():
-                assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
-                tallies[peer, rounding].add(ours, theirs)
+        tally_against_peers("IntConv", case, CONV_INPUTS, peers, tallies)
 
     check()
+    report_tallies("IntConv", "QLinearConv", tallies)
+    print(f"refused: {dict(refused)}")
+
+
+def tally_against_peers(op_type: str, case: dict, names: list, peers: dict,
+                        tallies: dict) -> None:
+    """Our op in both roundings against each peer's output: counted in ``tallies``."""
+    for rounding in ("fixed_point", "float"):
+        ours = run_kernel(op_type, case, names, rounding)
+        for peer, theirs in peers.items():
+            assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+            tallies[peer, rounding].add(ours, theirs)
+
+
+def report_tallies(op_type: str, peer_op: str, tallies: dict) -> None:
+    """Print each mismatch rate; at least 1000 outputs must have been compared inside the
+    output range (not clamped) per peer and rounding."""
     for (peer, rounding), t in tallies.items():
-        print(f"IntConv vs {peer} QLinearConv ({rounding}): {t.differ}/{t.total} outputs "
+        print(f"{op_type} vs {peer} {peer_op} ({rounding}): {t.differ}/{t.total} outputs "
               f"differ by 1 ({t.saturated} at a limit)")
         assert t.total - t.saturated >= 1000  # outputs compared within the range
-    print(f"refused: {dict(refused)}")
 
 
 @st.composite
@@ -762,17 +774,10 @@ def test_int_matmul_agrees_with_qlinear_matmul_within_one_step():
                                / np.float64(p["y_scale"])),
                 "a_zero_point": p["a_zp"], "b_zero_point": p["b_zp"],
                 "attrs": {"qmin": None, "qmax": None}}
-        for rounding in ("fixed_point", "float"):
-            ours = run_kernel("IntMatMul", case, MATMUL_INPUTS, rounding)
-            for peer, theirs in peers.items():
-                assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
-                tallies[peer, rounding].add(ours, theirs)
+        tally_against_peers("IntMatMul", case, MATMUL_INPUTS, peers, tallies)
 
     check()
-    for (peer, rounding), t in tallies.items():
-        print(f"IntMatMul vs {peer} QLinearMatMul ({rounding}): {t.differ}/{t.total} outputs "
-              f"differ by 1 ({t.saturated} at a limit)")
-        assert t.total - t.saturated >= 1000  # outputs compared within the range
+    report_tallies("IntMatMul", "QLinearMatMul", tallies)
     assert per_column[0] and per_column[1]
 
 
