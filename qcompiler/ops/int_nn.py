@@ -102,14 +102,7 @@ def int_conv(x, w, multiplier, x_zero_point, y_zero_point, bias=None, w_zero_poi
     win = conv_window("IntConv", x.shape[2:], kernel, strides, dilations, pads, auto_pad)
     n, c = x.shape[:2]
     m = w.shape[0]
-    weights = w.astype(np.float64)
-    if w_zero_point is not None:
-        weights -= _per_channel(w_zero_point, w.ndim)
-    sums_dtype, in_range = _exactness(x.dtype, np.abs(weights).reshape(m, -1).sum(axis=-1),
-                                      np.zeros(1) if bias is None else bias)
-    # [group, prod(kernel) * C/group, M/group]: rows in the columns' order, taps then channels
-    weights = np.moveaxis(weights.reshape(group, m // group, c // group, -1), 2, -1)
-    weights = weights.reshape(group, m // group, -1).transpose(0, 2, 1).astype(sums_dtype)
+    weights, sums_dtype, in_range = _packed_weights(w, w_zero_point, bias, group, x.dtype)
     windows = _windows_channels_last(x, x_zero_point, kernel, win, group)
     rows, rest = win.out[0], math.prod(win.out[1:])
     per_row = c * math.prod(kernel) * rest
@@ -140,6 +133,36 @@ def int_conv(x, w, multiplier, x_zero_point, y_zero_point, bias=None, w_zero_poi
         multipliers.append(z_multiplier)
     y = ic.finish(terms, multipliers, y_zero_point, rounding, qmin, qmax)
     return np.ascontiguousarray(y.reshape(m, n, *win.out).swapaxes(0, 1))
+
+
+# _packed_weights' results by their operands: a layer's constants, seen on every run
+_PACKED: dict = {}
+_PACKED_LIMIT = 512
+
+
+def _packed_weights(w: np.ndarray, w_zero_point: np.ndarray | None, bias: np.ndarray | None,
+                    group: int, x_dtype: np.dtype) -> tuple[np.ndarray, type, bool]:
+    """The weights minus their zero points as [group, prod(kernel) * C/group, M/group] (rows in
+    the im2col columns' order: taps, then channels) in the float type whose products are exact,
+    that type, and whether the accumulator is proved to stay within int32 (``_exactness``)."""
+    key = tuple((a.shape, a.dtype.str, a.tobytes()) if a is not None else None
+                for a in (w, w_zero_point, bias)) + (group, np.dtype(x_dtype).str)
+    known = _PACKED.get(key)
+    if known is not None:
+        return known
+    m, c = w.shape[0], w.shape[1] * group
+    weights = w.astype(np.float64)
+    if w_zero_point is not None:
+        weights -= _per_channel(w_zero_point, w.ndim)
+    sums_dtype, in_range = _exactness(x_dtype, np.abs(weights).reshape(m, -1).sum(axis=-1),
+                                      np.zeros(1) if bias is None else bias)
+    weights = np.moveaxis(weights.reshape(group, m // group, c // group, -1), 2, -1)
+    weights = weights.reshape(group, m // group, -1).transpose(0, 2, 1).astype(sums_dtype)
+    weights.setflags(write=False)
+    if len(_PACKED) >= _PACKED_LIMIT:
+        _PACKED.clear()
+    _PACKED[key] = weights, sums_dtype, in_range
+    return weights, sums_dtype, in_range
 
 
 def _windows_channels_last(x: np.ndarray, x_zero_point: np.ndarray, kernel: tuple,
