@@ -1,5 +1,6 @@
-"""The LLVM backend's requantization kernel, compiled for this CPU and for baseline x86-64:
-bit-exact with the numpy backend's ``fixed_point.rescale`` and ``saturate`` over drawn shapes
+"""The LLVM backend's requantization kernel, compiled for this CPU and for baseline x86-64, in
+both roundings: bit-exact with the numpy backend's ``fixed_point.rescale`` and ``saturate`` over
+drawn shapes
 (remainders of every vector width), multipliers from flushed-to-zero to 2^29, accumulators at
 the int32 limits, ties and both clamps, int8 and uint8."""
 
@@ -27,10 +28,11 @@ def requantizer(request) -> Requantizer:
     return Requantizer(Jit(TARGETS[request.param]()))
 
 
-def reference(acc, multipliers, zero_point, lo, hi, dtype) -> np.ndarray:
+def reference(acc, multipliers, zero_point, lo, hi, dtype, rounding="fixed_point") -> np.ndarray:
     channels = acc.shape[0]
     ms = np.broadcast_to(np.asarray(multipliers, np.float64).reshape(-1), (channels,))
-    y = fixed_point.rescale([acc.astype(np.int64)], [ms.reshape(-1, *(1,) * (acc.ndim - 1))])
+    y = fixed_point.rescale([acc.astype(np.int64)], [ms.reshape(-1, *(1,) * (acc.ndim - 1))],
+                            rounding)
     return fixed_point.saturate(y, np.asarray(zero_point), lo, hi, dtype)
 
 
@@ -54,18 +56,19 @@ def cases(draw):
     return acc.astype(np.int32), multipliers, zero_point, lo, hi, dtype
 
 
-def test_requantize_is_bit_exact_with_the_numpy_backend(requantizer):
+@pytest.mark.parametrize("rounding", fixed_point.ROUNDINGS)
+def test_requantize_is_bit_exact_with_the_numpy_backend(requantizer, rounding):
     reached: Counter[str] = Counter()
 
     @settings(max_examples=max(300, settings.default.max_examples), deadline=None)
     @given(cases())
     def check(case):
         acc, multipliers, zero_point, lo, hi, dtype = case
-        got = requantizer(acc, multipliers, zero_point, lo, hi, dtype)
-        want = reference(acc, multipliers, zero_point, lo, hi, dtype)
+        got = requantizer(acc, multipliers, zero_point, lo, hi, dtype, rounding)
+        want = reference(acc, multipliers, zero_point, lo, hi, dtype, rounding)
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
-        free = reference(acc, multipliers, zero_point, -(2**40), 2**40, np.int64)
+        free = reference(acc, multipliers, zero_point, -(2**40), 2**40, np.int64, rounding)
         reached["clamped low"] += int((free < lo).sum())
         reached["clamped high"] += int((free > hi).sum())
         ms = np.broadcast_to(np.asarray(multipliers).reshape(-1), (acc.shape[0],))
@@ -79,13 +82,15 @@ def test_requantize_is_bit_exact_with_the_numpy_backend(requantizer):
         reached
 
 
-def test_every_int8_accumulator_of_a_ramp_matches(requantizer):
+@pytest.mark.parametrize("rounding", fixed_point.ROUNDINGS)
+def test_every_accumulator_of_a_ramp_matches(requantizer, rounding):
     """Each of 2^16 consecutive accumulators around 0 and around each int32 limit."""
     ramp = np.concatenate([np.arange(-(2**15), 2**15), np.arange(2**31 - 2**15, 2**31),
                            np.arange(-(2**31), -(2**31) + 2**15)]).astype(np.int32)
     acc = np.tile(ramp, (len(MULTIPLIERS), 1))
-    got = requantizer(acc, MULTIPLIERS, 3, -128, 127, np.int8)
-    np.testing.assert_array_equal(got, reference(acc, MULTIPLIERS, 3, -128, 127, np.int8))
+    got = requantizer(acc, MULTIPLIERS, 3, -128, 127, np.int8, rounding)
+    np.testing.assert_array_equal(got, reference(acc, MULTIPLIERS, 3, -128, 127, np.int8,
+                                                 rounding))
 
 
 def test_the_host_kernel_is_vectorised_where_the_cpu_has_avx2():
