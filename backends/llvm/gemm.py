@@ -16,15 +16,17 @@ the result is IntMatMul's accumulator with the ``a_zero_point`` term folded into
 the lowering does for a constant ``b`` (folding the weight zero point into the packed weights
 is exact and makes the ``b_zero_point * rowsum(A)`` term vanish).
 
-Kernel. For each panel of ``MR`` rows of A, the rows are first copied into a caller-given
-workspace as int16 pairs (sign- or zero-extended codes, zero rows past M and a zero past an
-odd K: the kernel never reads outside A). Then for each column panel a register tile of ``MR x
-NR`` int32 accumulators (``MR * NR / 8`` vectors of 8) runs over the k-pairs: one broadcast of
-a row's pair, one 16-bit multiply with pair sums, one add per vector. The pair product is
-written in portable IR (even and odd lanes, sign-extended, multiplied, added), which LLVM's x86
-back end selects as ``pmaddwd`` with AVX2 (ymm) and with SSE2 (xmm, baseline x86-64) alike.
-Full tiles are stored as vectors; edge tiles go through a stack tile and a scalar copy of the
-rows and columns inside C.
+Kernel. For each panel of ``MR`` rows of A, the rows are first widened to int16 into a
+caller-given workspace (sign- or zero-extended codes, one zero after an odd K; a contiguous
+loop that LLVM vectorises; the kernel never reads outside A). Then for each column panel a
+register tile of ``MR x NR`` int32 accumulators (``MR * NR / 8`` vectors of 8), seeded with the
+bias, runs over the k-pairs: one 32-bit broadcast of a row's pair, one 16-bit multiply with
+pair sums, one add per vector. The pair product is ``pmaddwd``: the AVX2 intrinsic (ymm) when
+the target has AVX2, else the SSE2 one on two xmm halves (every x86-64 has SSE2; LLVM does not
+select ``pmaddwd`` from the portable sext/mul/add form here once the activation is a
+broadcast). Rows past the last whole panel go one by one through a ``1 x NR`` tile; full
+column panels are stored as vectors, the last partial one through a stack tile and a scalar
+copy of the columns inside C. The adds wrap (no ``nsw``): the lowering proves the int32 range.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class PackedWeights:
 def pack_weights(b: np.ndarray, b_zero_point=None, bias=None, nr: int = NR) -> PackedWeights:
     """``b`` ([K, N] int8 or uint8 codes) minus ``b_zero_point`` (a scalar or one per column)
     in the micro-kernel's layout, with ``bias`` (a scalar or one per column, int32)."""
+    if b.ndim != 2 or b.dtype not in (np.int8, np.uint8):
+        raise BackendError(f"the GEMM's weights must be [K, N] int8 or uint8 codes, got "
+                           f"{list(b.shape)} {b.dtype}")
     k, n = b.shape
     centred = b.astype(np.int16)
     if b_zero_point is not None:
@@ -95,7 +100,7 @@ def _pair_product(out: str, a: str, b: str, avx2: bool) -> list[str]:
 
 
 def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int) -> str:
-    """``@name``: ``mr`` whole rows of C (``n >= 1``): A's rows packed as int16 pairs into the
+    """``@name``: ``mr`` whole rows of C (``n >= 1``): A's rows widened to int16 into the
     workspace, then each column panel through the ``mr x nr`` register tile."""
     vecs = nr // LANES
     v = f"<{LANES} x i32>"
@@ -105,7 +110,7 @@ def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int) -> str:
         step += [f"  %b{h}.at = getelementptr inbounds <16 x i16>, ptr %bpanel.p, i64 {h}",
                  f"  %b{h} = load <16 x i16>, ptr %b{h}.at, align 2"]
     for r in range(mr):
-        step += [f"  %a{r}.at = getelementptr inbounds i32, ptr %apair, i64 {r}",
+        step += [f"  %a{r}.at = getelementptr inbounds i32, ptr %apairs{r}, i64 %q",
                  f"  %a{r}.s = load i32, ptr %a{r}.at, align 4",
                  f"  %a{r}.i = insertelement {v} poison, i32 %a{r}.s, i64 0",
                  f"  %a{r}.v = shufflevector {v} %a{r}.i, {v} poison, {v} zeroinitializer",
@@ -113,7 +118,7 @@ def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int) -> str:
         for h in range(vecs):
             step += ["  " + line
                      for line in _pair_product(f"%p{r}_{h}", f"%a{r}", f"%b{h}", avx2)]
-            step.append(f"  %next{r}_{h} = add nsw {v} %acc{r}_{h}, %p{r}_{h}")
+            step.append(f"  %next{r}_{h} = add {v} %acc{r}_{h}, %p{r}_{h}")
     init = []
     for h in range(vecs):
         init += [f"  %col{h} = add nuw nsw i64 %n0, {h * LANES}",
@@ -132,7 +137,11 @@ def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int) -> str:
         tile_store += [
             f"  %t{r}_{h}.at = getelementptr inbounds i32, ptr %tile, i64 {r * nr + h * LANES}",
             f"  store {v} %done{r}_{h}, ptr %t{r}_{h}.at, align 4"]
-    crows = [f"  %crow{r} = mul nsw i64 %ldc, {r}" for r in range(mr)]
+    crows = []
+    for r in range(mr):
+        crows += [f"  %crow{r} = mul nsw i64 %ldc, {r}",
+                  f"  %apairs{r}.o = mul nuw nsw i64 %pairs, {r}",
+                  f"  %apairs{r} = getelementptr inbounds i32, ptr %work, i64 %apairs{r}.o"]
     body = "\n".join
     return f"""
 define internal void @{name}(ptr noalias nocapture readonly %a, i64 %lda,
@@ -146,45 +155,37 @@ entry:
   %pairs = add nuw nsw i64 %kfull, %k.odd
   %n.up = add nuw nsw i64 %n, {nr - 1}
   %panels = udiv i64 %n.up, {nr}
-  %any.full = icmp sgt i64 %kfull, 0
+  %kpad = shl nuw nsw i64 %pairs, 1
+  %some.k = icmp sgt i64 %k, 0
   %tail.odd = icmp ne i64 %k.odd, 0
   br label %packrow
 
-; A's rows as int16 pairs (zero past an odd K), at work[p * {mr} + r] (an i32 each)
+; A's rows widened to int16, row r at work[r * 2 * pairs] (a zero after an odd K)
 packrow:
   %r = phi i64 [ 0, %entry ], [ %r.next, %packtail ]
   %arow.o = mul nsw i64 %r, %lda
   %arow = getelementptr inbounds i8, ptr %a, i64 %arow.o
-  br i1 %any.full, label %packpair, label %packtail.check
+  %wrow.o = mul nuw nsw i64 %r, %kpad
+  %wrow = getelementptr inbounds i16, ptr %work, i64 %wrow.o
+  br i1 %some.k, label %packcode, label %packtail.check
 
-packpair:
-  %p = phi i64 [ 0, %packrow ], [ %p.next, %packpair ]
-  %x.o = shl nuw nsw i64 %p, 1
-  %x.at = getelementptr inbounds i8, ptr %arow, i64 %x.o
-  %x2 = load <2 x i8>, ptr %x.at, align 1
-  %x16 = {ext} <2 x i8> %x2 to <2 x i16>
-  %x32 = bitcast <2 x i16> %x16 to i32
-  %w.p = mul nuw nsw i64 %p, {mr}
-  %w.i = add nuw nsw i64 %w.p, %r
-  %w.at = getelementptr inbounds i32, ptr %work, i64 %w.i
-  store i32 %x32, ptr %w.at, align 4
-  %p.next = add nuw nsw i64 %p, 1
-  %p.more = icmp slt i64 %p.next, %kfull
-  br i1 %p.more, label %packpair, label %packtail.check
+packcode:
+  %i = phi i64 [ 0, %packrow ], [ %i.next, %packcode ]
+  %x.at = getelementptr inbounds i8, ptr %arow, i64 %i
+  %x = load i8, ptr %x.at, align 1
+  %x16 = {ext} i8 %x to i16
+  %w.at = getelementptr inbounds i16, ptr %wrow, i64 %i
+  store i16 %x16, ptr %w.at, align 2
+  %i.next = add nuw nsw i64 %i, 1
+  %i.more = icmp slt i64 %i.next, %k
+  br i1 %i.more, label %packcode, label %packtail.check
 
 packtail.check:
   br i1 %tail.odd, label %packlast, label %packtail
 
 packlast:
-  %last.o = sub nsw i64 %k, 1
-  %last.at = getelementptr inbounds i8, ptr %arow, i64 %last.o
-  %last8 = load i8, ptr %last.at, align 1
-  %last16 = {ext} i8 %last8 to i16
-  %last32 = zext i16 %last16 to i32
-  %lw.p = mul nuw nsw i64 %kfull, {mr}
-  %lw.i = add nuw nsw i64 %lw.p, %r
-  %lw.at = getelementptr inbounds i32, ptr %work, i64 %lw.i
-  store i32 %last32, ptr %lw.at, align 4
+  %last.at = getelementptr inbounds i16, ptr %wrow, i64 %k
+  store i16 0, ptr %last.at, align 2
   br label %packtail
 
 packtail:
@@ -210,8 +211,6 @@ kstep:
   %q = phi i64 [ 0, %npanel ], [ %q.next, %kstep ]
 {body(phis)}
   %bpanel.p = getelementptr inbounds <{2 * nr} x i16>, ptr %bpanel, i64 %q
-  %apair.i = mul nuw nsw i64 %q, {mr}
-  %apair = getelementptr inbounds i32, ptr %work, i64 %apair.i
 {body(step)}
   %q.next = add nuw nsw i64 %q, 1
   %q.more = icmp slt i64 %q.next, %pairs
@@ -329,7 +328,8 @@ exit:
 
 
 def workspace_bytes(k: int, mr: int = MR) -> int:
-    """The workspace one call needs: a panel of ``mr`` rows of A as int16 pairs."""
+    """The workspace one call needs: a panel of ``mr`` rows of A widened to int16 (K made
+    even)."""
     return max(1, (k + 1) // 2) * mr * 4
 
 
