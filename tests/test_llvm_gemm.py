@@ -19,6 +19,7 @@ from qcompiler.backends.llvm import gemm
 from qcompiler.backends.llvm.requantize import Requantizer
 from qcompiler.backends.llvm.target import Jit, generic, host
 
+from qcompiler.errors import BackendError
 from qcompiler.ops.int_nn import int_matmul
 
 TARGETS = {"host": host, "x86-64": generic}
@@ -218,3 +219,22 @@ def test_the_host_kernel_uses_pmaddwd_and_never_the_saturating_pair_instruction(
         else:
             assert "pmaddwd" in assembly and "ymm" not in assembly
             assert register in assembly
+
+
+def test_wrong_operands_are_refused_before_machine_code(kernels):
+    """A wrong dtype, K, tile width, output or workspace is a BackendError, never a crash."""
+    weights = gemm.pack_weights(np.ones((6, 5), np.int8))
+    a = np.ones((3, 6), np.int8)
+    out = np.empty((3, 5), np.int32)
+    wrong = [(a.astype(np.uint8), weights, out, None, "A must be"),
+             (a[:, :5], weights, out, None, "A must be"),
+             (a[:, ::2], gemm.pack_weights(np.ones((3, 5), np.int8)), out, None, "contiguous"),
+             (a, gemm.pack_weights(np.ones((6, 5), np.int8), nr=24), out, None, "tile width"),
+             (a, weights, out.astype(np.int64), None, "C must be"),
+             (a, weights, np.empty((5, 3), np.int32).T, None, "C must be"),
+             (a, weights, out, np.empty(3, np.uint8), "workspace")]
+    for a_, weights_, out_, work, match in wrong:
+        with pytest.raises(BackendError, match=match):
+            kernels[True].bind(a_, weights_, out_, work)
+    with pytest.raises(BackendError, match="int8 or uint8"):
+        gemm.pack_weights(np.ones((6, 5), np.int16))
