@@ -1,0 +1,390 @@
+"""The exact int8 matrix product the LLVM backend's IntMatMul and IntConv (as a GEMM) run on:
+``C[M, N] int32 = bias[N] + A[M, K] x (B[K, N] - b_zero_point[N])`` as LLVM IR text.
+
+Numerics (DESIGN.md "Numerics contract"): every product is formed in 16 bits widened to 32 and
+summed in int32 pairs, the x86 ``pmaddwd`` pattern, which is exact for any int16 operands but
+-32768 * -32768 twice; here the operands are activation codes ([-128, 255]) and centred weights
+(``b - b_zero_point``, within [-255, 255]), so every pair sum is exact. The u8*s8 pair
+instruction (``pmaddubsw``) is never emitted: it saturates its int16 pair sums.
+
+Layout. ``pack_weights`` runs once (numpy, at compile time): the weights are centred by their
+zero point, widened to int16, padded with zero rows to an even K and zero columns to a multiple
+of the tile width ``NR``, and stored panel by panel: for columns ``[j*NR, (j+1)*NR)`` and the
+k-pair ``p``, ``NR`` interleaved pairs ``(b[2p, n], b[2p+1, n])``: one step of the micro-kernel
+loads ``2 * NR`` contiguous int16. The bias, padded the same way, seeds the accumulators, so
+the result is IntMatMul's accumulator with the ``a_zero_point`` term folded into the bias as
+the lowering does for a constant ``b`` (folding the weight zero point into the packed weights
+is exact and makes the ``b_zero_point * rowsum(A)`` term vanish).
+
+Kernel. For each panel of ``MR`` rows of A, the rows are first widened to int16 into a
+caller-given workspace (sign- or zero-extended codes, one zero after an odd K; a contiguous
+loop that LLVM vectorises; the kernel never reads outside A). Then for each column panel a
+register tile of ``MR x NR`` int32 accumulators (``MR * NR / 8`` vectors of 8), seeded with the
+bias, runs over the k-pairs: one 32-bit broadcast of a row's pair, one 16-bit multiply with
+pair sums, one add per vector. The pair product is ``pmaddwd``: the AVX2 intrinsic (ymm) when
+the target has AVX2, else the SSE2 one on two xmm halves (every x86-64 has SSE2; LLVM does not
+select ``pmaddwd`` from the portable sext/mul/add form here once the activation is a
+broadcast). Rows past the last whole panel go one by one through a ``1 x NR`` tile; full
+column panels are stored as vectors, the last partial one through a stack tile and a scalar
+copy of the columns inside C. The adds wrap (no ``nsw``): the lowering proves the int32 range.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from qcompiler.errors import BackendError
+
+from .target import Jit
+
+MR = 4  # rows of A per register tile
+NR = 16  # columns of B per register tile (a multiple of LANES)
+LANES = 8  # int32 accumulators per vector
+
+
+@dataclass(frozen=True)
+class PackedWeights:
+    """B centred and packed for the micro-kernel (int16, [N/NR panels, K/2 pairs, NR, 2]) and
+    the bias padded to the panels (int32); ``k`` and ``n`` are the true sizes."""
+
+    data: np.ndarray
+    bias: np.ndarray
+    k: int
+    n: int
+
+
+def pack_weights(b: np.ndarray, b_zero_point=None, bias=None, nr: int = NR) -> PackedWeights:
+    """``b`` ([K, N] int8 or uint8 codes) minus ``b_zero_point`` (a scalar or one per column)
+    in the micro-kernel's layout, with ``bias`` (a scalar or one per column, int32)."""
+    if b.ndim != 2 or b.dtype not in (np.int8, np.uint8):
+        raise BackendError(f"the GEMM's weights must be [K, N] int8 or uint8 codes, got "
+                           f"{list(b.shape)} {b.dtype}")
+    k, n = b.shape
+    centred = b.astype(np.int16)
+    if b_zero_point is not None:
+        centred -= np.asarray(b_zero_point, np.int16)
+    pairs, panels = (k + 1) // 2, -(-n // nr)
+    padded = np.zeros((2 * pairs, panels * nr), np.int16)
+    padded[:k, :n] = centred
+    data = padded.reshape(pairs, 2, panels, nr).transpose(2, 0, 3, 1)
+    full_bias = np.zeros(panels * nr, np.int32)
+    if bias is not None:
+        full_bias[:n] = np.broadcast_to(np.asarray(bias, np.int32).reshape(-1), (n,))
+    return PackedWeights(np.ascontiguousarray(data), full_bias, k, n)
+
+
+PMADDWD = {True: ("llvm.x86.avx2.pmadd.wd", 16), False: ("llvm.x86.sse2.pmadd.wd", 8)}
+
+
+def _pair_product(out: str, a: str, b: str, avx2: bool) -> list[str]:
+    """``out = a . b`` by int16 pairs: lane i of <8 x i32> is ``a[2i]*b[2i] + a[2i+1]*b[2i+1]``,
+    exact (``pmaddwd``: one ymm with AVX2, two xmm halves with SSE2, which every x86-64 has)."""
+    fn, width = PMADDWD[avx2]
+    if avx2:
+        return [f"{out} = call <{LANES} x i32> @{fn}(<16 x i16> {a}, <16 x i16> {b})"]
+    lines = []
+    for half in range(2):
+        mask = ", ".join(f"i32 {half * width + i}" for i in range(width))
+        lines += [f"{out}.{x[1:]}{half} = shufflevector <16 x i16> {x}, <16 x i16> poison, "
+                  f"<{width} x i32> <{mask}>" for x in (a, b)]
+        lines.append(f"{out}.{half} = call <4 x i32> @{fn}(<{width} x i16> {out}.{a[1:]}{half}, "
+                     f"<{width} x i16> {out}.{b[1:]}{half})")
+    both = ", ".join(f"i32 {i}" for i in range(LANES))
+    return lines + [f"{out} = shufflevector <4 x i32> {out}.0, <4 x i32> {out}.1, "
+                    f"<{LANES} x i32> <{both}>"]
+
+
+def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int) -> str:
+    """``@name``: ``mr`` whole rows of C (``n >= 1``): A's rows widened to int16 into the
+    workspace, then each column panel through the ``mr x nr`` register tile."""
+    vecs = nr // LANES
+    v = f"<{LANES} x i32>"
+    acc = [(r, h) for r in range(mr) for h in range(vecs)]
+    step = []
+    for h in range(vecs):
+        step += [f"  %b{h}.at = getelementptr inbounds <16 x i16>, ptr %bpanel.p, i64 {h}",
+                 f"  %b{h} = load <16 x i16>, ptr %b{h}.at, align 2"]
+    for r in range(mr):
+        step += [f"  %a{r}.at = getelementptr inbounds i32, ptr %apairs{r}, i64 %q",
+                 f"  %a{r}.s = load i32, ptr %a{r}.at, align 4",
+                 f"  %a{r}.i = insertelement {v} poison, i32 %a{r}.s, i64 0",
+                 f"  %a{r}.v = shufflevector {v} %a{r}.i, {v} poison, {v} zeroinitializer",
+                 f"  %a{r} = bitcast {v} %a{r}.v to <16 x i16>"]
+        for h in range(vecs):
+            step += ["  " + line
+                     for line in _pair_product(f"%p{r}_{h}", f"%a{r}", f"%b{h}", avx2)]
+            step.append(f"  %next{r}_{h} = add {v} %acc{r}_{h}, %p{r}_{h}")
+    init = []
+    for h in range(vecs):
+        init += [f"  %col{h} = add nuw nsw i64 %n0, {h * LANES}",
+                 f"  %bias{h}.at = getelementptr inbounds i32, ptr %bias, i64 %col{h}",
+                 f"  %bias{h} = load {v}, ptr %bias{h}.at, align 4"]
+    phis = [f"  %acc{r}_{h} = phi {v} [ %bias{h}, %npanel ], [ %next{r}_{h}, %kstep ]"
+            for r, h in acc]
+    done = [f"  %done{r}_{h} = phi {v} [ %bias{h}, %npanel ], [ %next{r}_{h}, %kstep ]"
+            for r, h in acc]
+    full_store, tile_store = [], []
+    for r, h in acc:
+        full_store += [
+            f"  %c{r}_{h}.i = add nsw i64 %crow{r}, %col{h}",
+            f"  %c{r}_{h}.at = getelementptr inbounds i32, ptr %c, i64 %c{r}_{h}.i",
+            f"  store {v} %done{r}_{h}, ptr %c{r}_{h}.at, align 4"]
+        tile_store += [
+            f"  %t{r}_{h}.at = getelementptr inbounds i32, ptr %tile, i64 {r * nr + h * LANES}",
+            f"  store {v} %done{r}_{h}, ptr %t{r}_{h}.at, align 4"]
+    crows = []
+    for r in range(mr):
+        crows += [f"  %crow{r} = mul nsw i64 %ldc, {r}",
+                  f"  %apairs{r}.o = mul nuw nsw i64 %pairs, {r}",
+                  f"  %apairs{r} = getelementptr inbounds i32, ptr %work, i64 %apairs{r}.o"]
+    body = "\n".join
+    return f"""
+define internal void @{name}(ptr noalias nocapture readonly %a, i64 %lda,
+                             ptr noalias nocapture readonly %packed,
+                             ptr noalias nocapture readonly %bias, ptr noalias nocapture %c,
+                             i64 %ldc, i64 %n, i64 %k, ptr noalias nocapture %work) {{
+entry:
+  %tile = alloca [{mr * nr} x i32], align 32
+  %k.odd = and i64 %k, 1
+  %kfull = lshr i64 %k, 1
+  %pairs = add nuw nsw i64 %kfull, %k.odd
+  %n.up = add nuw nsw i64 %n, {nr - 1}
+  %panels = udiv i64 %n.up, {nr}
+  %kpad = shl nuw nsw i64 %pairs, 1
+  %some.k = icmp sgt i64 %k, 0
+  %tail.odd = icmp ne i64 %k.odd, 0
+  br label %packrow
+
+; A's rows widened to int16, row r at work[r * 2 * pairs] (a zero after an odd K)
+packrow:
+  %r = phi i64 [ 0, %entry ], [ %r.next, %packtail ]
+  %arow.o = mul nsw i64 %r, %lda
+  %arow = getelementptr inbounds i8, ptr %a, i64 %arow.o
+  %wrow.o = mul nuw nsw i64 %r, %kpad
+  %wrow = getelementptr inbounds i16, ptr %work, i64 %wrow.o
+  br i1 %some.k, label %packcode, label %packtail.check
+
+packcode:
+  %i = phi i64 [ 0, %packrow ], [ %i.next, %packcode ]
+  %x.at = getelementptr inbounds i8, ptr %arow, i64 %i
+  %x = load i8, ptr %x.at, align 1
+  %x16 = {ext} i8 %x to i16
+  %w.at = getelementptr inbounds i16, ptr %wrow, i64 %i
+  store i16 %x16, ptr %w.at, align 2
+  %i.next = add nuw nsw i64 %i, 1
+  %i.more = icmp slt i64 %i.next, %k
+  br i1 %i.more, label %packcode, label %packtail.check
+
+packtail.check:
+  br i1 %tail.odd, label %packlast, label %packtail
+
+packlast:
+  %last.at = getelementptr inbounds i16, ptr %wrow, i64 %k
+  store i16 0, ptr %last.at, align 2
+  br label %packtail
+
+packtail:
+  %r.next = add nuw nsw i64 %r, 1
+  %r.more = icmp slt i64 %r.next, {mr}
+  br i1 %r.more, label %packrow, label %rowsdone
+
+rowsdone:
+{body(crows)}
+  br label %npanel
+
+npanel:
+  %j = phi i64 [ 0, %rowsdone ], [ %j.next, %npanel.end ]
+  %n0 = mul nuw nsw i64 %j, {nr}
+{body(init)}
+  %bpanel.o = mul nuw nsw i64 %j, %pairs
+  %bpanel = getelementptr inbounds <{2 * nr} x i16>, ptr %packed, i64 %bpanel.o
+  %any.k = icmp sgt i64 %pairs, 0
+  br i1 %any.k, label %kstep, label %store
+
+; the micro-kernel: one k-pair per step
+kstep:
+  %q = phi i64 [ 0, %npanel ], [ %q.next, %kstep ]
+{body(phis)}
+  %bpanel.p = getelementptr inbounds <{2 * nr} x i16>, ptr %bpanel, i64 %q
+{body(step)}
+  %q.next = add nuw nsw i64 %q, 1
+  %q.more = icmp slt i64 %q.next, %pairs
+  br i1 %q.more, label %kstep, label %store
+
+store:
+{body(done)}
+  %n.left = sub nsw i64 %n, %n0
+  %full = icmp sge i64 %n.left, {nr}
+  br i1 %full, label %storefull, label %storetile
+
+storefull:
+{body(full_store)}
+  br label %npanel.end
+
+; the last column panel: through the stack, then only the columns inside C
+storetile:
+{body(tile_store)}
+  br label %copyrow
+
+copyrow:
+  %cr = phi i64 [ 0, %storetile ], [ %cr.next, %copyrow.end ]
+  %cr.o = mul nsw i64 %cr, %ldc
+  %cr.c = add nsw i64 %cr.o, %n0
+  %cr.t = mul nuw nsw i64 %cr, {nr}
+  br label %copycol
+
+copycol:
+  %cc = phi i64 [ 0, %copyrow ], [ %cc.next, %copycol ]
+  %cc.ti = add nuw nsw i64 %cr.t, %cc
+  %cc.tat = getelementptr inbounds i32, ptr %tile, i64 %cc.ti
+  %cc.v = load i32, ptr %cc.tat, align 4
+  %cc.ci = add nsw i64 %cr.c, %cc
+  %cc.cat = getelementptr inbounds i32, ptr %c, i64 %cc.ci
+  store i32 %cc.v, ptr %cc.cat, align 4
+  %cc.next = add nuw nsw i64 %cc, 1
+  %cc.more = icmp slt i64 %cc.next, %n.left
+  br i1 %cc.more, label %copycol, label %copyrow.end
+
+copyrow.end:
+  %cr.next = add nuw nsw i64 %cr, 1
+  %cr.more = icmp slt i64 %cr.next, {mr}
+  br i1 %cr.more, label %copyrow, label %npanel.end
+
+npanel.end:
+  %j.next = add nuw nsw i64 %j, 1
+  %j.more = icmp slt i64 %j.next, %panels
+  br i1 %j.more, label %npanel, label %exit
+
+exit:
+  ret void
+}}
+"""
+
+
+def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: str) -> str:
+    """IR that calls ``rows_fn`` for the rows ``[first, last)`` by steps of ``mr``."""
+    return f"""
+{label}:
+  %{label}.i = phi i64 [ {first}, %{label}.check ], [ %{label}.next, %{label} ]
+  %{label}.ao = mul nsw i64 %{label}.i, %lda
+  %{label}.a = getelementptr inbounds i8, ptr %a, i64 %{label}.ao
+  %{label}.co = mul nsw i64 %{label}.i, %ldc
+  %{label}.c = getelementptr inbounds i32, ptr %c, i64 %{label}.co
+  call void @{rows_fn}(ptr %{label}.a, i64 %lda, ptr %packed, ptr %bias, ptr %{label}.c,
+                       i64 %ldc, i64 %n, i64 %k, ptr %work)
+  %{label}.next = add nuw nsw i64 %{label}.i, {mr}
+  %{label}.more = icmp slt i64 %{label}.next, {last}
+  br i1 %{label}.more, label %{label}, label %{after}
+"""
+
+
+def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR) -> str:
+    """The GEMM ``name`` for int8 (``signed``) or uint8 activation codes, tile ``mr x nr``,
+    with AVX2 or with SSE2 only:
+    ``void name(ptr a, i64 lda, ptr packed, ptr bias, ptr c, i64 ldc, i64 m, i64 n, i64 k,
+    ptr work)`` with A [m, k] bytes (row stride ``lda``), C [m, n] int32 (row stride ``ldc``),
+    the packed weights and bias of ``pack_weights(..., nr=nr)`` and a workspace of
+    ``workspace_bytes(k, mr)`` bytes. Whole panels of ``mr`` rows run through the ``mr x nr``
+    tile, the last ``m % mr`` rows one by one through a ``1 x nr`` tile (no row is padded)."""
+    if nr % LANES or mr < 1:
+        raise BackendError(f"the tile {mr}x{nr}: its width must be a multiple of {LANES}")
+    ext = "sext" if signed else "zext"
+    fn, width = PMADDWD[avx2]
+    tiles, single = f"{name}.rows{mr}", f"{name}.rows1"
+    helpers = _rows_ir(tiles, ext, avx2, mr, nr)
+    if mr > 1:
+        helpers += _rows_ir(single, ext, avx2, 1, nr)
+    return f"""
+declare <{LANES * width // 16} x i32> @{fn}(<{width} x i16>, <{width} x i16>)
+{helpers}
+define void @{name}(ptr noalias nocapture readonly %a, i64 %lda, ptr noalias nocapture readonly
+                    %packed, ptr noalias nocapture readonly %bias, ptr noalias nocapture %c,
+                    i64 %ldc, i64 %m, i64 %n, i64 %k, ptr noalias nocapture %work) {{
+entry:
+  %some.n = icmp sgt i64 %n, 0
+  %tiled.n = sdiv i64 %m, {mr}
+  %tiled = mul nsw i64 %tiled.n, {mr}
+  br label %tiles.check
+
+tiles.check:
+  %some.tiles = icmp sgt i64 %tiled, 0
+  %go.tiles = and i1 %some.n, %some.tiles
+  br i1 %go.tiles, label %tiles, label %rest.check
+{_row_loop("tiles", "0", "%tiled", mr, tiles, "rest.check")}
+rest.check:
+  %some.rest = icmp slt i64 %tiled, %m
+  %go.rest = and i1 %some.n, %some.rest
+  br i1 %go.rest, label %rest, label %exit
+{_row_loop("rest", "%tiled", "%m", 1, single, "exit")}
+exit:
+  ret void
+}}
+"""
+
+
+def workspace_bytes(k: int, mr: int = MR) -> int:
+    """The workspace one call needs: a panel of ``mr`` rows of A widened to int16 (K made
+    even)."""
+    return max(1, (k + 1) // 2) * mr * 4
+
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+
+
+def _call(fn: ctypes._CFuncPtr, _operands: tuple, *pointers_and_sizes) -> None:
+    """``fn(*pointers_and_sizes)``; ``_operands`` (the arrays behind the pointers) are held by
+    the ``partial`` that calls this, so they live as long as the bound call."""
+    fn(*pointers_and_sizes)
+
+
+class Gemm:
+    """The compiled GEMM for int8 or uint8 activation codes on one ``Jit``."""
+
+    def __init__(self, jit: Jit, signed: bool, mr: int = MR, nr: int = NR):
+        self.jit = jit  # the machine code lives as long as its engine
+        self.signed, self.mr, self.nr = signed, mr, nr
+        self.name = f"qc_gemm_{'s8' if signed else 'u8'}_{mr}x{nr}"
+        avx2 = jit.target.has("avx2")
+        self.module = jit.add(kernel_ir(self.name, signed, avx2, mr, nr), self.name)
+        self._fn = jit.function(self.name, None, _P, _I64, _P, _P, _P, _I64, _I64, _I64, _I64,
+                                _P)
+
+    def bind(self, a: np.ndarray, weights: PackedWeights, out: np.ndarray,
+             work: np.ndarray | None = None) -> Callable[[], None]:
+        """``out = bias + a @ (b - b_zero_point)`` (int32 [M, N], rows may be strided) for ``a``
+        [M, K] (int8 if signed, else uint8; rows may be strided) and weights from
+        ``pack_weights(..., nr=self.nr)``, as a call without arguments: operands checked and
+        pointers taken once (the call keeps the arrays alive)."""
+        expected = np.dtype(np.int8 if self.signed else np.uint8)
+        m = a.shape[0] if a.ndim == 2 else -1
+        if (a.dtype != expected or a.ndim != 2 or a.shape[1] != weights.k
+                or (a.size and a.strides[1] != 1)):
+            raise BackendError(f"{self.name}: A must be [M, {weights.k}] {expected} with "
+                               f"contiguous rows, got {list(a.shape)} {a.dtype}")
+        if weights.data.shape[2] != self.nr:
+            raise BackendError(f"{self.name}: weights packed for a tile width of "
+                               f"{weights.data.shape[2]}, not {self.nr}")
+        if (out.dtype != np.int32 or out.shape != (m, weights.n)
+                or (out.size and (out.strides[1] != 4 or out.strides[0] % 4))):
+            raise BackendError(f"{self.name}: C must be [{m}, {weights.n}] int32 with "
+                               f"contiguous rows, got {list(out.shape)} {out.dtype}")
+        if work is None:
+            work = np.empty(workspace_bytes(weights.k, self.mr), np.uint8)
+        if work.nbytes < workspace_bytes(weights.k, self.mr):
+            raise BackendError(f"{self.name}: the workspace needs "
+                               f"{workspace_bytes(weights.k, self.mr)} bytes, not {work.nbytes}")
+        return partial(_call, self._fn, (a, weights, out, work), a.ctypes.data, a.strides[0],
+                       weights.data.ctypes.data, weights.bias.ctypes.data, out.ctypes.data,
+                       out.strides[0] // 4, m, weights.n, weights.k, work.ctypes.data)
+
+    def __call__(self, a: np.ndarray, weights: PackedWeights) -> np.ndarray:
+        """``bias + a @ (b - b_zero_point)`` in int32 [M, N] (see ``bind``)."""
+        out = np.empty((a.shape[0], weights.n), np.int32)
+        self.bind(np.ascontiguousarray(a), weights, out)()
+        return out

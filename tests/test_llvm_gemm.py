@@ -1,0 +1,240 @@
+"""The LLVM backend's exact int8 GEMM, compiled for this CPU and for baseline x86-64: bit-exact
+with a plain int64 numpy product over drawn shapes (every tile remainder, 1x1, odd K), int8 and
+uint8 activations, int8 and uint8 weights with and without zero points and bias, codes at their
+limits (pairs whose sum leaves int16: where the saturating u8*s8 pair instruction would be
+wrong), accumulators next to 2^31, strided rows; no read past A, no write outside C; and, with
+the requantization kernel after it, bit-exact with the numpy backend's IntMatMul."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from qcompiler.backends.llvm import gemm
+from qcompiler.backends.llvm.requantize import Requantizer
+from qcompiler.backends.llvm.target import Jit, generic, host
+
+from qcompiler.errors import BackendError
+from qcompiler.ops.int_nn import int_matmul
+
+TARGETS = {"host": host, "x86-64": generic}
+EDGES = [1, 2, 3, gemm.MR - 1, gemm.MR, gemm.MR + 1, gemm.NR - 1, gemm.NR, gemm.NR + 1,
+         2 * gemm.NR + 1, 63, 64, 65]
+INT16 = np.iinfo(np.int16)
+PROT_NONE = 0  # <sys/mman.h> (the mmap module has PROT_READ and PROT_WRITE only)
+
+
+@pytest.fixture(scope="module", params=sorted(TARGETS))
+def kernels(request) -> dict[bool, gemm.Gemm]:
+    """The GEMM for int8 (True) and uint8 (False) activations on one target."""
+    jit = Jit(TARGETS[request.param]())
+    return {signed: gemm.Gemm(jit, signed) for signed in (True, False)}
+
+
+def reference(a, b, b_zero_point=None, bias=None) -> np.ndarray:
+    """``bias + a @ (b - b_zero_point)`` in int64."""
+    centred = b.astype(np.int64) - (0 if b_zero_point is None else np.int64(b_zero_point))
+    acc = a.astype(np.int64) @ centred
+    return acc + (0 if bias is None else np.asarray(bias, np.int64))
+
+
+def codes(rng, dtype, shape, extreme: bool) -> np.ndarray:
+    """Codes of ``dtype``: only its two limits when ``extreme``, else any."""
+    info = np.iinfo(dtype)
+    if extreme:
+        return rng.choice(np.array([info.min, info.max], dtype), shape)
+    return rng.integers(info.min, int(info.max) + 1, shape).astype(dtype)
+
+
+@st.composite
+def problems(draw):
+    size = st.one_of(st.integers(1, 70), st.sampled_from(EDGES))
+    m, n, k = draw(size, label="M"), draw(size, label="N"), draw(size, label="K")
+    a_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="activations")
+    b_dtype = draw(st.sampled_from([np.int8, np.int8, np.uint8]), label="weights")
+    extreme = draw(st.booleans(), label="codes at their limits")
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    a = codes(rng, a_dtype, (m, k), extreme)
+    b = codes(rng, b_dtype, (k, n), extreme)
+    zero_point = draw(st.sampled_from(["none", "scalar", "per column"]), label="b zero point")
+    b_zp = None if zero_point == "none" else codes(
+        rng, b_dtype, () if zero_point == "scalar" else (n,), False)
+    bias = None if draw(st.booleans(), label="no bias") else rng.integers(
+        -(2**24), 2**24, n).astype(np.int32)
+    return a, b, b_zp, bias
+
+
+def pair_sums_beyond_int16(a, b, b_zero_point) -> int:
+    """How many pair products ``a[m,2p]*w[2p,n] + a[m,2p+1]*w[2p+1,n]`` (w centred) leave
+    int16: each one a saturation of the u8*s8 pair instruction, had it been used."""
+    w = b.astype(np.int64) - (0 if b_zero_point is None else np.int64(b_zero_point))
+    k = a.shape[1] // 2 * 2
+    pairs = (a[:, 0:k:2, None] * w[None, 0:k:2] + a[:, 1:k:2, None] * w[None, 1:k:2])
+    return int(((pairs < INT16.min) | (pairs > INT16.max)).sum())
+
+
+def test_the_gemm_is_bit_exact_with_an_int64_product(kernels):
+    reached: Counter[str] = Counter()
+
+    @settings(max_examples=max(100, settings.default.max_examples), deadline=None)
+    @given(problems())
+    def check(problem):
+        a, b, b_zp, bias = problem
+        got = kernels[a.dtype == np.int8](a, gemm.pack_weights(b, b_zp, bias))
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, reference(a, b, b_zp, bias))
+        m, k = a.shape
+        n = b.shape[1]
+        reached["pair sums beyond int16"] += pair_sums_beyond_int16(a, b, b_zp)
+        reached["row remainder"] += m % gemm.MR != 0
+        reached["column remainder"] += n % gemm.NR != 0
+        reached["odd K"] += k % 2
+        reached["whole tiles"] += m % gemm.MR == 0 and n % gemm.NR == 0
+        reached["1x1"] += m == n == 1
+        reached["uint8 weights"] += b.dtype == np.uint8
+
+    check()
+    assert all(reached[key] for key in ("pair sums beyond int16", "row remainder",
+                                        "column remainder", "odd K", "whole tiles", "1x1",
+                                        "uint8 weights")), reached
+
+
+@pytest.mark.parametrize("a_dtype", [np.int8, np.uint8])
+def test_accumulators_next_to_the_int32_limits_are_exact(kernels, a_dtype):
+    """K as large as the int32 accumulator allows with every product at its largest magnitude
+    (activation limit times a centred weight of +-255), signs per row and column so that the
+    sums reach both ends of int32."""
+    info = np.iinfo(a_dtype)
+    largest = max(-int(info.min), int(info.max))
+    k = (2**31 - 1 - 1000) // (largest * 255)
+    rng = np.random.default_rng(k)
+    a = np.where(rng.random((6, k)) < 0.5, info.min, info.max).astype(a_dtype)
+    a[0], a[1] = info.max, info.min  # a whole row at each limit
+    b = np.where(rng.random((k, 19)) < 0.5, -128, 127).astype(np.int8)
+    b[:, 0], b[:, 1] = 127, -128
+    b_zp = np.where(np.arange(19) % 2, 127, -128).astype(np.int8)
+    b_zp[0], b_zp[1] = -128, 127  # columns 0 and 1 centred at +255 and -255 everywhere
+    bias = rng.integers(-1000, 1000, 19).astype(np.int32)
+    got = kernels[a_dtype == np.int8](a, gemm.pack_weights(b, b_zp, bias))
+    want = reference(a, b, b_zp, bias)
+    assert want.max() > 2**31 - 2**24 and want.min() < -(2**31) + 2**24, (want.min(), want.max())
+    assert want.max() <= 2**31 - 1 and want.min() >= -(2**31)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_zero_sizes_leave_c_as_the_bias(kernels):
+    """K = 0 gives the bias; M = 0 or N = 0 touch nothing."""
+    bias = np.arange(5, dtype=np.int32)
+    got = kernels[True](np.zeros((3, 0), np.int8), gemm.pack_weights(np.zeros((0, 5), np.int8),
+                                                                     bias=bias))
+    np.testing.assert_array_equal(got, np.broadcast_to(bias, (3, 5)))
+    assert kernels[False](np.zeros((0, 4), np.uint8),
+                          gemm.pack_weights(np.ones((4, 5), np.int8))).shape == (0, 5)
+    assert kernels[False](np.ones((3, 4), np.uint8),
+                          gemm.pack_weights(np.ones((4, 0), np.int8))).shape == (3, 0)
+
+
+def _fenced(nbytes: int) -> tuple[mmap.mmap, np.ndarray]:
+    """``nbytes`` bytes whose last one is the last readable byte: the page after them is
+    made inaccessible, so a read past them crashes instead of passing unseen."""
+    page = mmap.PAGESIZE
+    pages = -(-nbytes // page) + 1
+    region = mmap.mmap(-1, pages * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(base + (pages - 1) * page, page, PROT_NONE) == 0
+    start = (pages - 1) * page - nbytes
+    return region, np.frombuffer(region, np.uint8, nbytes, start)
+
+
+@pytest.mark.parametrize(("m", "n", "k", "lda"), [(5, 17, 3, 3), (4, 16, 7, 7), (1, 3, 1, 1),
+                                                  (6, 33, 70, 71), (9, 40, 31, 40)])
+def test_no_read_past_a_and_no_write_outside_c(kernels, m, n, k, lda):
+    """A ends right before an inaccessible page (rows ``lda`` bytes apart), C is a window of a
+    larger array whose other elements must keep their sentinel."""
+    rng = np.random.default_rng(m * n * k)
+    nbytes = (m - 1) * lda + k
+    region, raw = _fenced(nbytes)
+    a = np.lib.stride_tricks.as_strided(raw.view(np.int8), (m, k), (lda, 1))
+    a_values = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    np.copyto(a, a_values)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    weights = gemm.pack_weights(b, bias=rng.integers(-99, 99, n).astype(np.int32))
+    sentinel = np.full((m + 2, n + 5), -7, np.int32)
+    out = sentinel[1:m + 1, 2:n + 2]
+    kernels[True].bind(a, weights, out)()
+    np.testing.assert_array_equal(out, reference(a_values, b, bias=weights.bias[:n]))
+    outside = np.ones(sentinel.shape, bool)
+    outside[1:m + 1, 2:n + 2] = False
+    assert (sentinel[outside] == -7).all()
+    del a, raw
+    region.close()
+
+
+def test_with_the_requantization_it_is_the_numpy_backends_int_matmul(kernels):
+    """IntMatMul with both zero points: the weight zero point packed into the weights and the
+    activation zero point folded into the bias as the lowering does (``- a_zp * colsum(b)``),
+    then the LLVM requantization per column; bit-exact with the numpy backend's kernel."""
+    requantize = Requantizer(kernels[True].jit)
+    reached: Counter[str] = Counter()
+
+    @settings(max_examples=max(50, settings.default.max_examples // 2), deadline=None)
+    @given(problems(), st.integers(0, 2**32 - 1))
+    def check(problem, seed):
+        a, b, b_zp, bias = problem
+        rng = np.random.default_rng(seed)
+        n = b.shape[1]
+        a_zp = codes(rng, a.dtype, (), False)
+        b_zp = np.zeros(n, b.dtype) if b_zp is None else np.broadcast_to(b_zp, (n,)).copy()
+        bias = np.zeros(n, np.int32) if bias is None else bias
+        multiplier = 2.0 ** rng.uniform(-20, -6, n)
+        y_zp = np.array(rng.integers(-128, 128), np.int8)
+        want = int_matmul(a, b, multiplier, y_zp, bias, a_zp, b_zp, rounding="fixed_point",
+                          qmin=None, qmax=None)
+        folded = (bias.astype(np.int64) - int(a_zp) * b.sum(axis=0, dtype=np.int64))
+        acc = kernels[a.dtype == np.int8](a, gemm.pack_weights(b, b_zp, folded.astype(np.int32)))
+        got = requantize(np.ascontiguousarray(acc.T), multiplier, int(y_zp), -128, 127, np.int8)
+        np.testing.assert_array_equal(got.T, want)
+        reached["clamped"] += int(((want == -128) | (want == 127)).sum())
+        reached["inside"] += int(((want > -128) & (want < 127)).sum())
+
+    check()
+    assert reached["clamped"] and reached["inside"], reached
+
+
+def test_the_host_kernel_uses_pmaddwd_and_never_the_saturating_pair_instruction():
+    for make, register in ((host, "ymm"), (generic, "xmm")):
+        target = make()
+        kernel = gemm.Gemm(Jit(target), signed=False)
+        assembly = kernel.jit.assembly(kernel.module)
+        assert "pmaddubsw" not in assembly
+        if target.has("avx2"):
+            assert "vpmaddwd" in assembly and "ymm" in assembly
+        else:
+            assert "pmaddwd" in assembly and "ymm" not in assembly
+            assert register in assembly
+
+
+def test_wrong_operands_are_refused_before_machine_code(kernels):
+    """A wrong dtype, K, tile width, output or workspace is a BackendError, never a crash."""
+    weights = gemm.pack_weights(np.ones((6, 5), np.int8))
+    a = np.ones((3, 6), np.int8)
+    out = np.empty((3, 5), np.int32)
+    wrong = [(a.astype(np.uint8), weights, out, None, "A must be"),
+             (a[:, :5], weights, out, None, "A must be"),
+             (a[:, ::2], gemm.pack_weights(np.ones((3, 5), np.int8)), out, None, "contiguous"),
+             (a, gemm.pack_weights(np.ones((6, 5), np.int8), nr=24), out, None, "tile width"),
+             (a, weights, out.astype(np.int64), None, "C must be"),
+             (a, weights, np.empty((5, 3), np.int32).T, None, "C must be"),
+             (a, weights, out, np.empty(3, np.uint8), "workspace")]
+    for a_, weights_, out_, work, match in wrong:
+        with pytest.raises(BackendError, match=match):
+            kernels[True].bind(a_, weights_, out_, work)
+    with pytest.raises(BackendError, match="int8 or uint8"):
+        gemm.pack_weights(np.ones((6, 5), np.int16))
