@@ -39,6 +39,7 @@ from functools import partial
 import numpy as np
 
 from qcompiler.errors import BackendError
+from qcompiler.ops import fixed_point
 
 from .target import Jit
 
@@ -58,9 +59,12 @@ class PackedWeights:
     n: int
 
 
-def pack_weights(b: np.ndarray, b_zero_point=None, bias=None, nr: int = NR) -> PackedWeights:
+def pack_weights(b: np.ndarray, b_zero_point=None, bias=None, nr: int = NR,
+                 a_zero_point=None) -> PackedWeights:
     """``b`` ([K, N] int8 or uint8 codes) minus ``b_zero_point`` (a scalar or one per column)
-    in the micro-kernel's layout, with ``bias`` (a scalar or one per column, int32)."""
+    in the micro-kernel's layout, with ``bias`` (a scalar or one per column, int32). An
+    ``a_zero_point`` folds IntMatMul's ``- a_zero_point * sum_k b[k, n]`` into the bias as the
+    lowering does, modulo 2^32 (the kernel's adds wrap, so only the accumulator must fit)."""
     if b.ndim != 2 or b.dtype not in (np.int8, np.uint8):
         raise BackendError(f"the GEMM's weights must be [K, N] int8 or uint8 codes, got "
                            f"{list(b.shape)} {b.dtype}")
@@ -72,10 +76,68 @@ def pack_weights(b: np.ndarray, b_zero_point=None, bias=None, nr: int = NR) -> P
     padded = np.zeros((2 * pairs, panels * nr), np.int16)
     padded[:k, :n] = centred
     data = padded.reshape(pairs, 2, panels, nr).transpose(2, 0, 3, 1)
-    full_bias = np.zeros(panels * nr, np.int32)
+    full_bias = np.zeros(panels * nr, np.int64)
     if bias is not None:
         full_bias[:n] = np.broadcast_to(np.asarray(bias, np.int32).reshape(-1), (n,))
+    if a_zero_point is not None:
+        full_bias[:n] -= int(a_zero_point) * b.sum(axis=0, dtype=np.int64)
+    full_bias = (full_bias & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
     return PackedWeights(np.ascontiguousarray(data), full_bias, k, n)
+
+
+@dataclass(frozen=True)
+class Requantization:
+    """The requantizing store's constants, per column padded to the panels: ``mult`` (int32
+    ``M0`` for ``"fixed_point"``, float32 ``M`` for ``"float"``), ``shift`` and ``half``
+    (int64 ``t`` and ``2^(t-1)``, zeros for ``"float"``); the clamp on the scaled value
+    ``[low, high] = [qmin - zp, qmax - zp]``, the zero point ``zp`` and the codes' dtype."""
+
+    rounding: str
+    mult: np.ndarray
+    shift: np.ndarray
+    half: np.ndarray
+    low: int
+    high: int
+    zp: int
+    dtype: np.dtype
+    n: int
+
+
+def requantization(multiplier, y_zero_point, qmin: int | None = None, qmax: int | None = None,
+                   rounding: str = "fixed_point", n: int = 1, nr: int = NR) -> Requantization:
+    """IntMatMul's rescale for ``n`` columns as the requantizing store runs it: ``multiplier``
+    (real, a scalar or one per column), ``y_zero_point`` (an int8 or uint8 scalar: its dtype is
+    the output's), the clamp ``[qmin, qmax]`` (the dtype's limits where None), ``rounding`` as
+    ``fixed_point.rescale`` has it: ``M0``/``t`` from ``fixed_point.shared_multipliers`` per
+    column."""
+    zero_point = np.asarray(y_zero_point)
+    if zero_point.dtype not in (np.int8, np.uint8) or zero_point.size != 1:
+        raise BackendError(f"the requantizing GEMM's output zero point must be one int8 or "
+                           f"uint8 code, got {zero_point.dtype} {list(zero_point.shape)}")
+    if rounding not in ROUNDINGS:
+        raise BackendError(f"no requantizing GEMM for the rounding {rounding!r}")
+    info = np.iinfo(zero_point.dtype)
+    lo = int(info.min) if qmin is None else int(qmin)
+    hi = int(info.max) if qmax is None else int(qmax)
+    if not info.min <= lo <= hi <= info.max:
+        raise BackendError(f"the output clamp [{lo}, {hi}] must lie within the "
+                           f"{zero_point.dtype} codes")
+    ms = np.broadcast_to(np.asarray(multiplier, np.float64).reshape(-1), (n,))
+    width = -(-n // nr) * nr
+    mult, shift, half = (np.zeros(width, t) for t in (np.int32, np.int64, np.int64))
+    if rounding == "float":
+        mult = mult.view(np.float32)
+        mult[:n] = ms.astype(np.float32)
+    else:
+        try:
+            (m0,), t = fixed_point.shared_multipliers([ms])
+        except ValueError as exc:
+            raise BackendError(f"the requantizing GEMM's multipliers: {exc}") from None
+        mult[:n], shift[:n] = m0, t
+        half[:n] = np.where(t > 0, np.left_shift(1, np.maximum(t - 1, 0)), 0)
+    zp = int(zero_point)
+    return Requantization(rounding, mult, shift, half, lo - zp, hi - zp, zp,
+                          zero_point.dtype, n)
 
 
 PMADDWD = {True: ("llvm.x86.avx2.pmadd.wd", 16), False: ("llvm.x86.sse2.pmadd.wd", 8)}
@@ -99,11 +161,110 @@ def _pair_product(out: str, a: str, b: str, avx2: bool) -> list[str]:
                     f"<{LANES} x i32> <{both}>"]
 
 
-def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int) -> str:
+# -- the requantizing store ----------------------------------------------------------------------
+#
+# Per column n, with the requantization's constants (``Requantization``):
+#   "fixed_point": s = (acc * M0[n] + half[n]) >> t[n] in int64 (M0 = t = half = 0 flushes)
+#   "float":       s = rint(float32(acc) * float32(M[n])) in float32, half to even
+# then y = clamp(s + zp, lo, hi) computed as clamp(s, lo - zp, hi - zp) + zp: the same integer,
+# and in the float rounding the clamp of an integral float by integral bounds is exact, so it
+# runs before the conversion (which is then always defined). The last add is done on the byte
+# (modulo 256): the result is within [lo, hi], so its byte is the code's byte, int8 or uint8.
+
+ROUNDINGS = ("fixed_point", "float")
+_REQUANTIZE_ARGS = ("ptr noalias nocapture readonly %mult, ptr noalias nocapture readonly "
+                    "%shift, ptr noalias nocapture readonly %half, i64 %low, i64 %high, i64 %zp")
+
+
+def _params(rounding: str | None) -> str:
+    """The requantizing kernel's extra parameters (after the workspace)."""
+    return "" if rounding is None else ",\n    " + _REQUANTIZE_ARGS
+
+
+def _args(rounding: str | None) -> str:
+    """The extra arguments a call passes on."""
+    return "" if rounding is None else (", ptr %mult, ptr %shift, ptr %half, i64 %low, "
+                                        "i64 %high, i64 %zp")
+
+
+def _splat(out: str, vector: str, scalar: str) -> list[str]:
+    return [f"{out}.i = insertelement {vector} poison, {scalar}, i64 0",
+            f"{out} = shufflevector {vector} {out}.i, {vector} poison, "
+            f"<{LANES} x i32> zeroinitializer"]
+
+
+def _splats(rounding: str | None) -> list[str]:
+    """The clamp bounds (on the scaled value) and the zero point as vectors."""
+    if rounding is None:
+        return []
+    lines = ["%zp.b = trunc i64 %zp to i8", *_splat("%zp.v", f"<{LANES} x i8>", "i8 %zp.b")]
+    if rounding == "fixed_point":
+        for bound in ("low", "high"):
+            lines += _splat(f"%{bound}.v", f"<{LANES} x i64>", f"i64 %{bound}")
+    else:
+        for bound in ("low", "high"):
+            lines.append(f"%{bound}.f = sitofp i64 %{bound} to float")
+            lines += _splat(f"%{bound}.v", f"<{LANES} x float>", f"float %{bound}.f")
+    return ["  " + line for line in lines]
+
+
+def _column_constants(rounding: str, h: int) -> list[str]:
+    """Vector ``h``'s columns' multipliers (and shifts and rounding halves)."""
+    if rounding == "float":
+        return [f"  %mult{h}.at = getelementptr inbounds float, ptr %mult, i64 %col{h}",
+                f"  %mult{h} = load <{LANES} x float>, ptr %mult{h}.at, align 4"]
+    wide = f"<{LANES} x i64>"
+    return [f"  %mult{h}.at = getelementptr inbounds i32, ptr %mult, i64 %col{h}",
+            f"  %mult{h}.n = load <{LANES} x i32>, ptr %mult{h}.at, align 4",
+            f"  %mult{h} = sext <{LANES} x i32> %mult{h}.n to {wide}",
+            f"  %shift{h}.at = getelementptr inbounds i64, ptr %shift, i64 %col{h}",
+            f"  %shift{h} = load {wide}, ptr %shift{h}.at, align 8",
+            f"  %half{h}.at = getelementptr inbounds i64, ptr %half, i64 %col{h}",
+            f"  %half{h} = load {wide}, ptr %half{h}.at, align 8"]
+
+
+def _requantize(rounding: str, r: int, h: int) -> list[str]:
+    """``%out{r}_{h}`` (bytes): the accumulators ``%done{r}_{h}`` requantized."""
+    x, v = f"{r}_{h}", f"<{LANES} x i32>"
+    if rounding == "float":
+        f = f"<{LANES} x float>"
+        lines = [f"%f{x} = sitofp {v} %done{x} to {f}",
+                 f"%fm{x} = fmul {f} %f{x}, %mult{h}",
+                 f"%fr{x} = call {f} @llvm.rint.v{LANES}f32({f} %fm{x})",
+                 f"%fl{x} = call {f} @llvm.maxnum.v{LANES}f32({f} %fr{x}, {f} %low.v)",
+                 f"%fh{x} = call {f} @llvm.minnum.v{LANES}f32({f} %fl{x}, {f} %high.v)",
+                 f"%s{x} = fptosi {f} %fh{x} to {v}",
+                 f"%b{x} = trunc {v} %s{x} to <{LANES} x i8>"]
+    else:
+        w = f"<{LANES} x i64>"
+        lines = [f"%w{x} = sext {v} %done{x} to {w}",
+                 f"%wm{x} = mul nsw {w} %w{x}, %mult{h}",
+                 f"%wr{x} = add nsw {w} %wm{x}, %half{h}",
+                 f"%ws{x} = ashr {w} %wr{x}, %shift{h}",
+                 f"%wl{x} = call {w} @llvm.smax.v{LANES}i64({w} %ws{x}, {w} %low.v)",
+                 f"%wh{x} = call {w} @llvm.smin.v{LANES}i64({w} %wl{x}, {w} %high.v)",
+                 f"%b{x} = trunc {w} %wh{x} to <{LANES} x i8>"]
+    lines.append(f"%out{x} = add <{LANES} x i8> %b{x}, %zp.v")
+    return ["  " + line for line in lines]
+
+
+_DECLARATIONS = {None: "", "fixed_point": f"""
+declare <{LANES} x i64> @llvm.smax.v{LANES}i64(<{LANES} x i64>, <{LANES} x i64>)
+declare <{LANES} x i64> @llvm.smin.v{LANES}i64(<{LANES} x i64>, <{LANES} x i64>)""", "float": f"""
+declare <{LANES} x float> @llvm.rint.v{LANES}f32(<{LANES} x float>)
+declare <{LANES} x float> @llvm.maxnum.v{LANES}f32(<{LANES} x float>, <{LANES} x float>)
+declare <{LANES} x float> @llvm.minnum.v{LANES}f32(<{LANES} x float>, <{LANES} x float>)"""}
+
+
+def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int, rounding: str | None) -> str:
     """``@name``: ``mr`` whole rows of C (``n >= 1``): A's rows widened to int16 into the
-    workspace, then each column panel through the ``mr x nr`` register tile."""
+    workspace, then each column panel through the ``mr x nr`` register tile, stored as int32
+    (``rounding`` None) or requantized to bytes (``_requantize``)."""
     vecs = nr // LANES
     v = f"<{LANES} x i32>"
+    et = "i32" if rounding is None else "i8"  # an element of C
+    ov = f"<{LANES} x {et}>"
+    size = 4 if rounding is None else 1
     acc = [(r, h) for r in range(mr) for h in range(vecs)]
     step = []
     for h in range(vecs):
@@ -128,15 +289,20 @@ def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int) -> str:
             for r, h in acc]
     done = [f"  %done{r}_{h} = phi {v} [ %bias{h}, %npanel ], [ %next{r}_{h}, %kstep ]"
             for r, h in acc]
+    if rounding is None:
+        result = [f"  %out{r}_{h} = bitcast {v} %done{r}_{h} to {v}" for r, h in acc]
+    else:
+        result = [line for h in range(vecs) for line in _column_constants(rounding, h)]
+        result += [line for r, h in acc for line in _requantize(rounding, r, h)]
     full_store, tile_store = [], []
     for r, h in acc:
         full_store += [
             f"  %c{r}_{h}.i = add nsw i64 %crow{r}, %col{h}",
-            f"  %c{r}_{h}.at = getelementptr inbounds i32, ptr %c, i64 %c{r}_{h}.i",
-            f"  store {v} %done{r}_{h}, ptr %c{r}_{h}.at, align 4"]
+            f"  %c{r}_{h}.at = getelementptr inbounds {et}, ptr %c, i64 %c{r}_{h}.i",
+            f"  store {ov} %out{r}_{h}, ptr %c{r}_{h}.at, align {size}"]
         tile_store += [
-            f"  %t{r}_{h}.at = getelementptr inbounds i32, ptr %tile, i64 {r * nr + h * LANES}",
-            f"  store {v} %done{r}_{h}, ptr %t{r}_{h}.at, align 4"]
+            f"  %t{r}_{h}.at = getelementptr inbounds {et}, ptr %tile, i64 {r * nr + h * LANES}",
+            f"  store {ov} %out{r}_{h}, ptr %t{r}_{h}.at, align {size}"]
     crows = []
     for r in range(mr):
         crows += [f"  %crow{r} = mul nsw i64 %ldc, {r}",
@@ -147,9 +313,11 @@ def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int) -> str:
 define internal void @{name}(ptr noalias nocapture readonly %a, i64 %lda,
                              ptr noalias nocapture readonly %packed,
                              ptr noalias nocapture readonly %bias, ptr noalias nocapture %c,
-                             i64 %ldc, i64 %n, i64 %k, ptr noalias nocapture %work) {{
+                             i64 %ldc, i64 %n, i64 %k,
+                             ptr noalias nocapture %work{_params(rounding)}) {{
 entry:
-  %tile = alloca [{mr * nr} x i32], align 32
+  %tile = alloca [{mr * nr} x {et}], align 32
+{body(_splats(rounding))}
   %k.odd = and i64 %k, 1
   %kfull = lshr i64 %k, 1
   %pairs = add nuw nsw i64 %kfull, %k.odd
@@ -218,6 +386,7 @@ kstep:
 
 store:
 {body(done)}
+{body(result)}
   %n.left = sub nsw i64 %n, %n0
   %full = icmp sge i64 %n.left, {nr}
   br i1 %full, label %storefull, label %storetile
@@ -241,11 +410,11 @@ copyrow:
 copycol:
   %cc = phi i64 [ 0, %copyrow ], [ %cc.next, %copycol ]
   %cc.ti = add nuw nsw i64 %cr.t, %cc
-  %cc.tat = getelementptr inbounds i32, ptr %tile, i64 %cc.ti
-  %cc.v = load i32, ptr %cc.tat, align 4
+  %cc.tat = getelementptr inbounds {et}, ptr %tile, i64 %cc.ti
+  %cc.v = load {et}, ptr %cc.tat, align {size}
   %cc.ci = add nsw i64 %cr.c, %cc
-  %cc.cat = getelementptr inbounds i32, ptr %c, i64 %cc.ci
-  store i32 %cc.v, ptr %cc.cat, align 4
+  %cc.cat = getelementptr inbounds {et}, ptr %c, i64 %cc.ci
+  store {et} %cc.v, ptr %cc.cat, align {size}
   %cc.next = add nuw nsw i64 %cc, 1
   %cc.more = icmp slt i64 %cc.next, %n.left
   br i1 %cc.more, label %copycol, label %copyrow.end
@@ -266,7 +435,8 @@ exit:
 """
 
 
-def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: str) -> str:
+def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: str,
+              rounding: str | None) -> str:
     """IR that calls ``rows_fn`` for the rows ``[first, last)`` by steps of ``mr``."""
     return f"""
 {label}:
@@ -274,37 +444,47 @@ def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: s
   %{label}.ao = mul nsw i64 %{label}.i, %lda
   %{label}.a = getelementptr inbounds i8, ptr %a, i64 %{label}.ao
   %{label}.co = mul nsw i64 %{label}.i, %ldc
-  %{label}.c = getelementptr inbounds i32, ptr %c, i64 %{label}.co
+  %{label}.c = getelementptr inbounds {"i32" if rounding is None else "i8"}, ptr %c, i64 %{label}.co
   call void @{rows_fn}(ptr %{label}.a, i64 %lda, ptr %packed, ptr %bias, ptr %{label}.c,
-                       i64 %ldc, i64 %n, i64 %k, ptr %work)
+                       i64 %ldc, i64 %n, i64 %k, ptr %work{_args(rounding)})
   %{label}.next = add nuw nsw i64 %{label}.i, {mr}
   %{label}.more = icmp slt i64 %{label}.next, {last}
   br i1 %{label}.more, label %{label}, label %{after}
 """
 
 
-def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR) -> str:
+def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR,
+              rounding: str | None = None) -> str:
     """The GEMM ``name`` for int8 (``signed``) or uint8 activation codes, tile ``mr x nr``,
     with AVX2 or with SSE2 only:
     ``void name(ptr a, i64 lda, ptr packed, ptr bias, ptr c, i64 ldc, i64 m, i64 n, i64 k,
     ptr work)`` with A [m, k] bytes (row stride ``lda``), C [m, n] int32 (row stride ``ldc``),
     the packed weights and bias of ``pack_weights(..., nr=nr)`` and a workspace of
     ``workspace_bytes(k, mr)`` bytes. Whole panels of ``mr`` rows run through the ``mr x nr``
-    tile, the last ``m % mr`` rows one by one through a ``1 x nr`` tile (no row is padded)."""
+    tile, the last ``m % mr`` rows one by one through a ``1 x nr`` tile (no row is padded).
+
+    With a ``rounding`` (one of ``ROUNDINGS``) the tile is requantized as it is stored: C is
+    [m, n] bytes (int8 or uint8 codes, row stride ``ldc`` bytes) and the call takes the
+    ``Requantization``'s constants after the workspace:
+    ``ptr mult, ptr shift, ptr half, i64 low, i64 high, i64 zp``."""
     if nr % LANES or mr < 1:
         raise BackendError(f"the tile {mr}x{nr}: its width must be a multiple of {LANES}")
+    if rounding is not None and rounding not in ROUNDINGS:
+        raise BackendError(f"no requantizing GEMM for the rounding {rounding!r}")
     ext = "sext" if signed else "zext"
     fn, width = PMADDWD[avx2]
     tiles, single = f"{name}.rows{mr}", f"{name}.rows1"
-    helpers = _rows_ir(tiles, ext, avx2, mr, nr)
+    helpers = _rows_ir(tiles, ext, avx2, mr, nr, rounding)
     if mr > 1:
-        helpers += _rows_ir(single, ext, avx2, 1, nr)
+        helpers += _rows_ir(single, ext, avx2, 1, nr, rounding)
     return f"""
 declare <{LANES * width // 16} x i32> @{fn}(<{width} x i16>, <{width} x i16>)
+{_DECLARATIONS[rounding]}
 {helpers}
 define void @{name}(ptr noalias nocapture readonly %a, i64 %lda, ptr noalias nocapture readonly
                     %packed, ptr noalias nocapture readonly %bias, ptr noalias nocapture %c,
-                    i64 %ldc, i64 %m, i64 %n, i64 %k, ptr noalias nocapture %work) {{
+                    i64 %ldc, i64 %m, i64 %n, i64 %k,
+                    ptr noalias nocapture %work{_params(rounding)}) {{
 entry:
   %some.n = icmp sgt i64 %n, 0
   %tiled.n = sdiv i64 %m, {mr}
@@ -315,12 +495,12 @@ tiles.check:
   %some.tiles = icmp sgt i64 %tiled, 0
   %go.tiles = and i1 %some.n, %some.tiles
   br i1 %go.tiles, label %tiles, label %rest.check
-{_row_loop("tiles", "0", "%tiled", mr, tiles, "rest.check")}
+{_row_loop("tiles", "0", "%tiled", mr, tiles, "rest.check", rounding)}
 rest.check:
   %some.rest = icmp slt i64 %tiled, %m
   %go.rest = and i1 %some.n, %some.rest
   br i1 %go.rest, label %rest, label %exit
-{_row_loop("rest", "%tiled", "%m", 1, single, "exit")}
+{_row_loop("rest", "%tiled", "%m", 1, single, "exit", rounding)}
 exit:
   ret void
 }}
@@ -344,23 +524,30 @@ def _call(fn: ctypes._CFuncPtr, _operands: tuple, *pointers_and_sizes) -> None:
 
 
 class Gemm:
-    """The compiled GEMM for int8 or uint8 activation codes on one ``Jit``."""
+    """The compiled GEMM for int8 or uint8 activation codes on one ``Jit``: int32 output, or
+    with a ``rounding`` the requantizing one (int8/uint8 codes out)."""
 
-    def __init__(self, jit: Jit, signed: bool, mr: int = MR, nr: int = NR):
+    def __init__(self, jit: Jit, signed: bool, mr: int = MR, nr: int = NR,
+                 rounding: str | None = None):
         self.jit = jit  # the machine code lives as long as its engine
-        self.signed, self.mr, self.nr = signed, mr, nr
-        self.name = f"qc_gemm_{'s8' if signed else 'u8'}_{mr}x{nr}"
+        self.signed, self.mr, self.nr, self.rounding = signed, mr, nr, rounding
+        self.name = f"qc_gemm_{'s8' if signed else 'u8'}_{mr}x{nr}" + (
+            "" if rounding is None else f"_{rounding}")
         avx2 = jit.target.has("avx2")
-        self.module = jit.add(kernel_ir(self.name, signed, avx2, mr, nr), self.name)
+        self.module = jit.add(kernel_ir(self.name, signed, avx2, mr, nr, rounding), self.name)
+        extra = () if rounding is None else (_P, _P, _P, _I64, _I64, _I64)
         self._fn = jit.function(self.name, None, _P, _I64, _P, _P, _P, _I64, _I64, _I64, _I64,
-                                _P)
+                                _P, *extra)
 
     def bind(self, a: np.ndarray, weights: PackedWeights, out: np.ndarray,
-             work: np.ndarray | None = None) -> Callable[[], None]:
+             work: np.ndarray | None = None,
+             requant: Requantization | None = None) -> Callable[[], None]:
         """``out = bias + a @ (b - b_zero_point)`` (int32 [M, N], rows may be strided) for ``a``
         [M, K] (int8 if signed, else uint8; rows may be strided) and weights from
         ``pack_weights(..., nr=self.nr)``, as a call without arguments: operands checked and
-        pointers taken once (the call keeps the arrays alive)."""
+        pointers taken once (the call keeps the arrays alive). The requantizing GEMM needs
+        ``requant`` (of its rounding, ``requantization(..., n=N, nr=self.nr)``) and stores
+        its codes into ``out`` ([M, N] of ``requant.dtype``, rows may be strided)."""
         expected = np.dtype(np.int8 if self.signed else np.uint8)
         m = a.shape[0] if a.ndim == 2 else -1
         if (a.dtype != expected or a.ndim != 2 or a.shape[1] != weights.k
@@ -370,21 +557,46 @@ class Gemm:
         if weights.data.shape[2] != self.nr:
             raise BackendError(f"{self.name}: weights packed for a tile width of "
                                f"{weights.data.shape[2]}, not {self.nr}")
-        if (out.dtype != np.int32 or out.shape != (m, weights.n)
-                or (out.size and (out.strides[1] != 4 or out.strides[0] % 4))):
-            raise BackendError(f"{self.name}: C must be [{m}, {weights.n}] int32 with "
+        extra = self._requant_args(requant, weights.n)
+        c_dtype = np.dtype(np.int32) if requant is None else requant.dtype
+        size = c_dtype.itemsize
+        if (out.dtype != c_dtype or out.shape != (m, weights.n)
+                or (out.size and (out.strides[1] != size or out.strides[0] % size))):
+            raise BackendError(f"{self.name}: C must be [{m}, {weights.n}] {c_dtype} with "
                                f"contiguous rows, got {list(out.shape)} {out.dtype}")
         if work is None:
             work = np.empty(workspace_bytes(weights.k, self.mr), np.uint8)
         if work.nbytes < workspace_bytes(weights.k, self.mr):
             raise BackendError(f"{self.name}: the workspace needs "
                                f"{workspace_bytes(weights.k, self.mr)} bytes, not {work.nbytes}")
-        return partial(_call, self._fn, (a, weights, out, work), a.ctypes.data, a.strides[0],
-                       weights.data.ctypes.data, weights.bias.ctypes.data, out.ctypes.data,
-                       out.strides[0] // 4, m, weights.n, weights.k, work.ctypes.data)
+        return partial(_call, self._fn, (a, weights, out, work, requant), a.ctypes.data,
+                       a.strides[0], weights.data.ctypes.data, weights.bias.ctypes.data,
+                       out.ctypes.data, out.strides[0] // size, m, weights.n, weights.k,
+                       work.ctypes.data, *extra)
 
-    def __call__(self, a: np.ndarray, weights: PackedWeights) -> np.ndarray:
-        """``bias + a @ (b - b_zero_point)`` in int32 [M, N] (see ``bind``)."""
-        out = np.empty((a.shape[0], weights.n), np.int32)
-        self.bind(np.ascontiguousarray(a), weights, out)()
+    def _requant_args(self, requant: Requantization | None, n: int) -> tuple:
+        """The requantizing store's arguments (none for the int32 GEMM), checked."""
+        if self.rounding is None:
+            if requant is not None:
+                raise BackendError(f"{self.name}: this GEMM stores int32; it takes no "
+                                   f"requantization")
+            return ()
+        if requant is None or requant.rounding != self.rounding:
+            raise BackendError(f"{self.name}: needs a requantization with the rounding "
+                               f"{self.rounding!r}, got "
+                               f"{None if requant is None else requant.rounding!r}")
+        if requant.n != n or requant.mult.size != -(-n // self.nr) * self.nr:
+            raise BackendError(f"{self.name}: a requantization for {requant.n} columns padded "
+                               f"to {requant.mult.size}, not {n} columns in panels of "
+                               f"{self.nr}")
+        return (requant.mult.ctypes.data, requant.shift.ctypes.data, requant.half.ctypes.data,
+                requant.low, requant.high, requant.zp)
+
+    def __call__(self, a: np.ndarray, weights: PackedWeights,
+                 requant: Requantization | None = None) -> np.ndarray:
+        """``bias + a @ (b - b_zero_point)`` in int32 [M, N], or requantized by ``requant``
+        into its codes (see ``bind``)."""
+        dtype = np.int32 if requant is None else requant.dtype
+        out = np.empty((a.shape[0], weights.n), dtype)
+        self.bind(np.ascontiguousarray(a), weights, out, requant=requant)()
         return out
