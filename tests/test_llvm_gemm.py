@@ -20,6 +20,7 @@ from qcompiler.backends.llvm.requantize import Requantizer
 from qcompiler.backends.llvm.target import Jit, generic, host
 
 from qcompiler.errors import BackendError
+from qcompiler.ops import fixed_point
 from qcompiler.ops.int_nn import int_matmul
 
 TARGETS = {"host": host, "x86-64": generic}
@@ -238,3 +239,156 @@ def test_wrong_operands_are_refused_before_machine_code(kernels):
             kernels[True].bind(a_, weights_, out_, work)
     with pytest.raises(BackendError, match="int8 or uint8"):
         gemm.pack_weights(np.ones((6, 5), np.int16))
+
+
+# -- the requantizing GEMM: IntMatMul's output codes in one call ---------------------------------
+
+# flushed (< 2^-32), tiny, powers of two (ties), ordinary, 1, > 1
+MULTIPLIERS = [2.0**-40, 2.0**-33, 3e-10, 2.0**-20, 2.0**-9, 2.0**-3, 0.5, 0.0123, 1.0, 1.5,
+               3.7, 255.0]
+
+
+@pytest.fixture(scope="module", params=sorted(TARGETS))
+def fused(request) -> dict[tuple[bool, str], gemm.Gemm]:
+    """The requantizing GEMM per activation signedness and rounding, on one target."""
+    jit = Jit(TARGETS[request.param]())
+    return {(signed, rounding): gemm.Gemm(jit, signed, rounding=rounding)
+            for signed in (True, False) for rounding in fixed_point.ROUNDINGS}
+
+
+@st.composite
+def outputs(draw, n: int):
+    """IntMatMul's rescale operands for ``n`` columns: multipliers (one, or one per column,
+    from ``MULTIPLIERS`` or drawn), the output zero point (often at a limit of its dtype) and
+    the clamp."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["scalar", "per column", "drawn per column"]), label="M")
+    if kind == "scalar":
+        multiplier = np.array(draw(st.sampled_from(MULTIPLIERS)))
+    elif kind == "per column":
+        multiplier = rng.choice(MULTIPLIERS, n)
+    else:
+        multiplier = 2.0 ** rng.uniform(-18, 2, n)
+    dtype = draw(st.sampled_from([np.int8, np.uint8]), label="output")
+    info = np.iinfo(dtype)
+    limits = st.sampled_from([int(info.min), int(info.max)])
+    y_zp = np.array(draw(st.one_of(limits, st.integers(int(info.min), int(info.max)))), dtype)
+    qmin = draw(st.one_of(st.none(), st.integers(int(info.min), int(info.max))), label="qmin")
+    qmax = draw(st.one_of(st.none(), st.integers(int(info.min) if qmin is None else qmin,
+                                                 int(info.max))), label="qmax")
+    return multiplier, y_zp, qmin, qmax
+
+
+def ties(acc: np.ndarray, multiplier, rounding: str) -> int:
+    """How many ``acc * M`` lie exactly halfway between two integers (as the rounding sees
+    them: ``M0 / 2^t``, or the float32 product)."""
+    ms = np.broadcast_to(np.asarray(multiplier, np.float64).reshape(-1), acc.shape[-1:])
+    if rounding == "float":
+        product = acc.astype(np.float32) * ms.astype(np.float32)
+        return int((product - np.floor(product) == 0.5).sum())
+    (m0,), t = fixed_point.shared_multipliers([ms])
+    below = acc.astype(np.int64) * m0 & ((np.int64(1) << t) - 1)
+    return int(((t > 0) & (below == np.where(t > 0, np.int64(1) << np.maximum(t - 1, 0), -1)))
+               .sum())
+
+
+@pytest.mark.parametrize("rounding", fixed_point.ROUNDINGS)
+def test_the_requantizing_gemm_is_the_numpy_backends_int_matmul(fused, rounding):
+    """One call: IntMatMul's codes, bit-exact with its numpy kernel given the same operands
+    (a zero points folded into the bias by ``pack_weights`` as the lowering does)."""
+    reached: Counter[str] = Counter()
+
+    @settings(max_examples=max(60, settings.default.max_examples), deadline=None)
+    @given(st.data())
+    def check(data):
+        a, b, b_zp, bias = data.draw(problems())
+        n = b.shape[1]
+        multiplier, y_zp, qmin, qmax = data.draw(outputs(n))
+        a_zp = data.draw(st.one_of(st.none(), st.sampled_from(
+            [int(np.iinfo(a.dtype).min), 1, int(np.iinfo(a.dtype).max)])), label="a zero point")
+        a_zp = None if a_zp is None else np.array(a_zp, a.dtype)
+        b_zp = None if b_zp is None else np.asarray(b_zp)
+        want = int_matmul(a, b, multiplier, y_zp, bias, a_zp, b_zp, rounding=rounding,
+                          qmin=qmin, qmax=qmax)
+        weights = gemm.pack_weights(b, b_zp, bias, a_zero_point=a_zp)
+        requant = gemm.requantization(multiplier, y_zp, qmin, qmax, rounding, n)
+        got = fused[a.dtype == np.int8, rounding](a, weights, requant)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        acc = reference(a, b, b_zp, bias) - (0 if a_zp is None else int(a_zp) * b.sum(
+            axis=0, dtype=np.int64))
+        free = fixed_point.rescale([acc], [multiplier], rounding) + int(y_zp)
+        info = np.iinfo(y_zp.dtype)
+        reached["clamped low"] += int((free < (info.min if qmin is None else qmin)).sum())
+        reached["clamped high"] += int((free > (info.max if qmax is None else qmax)).sum())
+        reached["inside"] += int(((want > info.min) & (want < info.max)).sum())
+        reached["ties"] += ties(acc, multiplier, rounding)
+        reached["flushed M"] += int((np.asarray(multiplier) < 2.0**-32).sum())
+        reached["M > 1"] += int((np.asarray(multiplier) > 1).sum())
+        reached["y zero point at a limit"] += int(y_zp) in (info.min, info.max)
+        reached["uint8 output"] += y_zp.dtype == np.uint8
+        reached["row remainder"] += a.shape[0] % gemm.MR != 0
+        reached["column remainder"] += n % gemm.NR != 0
+        reached["odd K"] += a.shape[1] % 2
+
+    check()
+    assert all(reached[key] for key in (
+        "clamped low", "clamped high", "inside", "ties", "flushed M", "M > 1",
+        "y zero point at a limit", "uint8 output", "row remainder", "column remainder",
+        "odd K")), reached
+
+
+@pytest.mark.parametrize(("m", "n", "k", "lda", "ldc"), [(5, 17, 3, 3, 20), (4, 16, 7, 7, 16),
+                                                         (1, 3, 1, 1, 8), (6, 33, 70, 71, 35),
+                                                         (9, 40, 31, 40, 41)])
+def test_the_requantizing_gemm_reads_only_a_and_writes_only_c(fused, m, n, k, lda, ldc):
+    """A ends right before an inaccessible page; C ([M, N] bytes, rows ``ldc`` apart) is a
+    window of a larger array whose other bytes keep their sentinel."""
+    rng = np.random.default_rng(m * n * k)
+    region, raw = _fenced((m - 1) * lda + k)
+    a = np.lib.stride_tricks.as_strided(raw, (m, k), (lda, 1))
+    a_values = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    np.copyto(a, a_values)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    bias = rng.integers(-999, 999, n).astype(np.int32)
+    multiplier = 2.0 ** rng.uniform(-12, -4, n)
+    y_zp = np.array(7, np.uint8)
+    for rounding in fixed_point.ROUNDINGS:
+        sentinel = np.full((m + 2, ldc + 3), 0xA5, np.uint8)
+        out = sentinel[1:m + 1, 2:n + 2]
+        fused[False, rounding].bind(a, gemm.pack_weights(b, bias=bias), out, requant=(
+            gemm.requantization(multiplier, y_zp, rounding=rounding, n=n)))()
+        np.testing.assert_array_equal(out, int_matmul(a_values, b, multiplier, y_zp, bias,
+                                                      rounding=rounding, qmin=None, qmax=None))
+        outside = np.ones(sentinel.shape, bool)
+        outside[1:m + 1, 2:n + 2] = False
+        assert (sentinel[outside] == 0xA5).all()
+    del a, raw
+    region.close()
+
+
+def test_the_requantizing_gemm_refuses_wrong_constants(fused):
+    """A missing or mismatched requantization, a wrong output dtype or zero point, a clamp
+    outside the codes or a multiplier too large is a BackendError before machine code."""
+    weights = gemm.pack_weights(np.ones((6, 5), np.int8))
+    a = np.ones((3, 6), np.int8)
+    out = np.empty((3, 5), np.int8)
+    kernel = fused[True, "fixed_point"]
+    y_zp = np.array(0, np.int8)
+    wrong = [(None, out, "needs a requantization"),
+             (gemm.requantization(0.1, y_zp, rounding="float", n=5), out, "rounding"),
+             (gemm.requantization(0.1, y_zp, n=4), out, "columns"),
+             (gemm.requantization(0.1, np.array(0, np.uint8), n=5), out, "C must be")]
+    for requant, out_, match in wrong:
+        with pytest.raises(BackendError, match=match):
+            kernel.bind(a, weights, out_, requant=requant)
+    int32_kernel = gemm.Gemm(kernel.jit, True)
+    with pytest.raises(BackendError, match="takes no requantization"):
+        int32_kernel.bind(a, weights, np.empty((3, 5), np.int32),
+                        requant=gemm.requantization(0.1, y_zp, n=5))
+    for args, match in [((0.1, np.array(0, np.int32)), "zero point"),
+                        ((0.1, y_zp, 5, 4), "clamp"), ((0.1, y_zp, -200), "clamp"),
+                        ((2.0**31, y_zp), "too large"), ((0.1, y_zp, None, None, "up"),
+                                                         "rounding")]:
+        with pytest.raises(BackendError, match=match):
+            gemm.requantization(*args)
