@@ -8,6 +8,10 @@ pair products summed in int32: the kernel's inner step without its loads), so it
 ceiling of any exact int8 GEMM on this CPU; the GEMM is also compiled for baseline x86-64 (SSE2
 ``pmaddwd``). numpy runs on one BLAS thread. Each figure is the median of ``--repeats`` timed
 calls of the kernel alone (operands bound once, the weights packed beforehand).
+
+The requantizing GEMM (IntMatMul's codes in one call: per-column rescale, zero point and clamp
+in the tile store) is timed on the same operands in both roundings, next to the int32 output:
+the difference is what the fused epilogue costs.
 """
 
 from __future__ import annotations
@@ -131,10 +135,14 @@ def main() -> None:
     print(f"(the issue quotes {ISSUE_PEAK:.0f} GOPS exact, 205 saturating, for this machine)")
     kernels = {name: gemm.Gemm(Jit(make()), signed=False)
                for name, make in (("host", host), ("x86-64", generic))}
+    fused_jit = Jit(host())
+    fused = {rounding: gemm.Gemm(fused_jit, signed=False, rounding=rounding)
+             for rounding in gemm.ROUNDINGS}
     rng = np.random.default_rng(0)
     print("| M x K x N | llvm host GOPS | % of measured exact peak | % of issue peak "
-          "| llvm x86-64 GOPS | numpy fp32 GOPS | llvm host / numpy fp32 |")
-    print("|---|---|---|---|---|---|---|")
+          "| llvm x86-64 GOPS | numpy fp32 GOPS | llvm host / numpy fp32 "
+          "| fused fixed_point GOPS | fused float GOPS |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for m, k, n in SIZES:
         a = rng.integers(0, 256, (m, k)).astype(np.uint8)
         b = rng.integers(-128, 128, (k, n)).astype(np.int8)
@@ -146,9 +154,17 @@ def main() -> None:
         af, bf, cf = a.astype(np.float32), b.astype(np.float32), np.empty((m, n), np.float32)
         blas = ops / median_time(lambda af=af, bf=bf, cf=cf: np.matmul(af, bf, out=cf),
                                  args.repeats) / 1e9
+        multiplier = 2.0 ** rng.uniform(-16, -8, n)
+        codes = np.empty((m, n), np.uint8)
+        fused_gops = {
+            rounding: ops / median_time(kernel.bind(a, weights, codes, requant=(
+                gemm.requantization(multiplier, np.uint8(128), rounding=rounding, n=n))),
+                args.repeats) / 1e9
+            for rounding, kernel in fused.items()}
         print(f"| {m} x {k} x {n} | {gops['host']:.1f} | {100 * gops['host'] / exact:.0f}% | "
               f"{100 * gops['host'] / ISSUE_PEAK:.0f}% | {gops['x86-64']:.1f} | {blas:.1f} | "
-              f"{gops['host'] / blas:.2f}x |")
+              f"{gops['host'] / blas:.2f}x | {fused_gops['fixed_point']:.1f} | "
+              f"{fused_gops['float']:.1f} |")
 
 
 if __name__ == "__main__":
