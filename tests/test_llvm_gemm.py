@@ -392,3 +392,25 @@ def test_the_requantizing_gemm_refuses_wrong_constants(fused):
                                                          "rounding")]:
         with pytest.raises(BackendError, match=match):
             gemm.requantization(*args)
+
+
+@pytest.mark.parametrize("rounding", fixed_point.ROUNDINGS)
+def test_every_accumulator_of_a_ramp_is_requantized_as_int_matmul_does(fused, rounding):
+    """The bias of a K = 1 product with a zero activation is the accumulator: 2^16 consecutive
+    ones around 0 and around each int32 limit, one column each, for every multiplier of
+    ``MULTIPLIERS`` and a few clamps and zero points (the accumulator clamp of the fixed-point
+    store at its boundaries)."""
+    ramp = np.concatenate([np.arange(-(2**15), 2**15), np.arange(2**31 - 2**15, 2**31),
+                           np.arange(-(2**31), -(2**31) + 2**15)]).astype(np.int32)
+    b = np.zeros((1, ramp.size), np.int8)
+    weights = gemm.pack_weights(b, bias=ramp)
+    clamps = [(np.array(3, np.int8), None, None), (np.array(-128, np.int8), -100, 27),
+              (np.array(255, np.uint8), 0, 254), (np.array(0, np.uint8), 9, 9)]
+    for multiplier in MULTIPLIERS:
+        for y_zp, qmin, qmax in clamps:
+            a = np.zeros((1, 1), np.int8)
+            got = fused[True, rounding](a, weights, gemm.requantization(
+                multiplier, y_zp, qmin, qmax, rounding, ramp.size))
+            want = int_matmul(a, b, np.array(multiplier), y_zp, ramp, rounding=rounding,
+                              qmin=qmin, qmax=qmax)
+            np.testing.assert_array_equal(got, want, err_msg=f"M = {multiplier}")

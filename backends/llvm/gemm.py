@@ -46,6 +46,7 @@ from .target import Jit
 MR = 4  # rows of A per register tile
 NR = 16  # columns of B per register tile (a multiple of LANES)
 LANES = 8  # int32 accumulators per vector
+_INT32 = np.iinfo(np.int32)
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,16 @@ class Requantization:
     """The requantizing store's constants, per column padded to the panels: ``mult`` (int32
     ``M0`` for ``"fixed_point"``, float32 ``M`` for ``"float"``), ``shift`` and ``half``
     (int64 ``t`` and ``2^(t-1)``, zeros for ``"float"``); the clamp on the scaled value
-    ``[low, high] = [qmin - zp, qmax - zp]``, the zero point ``zp`` and the codes' dtype."""
+    ``[low, high] = [qmin - zp, qmax - zp]``, the zero point ``zp`` and the codes' dtype;
+    for ``"fixed_point"`` each column's accumulator clamp ``[acc_low, acc_high]`` (int32,
+    ``_accumulator_bounds``)."""
 
     rounding: str
     mult: np.ndarray
     shift: np.ndarray
     half: np.ndarray
+    acc_low: np.ndarray
+    acc_high: np.ndarray
     low: int
     high: int
     zp: int
@@ -125,19 +130,44 @@ def requantization(multiplier, y_zero_point, qmin: int | None = None, qmax: int 
     ms = np.broadcast_to(np.asarray(multiplier, np.float64).reshape(-1), (n,))
     width = -(-n // nr) * nr
     mult, shift, half = (np.zeros(width, t) for t in (np.int32, np.int64, np.int64))
+    acc_low, acc_high = np.full(width, _INT32.min, np.int32), np.full(width, _INT32.max, np.int32)
+    zp = int(zero_point)
     if rounding == "float":
         mult = mult.view(np.float32)
         mult[:n] = ms.astype(np.float32)
-    else:
+    else:  # per distinct multiplier (columns often share them), then to the columns
+        distinct, where = np.unique(ms, return_inverse=True)
         try:
-            (m0,), t = fixed_point.shared_multipliers([ms])
+            (m0,), t = fixed_point.shared_multipliers([distinct])
         except ValueError as exc:
             raise BackendError(f"the requantizing GEMM's multipliers: {exc}") from None
-        mult[:n], shift[:n] = m0, t
-        half[:n] = np.where(t > 0, np.left_shift(1, np.maximum(t - 1, 0)), 0)
-    zp = int(zero_point)
-    return Requantization(rounding, mult, shift, half, lo - zp, hi - zp, zp,
-                          zero_point.dtype, n)
+        bounds = np.array([_accumulator_bounds(int(m), int(s), lo - zp, hi - zp)
+                           for m, s in zip(m0, t, strict=True)], np.int32).reshape(-1, 2)
+        where = where.reshape(-1)
+        mult[:n], shift[:n] = m0[where], t[where]
+        half[:n] = np.where(t > 0, np.left_shift(1, np.maximum(t - 1, 0)), 0)[where]
+        acc_low[:n], acc_high[:n] = bounds[where].T
+    return Requantization(rounding, mult, shift, half, acc_low, acc_high, lo - zp, hi - zp,
+                          zp, zero_point.dtype, n)
+
+
+def _accumulator_bounds(m0: int, t: int, low: int, high: int) -> tuple[int, int]:
+    """The int32 clamp ``[a, b]`` of a column's accumulator that changes no output: with
+    ``s(acc) = (acc * m0 + half) >> t`` (monotone), ``a`` is the largest accumulator with
+    ``s <= low`` and ``b`` the smallest with ``s >= high`` (each clipped to int32; ``half``
+    is ``2^(t-1)``), so every
+    accumulator below ``a`` (above ``b``) clamps to ``low`` (``high``) as ``a`` (``b``) does.
+    Within ``[a, b]``, ``s`` lies within ``[low - m0 / 2^t - 1, high + m0 / 2^t + 1]``, in
+    int32 since the multiplier is below 2^30."""
+    if m0 == 0:
+        return int(_INT32.min), int(_INT32.max)
+    half = 1 << (t - 1)
+    # s >= high  <=>  acc * m0 >= high * 2^t - half
+    # s <= low   <=>  acc * m0 < (low + 1) * 2^t - half
+    smallest_high = -((half - (high << t)) // m0)
+    largest_low = ((((low + 1) << t) - half) - 1) // m0
+    return (min(max(largest_low, int(_INT32.min)), int(_INT32.max)),
+            min(max(smallest_high, int(_INT32.min)), int(_INT32.max)))
 
 
 PMADDWD = {True: ("llvm.x86.avx2.pmadd.wd", 16), False: ("llvm.x86.sse2.pmadd.wd", 8)}
@@ -170,10 +200,14 @@ def _pair_product(out: str, a: str, b: str, avx2: bool) -> list[str]:
 # and in the float rounding the clamp of an integral float by integral bounds is exact, so it
 # runs before the conversion (which is then always defined). The last add is done on the byte
 # (modulo 256): the result is within [lo, hi], so its byte is the code's byte, int8 or uint8.
+# In "fixed_point" the accumulator is first clamped to the column's [acc_low, acc_high]
+# (``_accumulator_bounds``): s is monotone in acc, so the clamped result is unchanged, and s
+# then fits in int32, so the output clamp runs on int32 lanes (AVX2 has no int64 min/max).
 
 ROUNDINGS = ("fixed_point", "float")
-_REQUANTIZE_ARGS = ("ptr noalias nocapture readonly %mult, ptr noalias nocapture readonly "
-                    "%shift, ptr noalias nocapture readonly %half, i64 %low, i64 %high, i64 %zp")
+_REQUANTIZE_ARGS = ", ".join(
+    [f"ptr noalias nocapture readonly %{p}" for p in ("mult", "shift", "half", "acclo", "acchi")]
+    + ["i64 %low", "i64 %high", "i64 %zp"])
 
 
 def _params(rounding: str | None) -> str:
@@ -183,8 +217,8 @@ def _params(rounding: str | None) -> str:
 
 def _args(rounding: str | None) -> str:
     """The extra arguments a call passes on."""
-    return "" if rounding is None else (", ptr %mult, ptr %shift, ptr %half, i64 %low, "
-                                        "i64 %high, i64 %zp")
+    return "" if rounding is None else (", ptr %mult, ptr %shift, ptr %half, ptr %acclo, "
+                                        "ptr %acchi, i64 %low, i64 %high, i64 %zp")
 
 
 def _splat(out: str, vector: str, scalar: str) -> list[str]:
@@ -200,7 +234,8 @@ def _splats(rounding: str | None) -> list[str]:
     lines = ["%zp.b = trunc i64 %zp to i8", *_splat("%zp.v", f"<{LANES} x i8>", "i8 %zp.b")]
     if rounding == "fixed_point":
         for bound in ("low", "high"):
-            lines += _splat(f"%{bound}.v", f"<{LANES} x i64>", f"i64 %{bound}")
+            lines.append(f"%{bound}.n = trunc i64 %{bound} to i32")
+            lines += _splat(f"%{bound}.v", f"<{LANES} x i32>", f"i32 %{bound}.n")
     else:
         for bound in ("low", "high"):
             lines.append(f"%{bound}.f = sitofp i64 %{bound} to float")
@@ -220,7 +255,11 @@ def _column_constants(rounding: str, h: int) -> list[str]:
             f"  %shift{h}.at = getelementptr inbounds i64, ptr %shift, i64 %col{h}",
             f"  %shift{h} = load {wide}, ptr %shift{h}.at, align 8",
             f"  %half{h}.at = getelementptr inbounds i64, ptr %half, i64 %col{h}",
-            f"  %half{h} = load {wide}, ptr %half{h}.at, align 8"]
+            f"  %half{h} = load {wide}, ptr %half{h}.at, align 8",
+            f"  %acclo{h}.at = getelementptr inbounds i32, ptr %acclo, i64 %col{h}",
+            f"  %acclo{h} = load <{LANES} x i32>, ptr %acclo{h}.at, align 4",
+            f"  %acchi{h}.at = getelementptr inbounds i32, ptr %acchi, i64 %col{h}",
+            f"  %acchi{h} = load <{LANES} x i32>, ptr %acchi{h}.at, align 4"]
 
 
 def _requantize(rounding: str, r: int, h: int) -> list[str]:
@@ -237,20 +276,23 @@ def _requantize(rounding: str, r: int, h: int) -> list[str]:
                  f"%b{x} = trunc {v} %s{x} to <{LANES} x i8>"]
     else:
         w = f"<{LANES} x i64>"
-        lines = [f"%w{x} = sext {v} %done{x} to {w}",
+        lines = [f"%al{x} = call {v} @llvm.smax.v{LANES}i32({v} %done{x}, {v} %acclo{h})",
+                 f"%ah{x} = call {v} @llvm.smin.v{LANES}i32({v} %al{x}, {v} %acchi{h})",
+                 f"%w{x} = sext {v} %ah{x} to {w}",
                  f"%wm{x} = mul nsw {w} %w{x}, %mult{h}",
                  f"%wr{x} = add nsw {w} %wm{x}, %half{h}",
                  f"%ws{x} = ashr {w} %wr{x}, %shift{h}",
-                 f"%wl{x} = call {w} @llvm.smax.v{LANES}i64({w} %ws{x}, {w} %low.v)",
-                 f"%wh{x} = call {w} @llvm.smin.v{LANES}i64({w} %wl{x}, {w} %high.v)",
-                 f"%b{x} = trunc {w} %wh{x} to <{LANES} x i8>"]
+                 f"%s{x} = trunc {w} %ws{x} to {v}",
+                 f"%sl{x} = call {v} @llvm.smax.v{LANES}i32({v} %s{x}, {v} %low.v)",
+                 f"%sh{x} = call {v} @llvm.smin.v{LANES}i32({v} %sl{x}, {v} %high.v)",
+                 f"%b{x} = trunc {v} %sh{x} to <{LANES} x i8>"]
     lines.append(f"%out{x} = add <{LANES} x i8> %b{x}, %zp.v")
     return ["  " + line for line in lines]
 
 
 _DECLARATIONS = {None: "", "fixed_point": f"""
-declare <{LANES} x i64> @llvm.smax.v{LANES}i64(<{LANES} x i64>, <{LANES} x i64>)
-declare <{LANES} x i64> @llvm.smin.v{LANES}i64(<{LANES} x i64>, <{LANES} x i64>)""", "float": f"""
+declare <{LANES} x i32> @llvm.smax.v{LANES}i32(<{LANES} x i32>, <{LANES} x i32>)
+declare <{LANES} x i32> @llvm.smin.v{LANES}i32(<{LANES} x i32>, <{LANES} x i32>)""", "float": f"""
 declare <{LANES} x float> @llvm.rint.v{LANES}f32(<{LANES} x float>)
 declare <{LANES} x float> @llvm.maxnum.v{LANES}f32(<{LANES} x float>, <{LANES} x float>)
 declare <{LANES} x float> @llvm.minnum.v{LANES}f32(<{LANES} x float>, <{LANES} x float>)"""}
@@ -535,7 +577,7 @@ class Gemm:
             "" if rounding is None else f"_{rounding}")
         avx2 = jit.target.has("avx2")
         self.module = jit.add(kernel_ir(self.name, signed, avx2, mr, nr, rounding), self.name)
-        extra = () if rounding is None else (_P, _P, _P, _I64, _I64, _I64)
+        extra = () if rounding is None else (_P, _P, _P, _P, _P, _I64, _I64, _I64)
         self._fn = jit.function(self.name, None, _P, _I64, _P, _P, _P, _I64, _I64, _I64, _I64,
                                 _P, *extra)
 
@@ -590,7 +632,8 @@ class Gemm:
                                f"to {requant.mult.size}, not {n} columns in panels of "
                                f"{self.nr}")
         return (requant.mult.ctypes.data, requant.shift.ctypes.data, requant.half.ctypes.data,
-                requant.low, requant.high, requant.zp)
+                requant.acc_low.ctypes.data, requant.acc_high.ctypes.data, requant.low,
+                requant.high, requant.zp)
 
     def __call__(self, a: np.ndarray, weights: PackedWeights,
                  requant: Requantization | None = None) -> np.ndarray:
