@@ -3,7 +3,12 @@ with a plain int64 numpy product over drawn shapes (every tile remainder, 1x1, o
 uint8 activations, int8 and uint8 weights with and without zero points and bias, codes at their
 limits (pairs whose sum leaves int16: where the saturating u8*s8 pair instruction would be
 wrong), accumulators next to 2^31, strided rows; no read past A, no write outside C; and, with
-the requantization kernel after it, bit-exact with the numpy backend's IntMatMul."""
+the requantization kernel after it, bit-exact with the numpy backend's IntMatMul. The
+requantizing GEMM (the rescale fused into the tile store) is bit-exact with the numpy
+backend's IntMatMul kernel given the same operands, in both roundings: drawn shapes, zero
+points, per-column and scalar multipliers from flushed to > 1, output zero points at their
+limits, clamps; ties and both clamps counted; every accumulator near 0 and the int32 limits;
+no write outside C."""
 
 from __future__ import annotations
 
@@ -209,10 +214,11 @@ def test_with_the_requantization_it_is_the_numpy_backends_int_matmul(kernels):
     assert reached["clamped"] and reached["inside"], reached
 
 
-def test_the_host_kernel_uses_pmaddwd_and_never_the_saturating_pair_instruction():
+@pytest.mark.parametrize("rounding", [None, *fixed_point.ROUNDINGS])
+def test_the_host_kernel_uses_pmaddwd_and_never_the_saturating_pair_instruction(rounding):
     for make, register in ((host, "ymm"), (generic, "xmm")):
         target = make()
-        kernel = gemm.Gemm(Jit(target), signed=False)
+        kernel = gemm.Gemm(Jit(target), signed=False, rounding=rounding)
         assembly = kernel.jit.assembly(kernel.module)
         assert "pmaddubsw" not in assembly
         if target.has("avx2"):

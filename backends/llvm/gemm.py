@@ -27,6 +27,13 @@ select ``pmaddwd`` from the portable sext/mul/add form here once the activation 
 broadcast). Rows past the last whole panel go one by one through a ``1 x NR`` tile; full
 column panels are stored as vectors, the last partial one through a stack tile and a scalar
 copy of the columns inside C. The adds wrap (no ``nsw``): the lowering proves the int32 range.
+
+Requantizing store. ``Gemm(..., rounding=...)`` computes IntMatMul's output codes in the same
+call: each tile's accumulators are rescaled per column as ``fixed_point.rescale`` does (rounding
+``"fixed_point"``: ``M0``/``t`` of ``shared_multipliers``; or ``"float"``), offset by the output
+zero point and clamped to ``[qmin, qmax]`` in registers, then stored as int8/uint8 bytes into
+C [M, N] (the last column panel again through a stack tile: no byte outside C is written).
+``requantization`` prepares the per-column constants once.
 """
 
 from __future__ import annotations
