@@ -376,7 +376,8 @@ test_pass_property_of_a_correct_pass = qt.pass_property(
 
 
 def test_pass_property_takes_pass_objects_and_settings():
-    check = qt.pass_property([RemoveIdentity()], qt.graphs(builders=["identity", "add"]),
+    # every drawn graph has an Identity, so the pass fires in any 7 examples
+    check = qt.pass_property([RemoveIdentity()], qt.graphs(builders=["identity"]),
                              settings=settings(max_examples=7, database=None))
     assert check.__name__ == "pass_property[test-remove-identity]"
     assert check._hypothesis_internal_use_settings.max_examples == 7
