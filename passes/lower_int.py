@@ -46,6 +46,7 @@ from qcompiler import lut, qdq
 from qcompiler.errors import PassError, PipelineError, QuantizationError
 from qcompiler.graph import Graph, Node, Value, merged_origins
 from qcompiler.ops.fixed_point import ROUNDINGS, shared_multipliers
+from qcompiler.ops.int_common import INT32_MAX, window_sum_bound
 from qcompiler.pass_manager import Pass, PassResult, register_pass
 from qcompiler.quant_math import quantize
 from qcompiler.quant_ops import (
@@ -58,7 +59,6 @@ from qcompiler.quant_ops import (
 )
 from qcompiler.types import QuantParams
 
-_INT32_MAX = 2**31 - 1
 _ACTIVATION_DTYPES = ("i8", "u8")
 
 
@@ -418,7 +418,7 @@ def _bias(node: Node, unit: np.ndarray, channels: int) -> np.ndarray:
         raise _Stays(f"its bias has shape {list(real.shape)}, not one value per output "
                      f"channel ({channels})")
     steps = np.rint(_per_channel(real.reshape(-1), channels) / unit)
-    if np.any(np.abs(steps) > _INT32_MAX):
+    if np.any(np.abs(steps) > INT32_MAX):
         raise _Stays("its bias does not fit int32 at the accumulator's scale")
     return steps.astype(np.int64)
 
@@ -426,7 +426,7 @@ def _bias(node: Node, unit: np.ndarray, channels: int) -> np.ndarray:
 def _check_accumulator(node: Node, bound: np.ndarray, bias: np.ndarray) -> None:
     """Stay float unless every partial sum provably fits int32."""
     worst = int(np.argmax(bound))
-    if bound[worst] > _INT32_MAX or np.any(np.abs(bias) > _INT32_MAX):
+    if bound[worst] > INT32_MAX or np.any(np.abs(bias) > INT32_MAX):
         raise _Stays(f"its int32 accumulator could overflow: output channel {worst} reaches "
                      f"{int(bound[worst])} > 2^31 - 1 in the worst case (|bias| + X * "
                      f"sum_k |w - w_zero_point|, X the largest magnitude of the input's "
@@ -444,11 +444,10 @@ def _check_window_sum(node: Node, x: _Int) -> None:
                 raise _Stays(f"its spatial size {list(x.value.shape[2:])} is not known at "
                              f"compile time, so its int32 sum cannot be bounded")
             count *= size
-    info = np.iinfo(x.params.dtype.np)
-    largest = max(x.zero - int(info.min), int(info.max) - x.zero)
-    if count * largest > _INT32_MAX:
-        raise _Stays(f"its int32 sum could overflow: {count} values of up to {largest} "
-                     f"(x - x_zero_point) reach {count * largest} > 2^31 - 1")
+    bound = window_sum_bound(count, x.params.dtype.np, x.zero)
+    if bound > INT32_MAX:
+        raise _Stays(f"its int32 sum could overflow: {count} values of up to {bound // count} "
+                     f"(x - x_zero_point) reach {bound} > 2^31 - 1")
 
 
 def _check_requantize(node: Node) -> None:

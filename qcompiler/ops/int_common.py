@@ -102,3 +102,13 @@ def finish(terms: list, multipliers: list, y_zero_point: np.ndarray, rounding: s
     lo, hi = output_range(qmin, qmax, info)
     y = fixed_point.rescale(terms, multipliers, rounding)
     return fixed_point.saturate(y, y_zero_point, lo, hi, y_zero_point.dtype)
+
+
+INT32_MAX = 2**31 - 1
+
+
+def window_sum_bound(count: int, dtype, zero_point: int) -> int:
+    """The largest magnitude a sum of ``count`` centred codes ``x - zero_point`` of ``dtype``
+    reaches (a pool's int32 accumulator); it fits when at most ``INT32_MAX``."""
+    info = np.iinfo(dtype)
+    return count * max(zero_point - int(info.min), int(info.max) - zero_point)

@@ -27,19 +27,17 @@ from .lookup import CODE_DTYPES
 from .nn import POOL_ATTRS, fold_taps, infer_pool, pool_counts
 from .window import conv_window, pad_spatial
 
-_INT32_MAX = 2**31 - 1
-
-
 # -- inference ---------------------------------------------------------------------------------
 
 
 def _check_window_sum(ctx: Ctx, count, x_dtype: str, x_zero_point: int) -> None:
     """A pool's int32 sum of ``count`` centred values must not overflow."""
-    info = np.iinfo(NP_DTYPES[x_dtype])
-    largest = max(x_zero_point - int(info.min), int(info.max) - x_zero_point)
-    if isinstance(count, int) and count * largest > _INT32_MAX:
-        ctx.fail(f"{ctx.op}: a sum of {count} values of up to {largest} (x - x_zero_point) "
-                 f"can overflow its int32 accumulator; use smaller windows")
+    if not isinstance(count, int):
+        return
+    bound = ic.window_sum_bound(count, NP_DTYPES[x_dtype], x_zero_point)
+    if bound > ic.INT32_MAX:
+        ctx.fail(f"{ctx.op}: a sum of {count} values of up to {bound // count} "
+                 f"(x - x_zero_point) can overflow its int32 accumulator; use smaller windows")
 
 
 def _infer_binary(n_multipliers: int):

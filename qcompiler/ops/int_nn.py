@@ -135,9 +135,10 @@ def int_conv(x, w, multiplier, x_zero_point, y_zero_point, bias=None, w_zero_poi
     return np.ascontiguousarray(y.reshape(m, n, *win.out).swapaxes(0, 1))
 
 
-# _packed_weights' results by their operands: a layer's constants, seen on every run
+# _packed_weights' results by their operands: a layer's constants, seen on every run; at most
+# _PACKED_LIMIT bytes of packed weights are kept (the cache is emptied when more would be)
 _PACKED: dict = {}
-_PACKED_LIMIT = 512
+_PACKED_LIMIT = 64 << 20
 
 
 def _packed_weights(w: np.ndarray, w_zero_point: np.ndarray | None, bias: np.ndarray | None,
@@ -159,7 +160,7 @@ def _packed_weights(w: np.ndarray, w_zero_point: np.ndarray | None, bias: np.nda
     weights = np.moveaxis(weights.reshape(group, m // group, c // group, -1), 2, -1)
     weights = weights.reshape(group, m // group, -1).transpose(0, 2, 1).astype(sums_dtype)
     weights.setflags(write=False)
-    if len(_PACKED) >= _PACKED_LIMIT:
+    if sum(entry[0].nbytes for entry in _PACKED.values()) + weights.nbytes > _PACKED_LIMIT:
         _PACKED.clear()
     _PACKED[key] = weights, sums_dtype, in_range
     return weights, sums_dtype, in_range
