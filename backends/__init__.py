@@ -19,7 +19,7 @@ from qcompiler.errors import BackendError
 from qcompiler.executable import Executable
 from qcompiler.graph import Graph
 
-BUILTIN = ("numpy",)  # modules of this package that register a backend when imported
+BUILTIN = ("numpy", "llvm")  # modules of this package that register a backend when imported
 
 
 @dataclass(frozen=True)

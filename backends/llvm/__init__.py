@@ -1,13 +1,89 @@
-"""The LLVM backend (being built): integer kernels emitted as LLVM IR, compiled through
-llvmlite for the host CPU (features read at run time) and checked bit for bit against the numpy
-backend, whose kernels define the numerics.
+"""The LLVM backend: integer kernels emitted as LLVM IR, compiled through llvmlite for the host
+CPU (features read at run time) and checked bit for bit against the numpy backend, whose
+kernels define the numerics.
 
-In so far, each with its tests (tests/test_llvm_*.py) on this CPU and on baseline x86-64:
-``target`` (the CPU to compile for, -O3 with the loop and SLP vectorizers, a JIT), ``gemm``
-(the exact int8 matrix product: 16-bit pair products with ``pmaddwd``, int32 accumulators, a
-4 x 16 register tile, weights centred and packed once), ``requantize`` (the int32-to-int8
-rescale every integer kernel ends with, both roundings), ``lookup`` (``LookupTable``) and
-``memory`` (the arena plan from value lifetimes). It does not register a backend yet:
-``qc.compile(..., backend="llvm")`` comes with the model runtime that schedules these kernels
-over one arena.
+``qc.compile(graph, backend="llvm", threads=1)``. The graph is compiled for concrete shapes: a
+model with a symbolic dimension (a batch ``N``) is compiled for the shapes of the first run
+that has them (and kept: a few shape sets at once). ``runtime.Program`` is one compiled shape
+set: a static schedule of native calls over one arena (``memory``), kernels from the emitters in
+``kernels/`` (``kernel.py`` is their contract), nodes without a native kernel run by their
+numpy kernel between native segments (``exe.fallbacks()`` lists them with the reason).
+
+Modules: ``target`` (the CPU, -O3 with the loop and SLP vectorizers, a JIT), ``gemm`` (the
+exact int8 matrix product: 16-bit pair products with ``pmaddwd``, int32 accumulators, a 4 x 16
+register tile, weights centred and packed once, requantizing store), ``requantize``,
+``lookup``, ``memory`` (the arena plan from value lifetimes), ``kernel`` and ``runtime``.
 """
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from qcompiler.errors import BackendError
+from qcompiler.executable import Executable
+from qcompiler.graph import Graph
+from qcompiler.types import TensorType
+
+from .. import Backend, register_backend
+from .runtime import Fallback, Program
+from .target import host
+
+SHAPE_SETS = 4  # compiled shape sets kept per executable
+
+
+class LlvmExecutable(Executable):
+    """A graph compiled to native code by LLVM, per set of concrete input shapes."""
+
+    def __init__(self, graph: Graph, threads: int = 1):
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise BackendError(f"the llvm backend's threads must be a whole number >= 1, got "
+                               f"{threads!r}")
+        super().__init__(graph, "llvm", {"threads": threads})
+        self.threads = threads
+        self.target = host()
+        self._programs: OrderedDict[tuple, Program] = OrderedDict()
+        self._lock = threading.Lock()
+        shapes = tuple(spec.shape for spec in self.inputs)
+        if all(isinstance(d, int) for shape in shapes for d in shape):
+            self.program(shapes)
+
+    def program(self, shapes: tuple[tuple[int, ...], ...]) -> Program:
+        """The program compiled for these input shapes (compiled now if it is not kept)."""
+        with self._lock:
+            program = self._programs.get(shapes)
+            if program is None:
+                program = Program(_bound(self.graph, shapes), self.target, self.threads)
+                self._programs[shapes] = program
+                while len(self._programs) > SHAPE_SETS:
+                    self._programs.popitem(last=False)[1].close()
+            self._programs.move_to_end(shapes)
+            return program
+
+    def fallbacks(self, shapes: tuple[tuple[int, ...], ...] | None = None) -> list[Fallback]:
+        """The nodes that run their numpy kernel, with the reason (for ``shapes``, or the
+        shape set compiled last)."""
+        if shapes is not None:
+            return self.program(shapes).fallbacks
+        if not self._programs:
+            raise BackendError("nothing compiled yet: run the model once or give the shapes")
+        return next(reversed(self._programs.values())).fallbacks
+
+    def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return self.program(tuple(tuple(a.shape) for a in arrays)).run(arrays)
+
+
+def _bound(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> Graph:
+    """A copy of ``graph`` with its inputs' shapes ``shapes`` and every shape inferred."""
+    bound = graph.copy()
+    for value, shape in zip(bound.inputs, shapes, strict=True):
+        value.type = TensorType(value.dtype, shape, value.type.quant)
+    bound.infer_types()
+    return bound
+
+
+register_backend(Backend("llvm", LlvmExecutable,
+                         "native int8 code through LLVM (llvmlite) for this CPU",
+                         options={"threads": 1}))

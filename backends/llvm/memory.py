@@ -81,15 +81,23 @@ def plan(graph: Graph, sizes: dict[str, int] | None = None,
     """The arena plan of ``graph`` run node by node in its order; ``sizes`` binds symbolic
     dimensions (``{"N": 64}``)."""
     life = lifetimes(graph)
-    nbytes = {v.name: _nbytes(v, sizes or {}) for v in life}
+    return place({v.name: (_nbytes(v, sizes or {}), span) for v, span in life.items()},
+                 alignment)
+
+
+def place(items: dict[str, tuple[int, tuple[int, int]]], alignment: int = ALIGNMENT) -> Plan:
+    """Offsets for named blocks ``{name: (nbytes, (first step, last step))}``: blocks whose
+    step spans meet never share a byte."""
+    life = {name: span for name, (_, span) in items.items()}
+    nbytes = {name: max(int(size), 1) for name, (size, _) in items.items()}
     interference = nx.Graph()
-    interference.add_nodes_from(v.name for v in life)
-    by_start = sorted(life.items(), key=lambda item: item[1][0])
+    interference.add_nodes_from(life)
+    by_start = sorted(life.items(), key=lambda item: (item[1][0], item[0]))
     for i, (a, span_a) in enumerate(by_start):
         for b, span_b in by_start[i + 1:]:
             if span_b[0] > span_a[1]:
                 break
-            interference.add_edge(a.name, b.name)
+            interference.add_edge(a, b)
     offsets: dict[str, int] = {}
     for name in sorted(nbytes, key=lambda n: (-nbytes[n], n)):
         taken = sorted((offsets[other], offsets[other] + nbytes[other])
@@ -101,7 +109,7 @@ def plan(graph: Graph, sizes: dict[str, int] | None = None,
             offset = max(offset, _aligned(stop, alignment))
         offsets[name] = offset
     size = max((offsets[n] + nbytes[n] for n in offsets), default=0)
-    return Plan(offsets, nbytes, {v.name: span for v, span in life.items()}, size)
+    return Plan(offsets, nbytes, life, size)
 
 
 def _aligned(offset: int, alignment: int) -> int:

@@ -78,6 +78,16 @@ def optimize(module: llvm.ModuleRef, machine: llvm.TargetMachine) -> None:
     builder.getModulePassManager().run(module, builder)
 
 
+def _parsed(ir: str, name: str) -> llvm.ModuleRef:
+    try:
+        module = llvm.parse_assembly(ir)
+        module.name = name
+        module.verify()
+    except RuntimeError as exc:
+        raise BackendError(f"LLVM refused the generated module {name!r}: {exc}") from None
+    return module
+
+
 class Jit:
     """Machine code for LLVM IR modules on one target; keeps what it compiled alive."""
 
@@ -89,12 +99,18 @@ class Jit:
     def add(self, ir: str, name: str = "module") -> llvm.ModuleRef:
         """Verify, optimize and compile the IR text ``ir``; a ``BackendError`` names the module
         when LLVM refuses it (a code generator bug, not a user error)."""
-        try:
-            module = llvm.parse_assembly(ir)
-            module.name = name
-            module.verify()
-        except RuntimeError as exc:
-            raise BackendError(f"LLVM refused the generated module {name!r}: {exc}") from None
+        return self.add_linked([ir], name)
+
+    def add_linked(self, irs: list[str], name: str = "module") -> llvm.ModuleRef:
+        """Like ``add`` for several IR texts linked into one module (each may declare what
+        another defines; equal declarations merge)."""
+        module = _parsed(irs[0], name)
+        for i, ir in enumerate(irs[1:]):
+            try:
+                module.link_in(_parsed(ir, f"{name}.{i + 1}"))
+            except RuntimeError as exc:
+                raise BackendError(f"LLVM could not link the generated module {name!r}: "
+                                   f"{exc}") from None
         module.triple = self.target.triple
         module.data_layout = str(self.machine.target_data)
         optimize(module, self.machine)
