@@ -55,7 +55,7 @@ class LlvmExecutable(Executable):
         with self._lock:
             program = self._programs.get(shapes)
             if program is None:
-                program = Program(_bound(self.graph, shapes), self.target, self.threads)
+                program = Program(bound(self.graph, shapes), self.target, self.threads)
                 self._programs[shapes] = program
                 while len(self._programs) > SHAPE_SETS:
                     self._programs.popitem(last=False)[1].close()
@@ -75,7 +75,7 @@ class LlvmExecutable(Executable):
         return self.program(tuple(tuple(a.shape) for a in arrays)).run(arrays)
 
 
-def _bound(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> Graph:
+def bound(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> Graph:
     """A copy of ``graph`` with its inputs' shapes ``shapes`` and every shape inferred."""
     bound = graph.copy()
     for value, shape in zip(bound.inputs, shapes, strict=True):

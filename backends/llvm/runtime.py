@@ -45,6 +45,8 @@ _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 SEGMENT_ARGS = (_P, _P, _P, _I64, _I64)
 BARRIER_BYTES = 64  # the arena's first cache line: the threads' barrier
+GUARD = 64  # bytes of canary around every buffer when a program is built with check=True
+CANARY = 0xA5
 
 
 def load_kernels() -> None:
@@ -128,10 +130,12 @@ def _aligned(n: int) -> int:
 class Program:
     """``graph`` (every shape concrete) compiled for ``target``: ``run(arrays)`` runs it."""
 
-    def __init__(self, graph: Graph, target: Target | None = None, threads: int = 1):
+    def __init__(self, graph: Graph, target: Target | None = None, threads: int = 1,
+                 check: bool = False):
         load_kernels()
         self.graph = graph
         self.threads = threads
+        self.check = check
         self.context = Context(target or host())
         self.steps: list[Segment | Fallback] = []
         self._emit()
@@ -185,26 +189,40 @@ class Program:
                 elif value.name in blocks:
                     size, (first, _) = blocks[value.name]
                     blocks[value.name] = (size, (first, step))
-        for value in graph.outputs:  # outputs read from the arena would be copied: none are
-            if value.name in blocks:
-                size, (first, _) = blocks[value.name]
-                blocks[value.name] = (size, (first, last))
-        self.scratch: dict[int, str] = {}
+        self.scratch: dict[int, str] = {}  # id(Scratch) -> its block
+        payload = {name: size for name, (size, _) in blocks.items()}
         for segment in self.segments:
             for step, call in segment.calls:
                 for arg in call.args:
-                    if isinstance(arg, Scratch):
+                    if isinstance(arg, Const):
+                        self.constants.offset(arg.array)
+                    elif isinstance(arg, Scratch):
                         name = f"scratch.{step}.{id(arg)}"
                         self.scratch[id(arg)] = name
-                        blocks[name] = (_aligned(arg.nbytes) * self.threads, (step, step))
+                        payload[name] = arg.nbytes
+                        blocks[name] = (self._stride(arg) * self.threads, (step, step))
+        guard = GUARD if self.check else 0
+        if self.check:  # nothing shared, a guard before and after every block
+            blocks = {name: (size + 2 * guard, (0, last)) for name, (size, _) in blocks.items()}
         plan = place(blocks)
-        for name, offset in plan.offsets.items():
-            if not name.startswith("scratch."):
-                self.where[name] = Where("arena", BARRIER_BYTES + offset)
-        self._scratch_at = {key: BARRIER_BYTES + plan.offsets[name]
+        self.where.update({name: Where("arena", BARRIER_BYTES + offset + guard)
+                           for name, offset in plan.offsets.items()
+                           if not name.startswith("scratch.")})
+        self._scratch_at = {key: BARRIER_BYTES + plan.offsets[name] + guard
                             for key, name in self.scratch.items()}
         self.arena_bytes = BARRIER_BYTES + plan.size
         self.plan = plan
+        self._payload = np.zeros(self.arena_bytes, bool)  # the bytes kernels may write
+        self._payload[:BARRIER_BYTES] = True
+        for name, (size, _) in blocks.items():
+            start = BARRIER_BYTES + plan.offsets[name] + guard
+            stride = (size - 2 * guard) // self.threads if name.startswith("scratch.") else 0
+            for tid in range(self.threads if stride else 1):
+                self._payload[start + tid * stride:start + tid * stride + payload[name]] = True
+
+    def _stride(self, scratch: Scratch) -> int:
+        """Bytes between two threads' slices of a scratch block (a guard between in checks)."""
+        return _aligned(scratch.nbytes) + (GUARD if self.check else 0)
 
     @property
     def segments(self) -> list[Segment]:
@@ -223,6 +241,7 @@ class Program:
         for segment in self.segments:
             segment.fn = self.jit.function(segment.name, None, *SEGMENT_ARGS)
         self._constant_block = self.constants.block()
+        self._pristine = self._constant_block.copy() if self.check else None
 
     def _segment_ir(self, segment: Segment) -> str:
         lines, declared = [], {}
@@ -238,7 +257,7 @@ class Program:
                 if isinstance(arg, Const):
                     base, at = "%consts", self.constants.offset(arg.array)
                 elif isinstance(arg, Scratch):
-                    lines.append(f"  {reg}.s = mul i64 %tid, {_aligned(arg.nbytes)}")
+                    lines.append(f"  {reg}.s = mul i64 %tid, {self._stride(arg)}")
                     lines.append(f"  {reg}.o = add i64 {reg}.s, {self._scratch_at[id(arg)]}")
                     lines.append(f"  {reg} = getelementptr i8, ptr %arena, i64 {reg}.o")
                     args.append(f"ptr {reg}")
@@ -274,28 +293,52 @@ class Program:
     # -- running ---------------------------------------------------------------------------------
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """The outputs for inputs that have the graph's dtypes and shapes (checked before)."""
+        """The outputs for inputs that have the graph's dtypes and shapes (checked before).
+        A program built with ``check=True`` runs on guarded copies and raises a
+        ``BackendError`` naming the buffer a kernel wrote outside of."""
         inputs = [np.ascontiguousarray(a) for a in arrays]
-        outs = {v.name: np.empty(_shape(v), v.dtype.np) for v in self.io[len(inputs):]}
-        held = inputs + [outs[v.name] for v in self.io[len(inputs):]]
+        outs = [np.empty(_shape(v), v.dtype.np) for v in self.io[len(inputs):]]
+        held = inputs + outs
+        guards = [_guarded(a) for a in held] if self.check else []
+        if guards:
+            held = [copy for copy, _ in guards]
         io = (ctypes.c_void_p * max(len(held), 1))(*[a.ctypes.data for a in held])
         arena = self._take_arena()
         try:
+            if self.check:
+                arena[BARRIER_BYTES:] = CANARY
             for step in self.steps:
                 if isinstance(step, Segment):
                     self._run_segment(step, arena, io)
                 else:
                     self._run_fallback(step.node, arena, held)
+            if self.check:
+                self._check_guards(arena, guards)
         finally:
             with self._lock:
                 self._arenas.append(arena)
         results, given = [], set()
         for value in self.graph.outputs:
             array = self._array(value, arena, held)
-            fresh = value.name in outs and value.name not in given
+            fresh = not self.check and value.producer is not None and value.name not in given
             given.add(value.name)
             results.append(array if fresh else array.copy())
         return results
+
+    def _check_guards(self, arena: np.ndarray,
+                      guards: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        wrote = np.flatnonzero((arena != CANARY) & ~self._payload)
+        if wrote.size:
+            at = int(wrote[0])
+            near = min((w for w in self.where.items() if w[1].kind == "arena"),
+                       key=lambda item: abs(item[1].at - at), default=("?", None))[0]
+            raise BackendError(f"a kernel wrote arena byte {at}, outside every buffer "
+                               f"(nearest: %{near})")
+        for value, (_, base) in zip(self.io, guards, strict=True):
+            if not (np.all(base[:GUARD] == CANARY) and np.all(base[-GUARD:] == CANARY)):
+                raise BackendError(f"a kernel wrote outside %{value.name}")
+        if not np.array_equal(self._constant_block, self._pristine):
+            raise BackendError("a kernel wrote into the constants")
 
     def _take_arena(self) -> np.ndarray:
         with self._lock:
@@ -336,6 +379,16 @@ class Program:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+
+
+def _guarded(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A copy of ``array`` inside a block with ``GUARD`` canary bytes before and after it:
+    (the copy, the block)."""
+    block = aligned_empty(array.nbytes + 2 * GUARD)
+    block[:] = CANARY
+    copy = np.ndarray(array.shape, array.dtype, buffer=block, offset=GUARD)
+    copy[...] = array
+    return copy, block
 
 
 def _shape(value: Value) -> tuple[int, ...]:

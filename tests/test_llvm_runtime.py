@@ -1,0 +1,103 @@
+"""The LLVM runtime: schedule, arena, fallbacks, threads, guards, and the backend's contract."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from llvm_harness import assert_native_exact
+from qcompiler.backends.llvm import bound
+from qcompiler.backends.llvm.kernel import Buffer, Call, Context, Int, emitter
+from qcompiler.backends.llvm.runtime import Program
+
+import qcompiler as qc
+from qcompiler.errors import BackendError
+from qcompiler.graph import Graph
+from qcompiler.types import TensorType
+
+
+def _lookups(rows="N") -> Graph:
+    rng = np.random.default_rng(0)
+    g = Graph("luts")
+    x = g.add_input("x", TensorType("i8", (rows, 7)))
+    first = g.add_node("LookupTable", [x, g.add_constant(
+        rng.integers(0, 256, 256).astype(np.uint8), "t1")])
+    second = g.add_node("LookupTable", [first.outputs[0], g.add_constant(
+        rng.integers(-128, 128, 256).astype(np.int8), "t2")])
+    g.set_outputs([second.outputs[0], first.outputs[0], x])
+    return g
+
+
+def _codes(rows: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-128, 128, (rows, 7)).astype(np.int8)
+
+
+def test_a_native_graph_is_one_segment_and_exact():
+    g = _lookups()
+    compared = assert_native_exact(g, [{"x": _codes(n, n)} for n in (0, 1, 5, 300)])
+    assert compared == 16
+    program = Program(bound(g, ((5, 7),)))
+    assert len(program.steps) == 1 and not program.fallbacks
+
+
+def test_nodes_without_a_kernel_run_their_numpy_kernel_between_segments():
+    g = Graph("mixed")
+    x = g.add_input("x", TensorType("f32", ("N", 7)))
+    q = g.add_node("QuantizeLinear", [x, g.add_constant(np.float32(0.05), "s"),
+                                      g.add_constant(np.int8(3), "zp")])
+    lut = g.add_node("LookupTable", [q.outputs[0], g.add_constant(
+        np.arange(256).astype(np.uint8)[::-1].copy(), "t")])
+    g.set_outputs([lut.outputs[0]])
+    exe = qc.compile(g, backend="llvm")
+    x = np.random.default_rng(1).normal(size=(9, 7)).astype(np.float32)
+    np.testing.assert_array_equal(exe(x), qc.compile(g)(x))
+    assert [f.node.op for f in exe.fallbacks()] == ["QuantizeLinear"]
+    assert "no LLVM kernel" in exe.fallbacks()[0].reason
+
+
+def test_concurrent_runs_share_one_executable():
+    g = _lookups()
+    exe, ref = qc.compile(g, backend="llvm", threads=2), qc.compile(g)
+    bad = []
+
+    def work(seed: int) -> None:
+        for i in range(100):
+            x = _codes(64, seed * 1000 + i)
+            if not all(np.array_equal(a, b) for a, b in zip(exe(x), ref(x))):
+                bad.append(i)
+
+    workers = [threading.Thread(target=work, args=(s,)) for s in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert bad == []
+
+
+def test_guards_catch_a_kernel_writing_past_its_output():
+    def overrun(name: str) -> str:
+        return f"""
+define void @{name}(i64 %begin, i64 %end, ptr %y, i64 %n) {{
+  %past = getelementptr i8, ptr %y, i64 %n
+  store i8 1, ptr %past
+  ret void
+}}"""
+
+    @emitter("Overrun.test")
+    def emit(node, ctx: Context):
+        fn = ctx.function("overrun", (), overrun)
+        count = int(np.prod(node.outputs[0].shape))
+        return [Call(fn, (Buffer(node.outputs[0].name), Int(count)))]
+
+    g = _lookups(rows=3)
+    node = g.nodes[0]
+    node.op = "Overrun.test"  # the first lookup's kernel writes one byte past its output
+    program = Program(g, check=True)
+    with pytest.raises(BackendError, match="outside"):
+        program.run([_codes(3)])
+
+
+def test_threads_must_be_a_whole_number():
+    with pytest.raises(BackendError, match="threads"):
+        qc.compile(_lookups(), backend="llvm", threads=0)
