@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 from hypothesis import HealthCheck, settings
 
@@ -15,3 +16,7 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else
                                      "thorough"))
+
+# The LLVM backend's compiled-code cache: one fresh directory per test session, never the
+# user's (tests that check the cache itself point it elsewhere).
+os.environ.setdefault("QCOMPILER_CACHE_DIR", tempfile.mkdtemp(prefix="qcompiler-cache-"))

@@ -101,3 +101,33 @@ define void @{name}(i64 %begin, i64 %end, ptr %y, i64 %n) {{
 def test_threads_must_be_a_whole_number():
     with pytest.raises(BackendError, match="threads"):
         qc.compile(_lookups(), backend="llvm", threads=0)
+
+
+def test_compiled_code_is_cached_and_a_damaged_entry_is_compiled_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("QCOMPILER_CACHE_DIR", str(tmp_path))
+    g = bound(_lookups(), ((6, 7),))
+    x = [_codes(6)]
+    first = Program(g)
+    expected = first.run(x)
+    assert not first.cached and len(list(tmp_path.glob("*.o"))) == 1
+    second = Program(bound(_lookups(), ((6, 7),)))
+    assert second.cached and second.cache_key == first.cache_key
+    for a, b in zip(second.run(x), expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert Program(g, threads=2).cache_key != first.cache_key  # the arena differs
+    entry = tmp_path / f"{first.cache_key}.o"
+    entry.write_bytes(entry.read_bytes()[:-7])  # truncated
+    third = Program(g)
+    assert not third.cached
+    for a, b in zip(third.run(x), expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert Program(g).cached  # replaced by a whole entry
+
+
+def test_the_cache_can_be_off(monkeypatch, tmp_path):
+    monkeypatch.setenv("QCOMPILER_CACHE_DIR", "off")
+    g = bound(_lookups(), ((2, 7),))
+    assert not Program(g).cached and not Program(g).cached
+    monkeypatch.setenv("QCOMPILER_CACHE_DIR", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a directory")
+    assert not Program(g).cached  # unwritable: compiled every time, no error

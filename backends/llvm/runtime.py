@@ -36,7 +36,7 @@ from qcompiler.errors import BackendError
 from qcompiler.graph import Graph, Node, Value
 from qcompiler.interpreter import Interpreter
 
-from . import kernels
+from . import cache, kernels
 from .kernel import EMITTERS, Call, Const, Context, Int, NotNative, Scratch
 from .memory import ALIGNMENT, place
 from .target import Jit, Target, host
@@ -229,15 +229,26 @@ class Program:
         return [s for s in self.steps if isinstance(s, Segment)]
 
     def _compile(self) -> None:
-        texts, functions = [_BARRIER], {}
+        """Machine code for the segments: from the cache when it holds this program (no IR is
+        generated then), else generated, compiled and stored."""
         for i, segment in enumerate(self.segments):
             segment.name = f"qc_segment{i}"
-            texts.append(self._segment_ir(segment))
-            for _, call in segment.calls:
-                functions[call.function.name] = call.function
-        texts += [fn.ir() for fn in functions.values()]
         self.jit = Jit(self.context.target)
-        self.module = self.jit.add_linked(texts, self.graph.name)
+        self.cache_key = cache.key(self.graph, self.context.target, self.threads,
+                                   self.check)
+        code = cache.load(self.cache_key) if self.segments else None
+        self.cached = code is not None
+        if code is None and self.segments:
+            texts, functions = [_BARRIER], {}
+            for segment in self.segments:
+                texts.append(self._segment_ir(segment))
+                for _, call in segment.calls:
+                    functions[call.function.name] = call.function
+            texts += [fn.ir() for fn in functions.values()]
+            code = self.jit.object_code(self.jit.optimized(texts, self.graph.name))
+            cache.store(self.cache_key, code)
+        if code is not None:
+            self.jit.load_object(code)
         for segment in self.segments:
             segment.fn = self.jit.function(segment.name, None, *SEGMENT_ARGS)
         self._constant_block = self.constants.block()

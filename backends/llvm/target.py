@@ -104,6 +104,15 @@ class Jit:
     def add_linked(self, irs: list[str], name: str = "module") -> llvm.ModuleRef:
         """Like ``add`` for several IR texts linked into one module (each may declare what
         another defines; equal declarations merge)."""
+        module = self.optimized(irs, name)
+        self._engine.add_module(module)
+        self._engine.finalize_object()
+        self._engine.run_static_constructors()
+        return module
+
+    def optimized(self, irs: list[str], name: str = "module") -> llvm.ModuleRef:
+        """The IR texts parsed, verified, linked into one module and optimized for the
+        target (not yet compiled)."""
         module = _parsed(irs[0], name)
         for i, ir in enumerate(irs[1:]):
             try:
@@ -114,10 +123,16 @@ class Jit:
         module.triple = self.target.triple
         module.data_layout = str(self.machine.target_data)
         optimize(module, self.machine)
-        self._engine.add_module(module)
-        self._engine.finalize_object()
-        self._engine.run_static_constructors()
         return module
+
+    def object_code(self, module: llvm.ModuleRef) -> bytes:
+        """``module`` compiled to an object file for the target (what the cache keeps)."""
+        return self.machine.emit_object(module)
+
+    def load_object(self, code: bytes) -> None:
+        """Make the functions of an object file from ``object_code`` callable."""
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+        self._engine.finalize_object()
 
     def function(self, name: str, restype, *argtypes) -> ctypes._CFuncPtr:
         """The compiled function ``name`` as a ctypes function; it is valid while this
