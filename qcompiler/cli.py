@@ -116,7 +116,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
         config = QuantConfig.from_file(args.config) if args.config else QuantConfig()
         g = api.quantize(g, args.calib, config)
         _print_islands(g, config)
-    exe = api.compile(g, backend=args.backend)
+    options = {} if args.threads is None else {"threads": args.threads}
+    exe = api.compile(g, backend=args.backend, **options)
     if args.output:
         exe.save(args.output)
         what = "quantized " if quantized else ""
@@ -231,6 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--emit-python", metavar="FOLDER",
                    help="write a standalone program that runs with numpy alone")
     p.add_argument("--backend", default="numpy", choices=available_backends())
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads each run splits large ops across (the llvm backend; default 1)")
     input_shape(p)
     p.add_argument("--passes", default=api.DEFAULT_FLOAT_PIPELINE, metavar="PIPELINE",
                    help="pass pipeline to run before compiling ('none' for none; default: "

@@ -34,6 +34,24 @@ def test_compile_then_run(tmp_path, capsys):
         assert out["logits"].shape == (3, 10)
 
 
+def test_compile_int8_for_the_llvm_backend_then_run(tmp_path, capsys):
+    data = resources.files("qcompiler.examples") / "digits.npz"
+    with np.load(data) as d:
+        np.savez(tmp_path / "calib.npz", image=d["calib_x"][:64])
+        x = d["test_x"][:9]
+    saved = tmp_path / "digits.qcx"
+    assert cli.main(["compile", MODEL, "-o", str(saved), "--calib", str(tmp_path / "calib.npz"),
+                     "--backend", "llvm", "--threads", "2"]) == 0
+    assert "with the llvm backend" in capsys.readouterr().out
+    np.savez(tmp_path / "in.npz", image=x)
+    assert cli.main(["run", str(saved), str(tmp_path / "in.npz"),
+                     "-o", str(tmp_path / "out.npz")]) == 0
+    exe = qc.load(saved)
+    assert exe.backend == "llvm" and exe.options == {"threads": 2}
+    with np.load(tmp_path / "out.npz") as out:
+        np.testing.assert_array_equal(out["logits"], qc.compile(exe.graph)(x))
+
+
 def test_errors_are_reported_as_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
@@ -190,7 +208,11 @@ def test_run_of_a_bad_saved_file_is_one_line(saved, tmp_path, capsys, case):
     (["demo", "--repeats", "-3"], "must be a whole number >= 1, got '-3'"),
     (["demo", "--repeats", "many"], "got 'many'"),
     (["compile", MODEL, "-o", "x.qcx", "--backend", "tpu"], "invalid choice: 'tpu' (choose "
-                                                            "from 'numpy')"),
+                                                            "from 'llvm', 'numpy')"),
+    (["compile", MODEL, "-o", "x.qcx", "--threads", "2"], "BackendError: the numpy backend "
+                                                          "has no option(s) threads"),
+    (["compile", MODEL, "-o", "x.qcx", "--backend", "llvm", "--threads", "0"],
+     "threads must be a whole number >= 1, got 0"),
     (["show", MODEL, "--input-shape", "image=-1,1,8,8"], "dimension '-1' is neither"),
     (["show", MODEL, "--input-shape", "image"], "is not NAME=D0,D1,..."),
     (["compile", MODEL], "say where to write"),
