@@ -8,12 +8,13 @@ Building a program:
    raises ``NotNative``) runs its numpy reference kernel instead, and the reason is recorded in
    ``Program.fallbacks``;
 2. consecutive native nodes form a *segment*: one LLVM function ``qc_segment<i>(arena,
-   constants, io, tid, threads)`` that calls their kernels in order with every pointer at a
+   constants, tid, threads)`` that calls their kernels in order with every pointer at a
    fixed offset. A graph whose every node is native is one segment, one native call per run;
-3. values live in the caller's arrays (graph inputs and outputs, through the ``io`` table of
-   pointers), in the constants (one aligned block made at compile time: weights and packed
-   weights, multipliers, tables) or in the arena, at offsets from ``memory.place``: values and
-   each call's scratch (one slice per thread) whose lifetimes meet never share a byte.
+3. values live in the constants (one aligned block made at compile time: weights and packed
+   weights, multipliers, tables) or in the arena, at offsets from ``memory.place``: values
+   (the graph's inputs and outputs too) and each call's scratch (one slice per thread) whose
+   lifetimes meet never share a byte. A run copies its inputs into the arena and its outputs
+   out of it (views made once per arena): no pointer is looked up on the hot path.
 
 Threads: with ``threads=N`` the segment function runs on N threads at once (``tid`` 0..N-1);
 each call gives thread ``tid`` the parts ``[items*tid/N, items*(tid+1)/N)`` of its work and all
@@ -26,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import importlib
 import pkgutil
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -43,7 +43,7 @@ from .target import Jit, Target, host
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
-SEGMENT_ARGS = (_P, _P, _P, _I64, _I64)
+SEGMENT_ARGS = (_P, _P, _I64, _I64)
 BARRIER_BYTES = 64  # the arena's first cache line: the threads' barrier
 GUARD = 64  # bytes of canary around every buffer when a program is built with check=True
 CANARY = 0xA5
@@ -78,8 +78,7 @@ class Fallback:
 
 @dataclass(frozen=True)
 class Where:
-    """Where a value's bytes are: ``("io", slot)``, ``("arena", offset)`` or
-    ``("const", offset)``."""
+    """Where a value's bytes are: ``("arena", offset)`` or ``("const", offset)``."""
 
     kind: str
     at: int
@@ -141,8 +140,7 @@ class Program:
         self._emit()
         self._place()
         self._compile()
-        self._arenas: list[np.ndarray] = []
-        self._lock = threading.Lock()
+        self._arenas: list[_Arena] = []
         self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
         self._interpreter = Interpreter(graph)
 
@@ -168,14 +166,10 @@ class Program:
 
     def _place(self) -> None:
         graph = self.graph
-        self.io: list[Value] = list(graph.inputs)
-        for value in graph.outputs:
-            if value.producer is not None and value not in self.io:
-                self.io.append(value)
-        self.where: dict[str, Where] = {v.name: Where("io", i) for i, v in enumerate(self.io)}
+        self.where: dict[str, Where] = {}
         self.constants = _Constants()
-        blocks: dict[str, tuple[int, tuple[int, int]]] = {}
         last = len(graph.nodes)
+        blocks = {v.name: (_nbytes(v), (-1, -1)) for v in graph.inputs}
         for step, node in enumerate(graph.nodes):
             for value in node.outputs:
                 if value.name not in self.where:
@@ -189,6 +183,10 @@ class Program:
                 elif value.name in blocks:
                     size, (first, _) = blocks[value.name]
                     blocks[value.name] = (size, (first, step))
+        for value in graph.outputs:
+            if value.name in blocks:
+                size, (first, _) = blocks[value.name]
+                blocks[value.name] = (size, (first, last))
         self.scratch: dict[int, str] = {}  # id(Scratch) -> its block
         payload = {name: size for name, (size, _) in blocks.items()}
         for segment in self.segments:
@@ -252,6 +250,7 @@ class Program:
         for segment in self.segments:
             segment.fn = self.jit.function(segment.name, None, *SEGMENT_ARGS)
         self._constant_block = self.constants.block()
+        self._constants_address = self._constant_block.ctypes.data
         self._pristine = self._constant_block.copy() if self.check else None
 
     def _segment_ir(self, segment: Segment) -> str:
@@ -278,11 +277,6 @@ class Program:
                     if where is None:
                         raise BackendError(f"a kernel reads %{arg.value}, which is not a value "
                                            f"of graph {self.graph.name!r}")
-                    if where.kind == "io":
-                        lines.append(f"  {reg}.at = getelementptr ptr, ptr %io, i64 {where.at}")
-                        lines.append(f"  {reg} = load ptr, ptr {reg}.at")
-                        args.append(f"ptr {reg}")
-                        continue
                     base = "%consts" if where.kind == "const" else "%arena"
                     at = where.at
                 lines.append(f"  {reg} = getelementptr i8, ptr {base}, i64 {at}")
@@ -298,46 +292,36 @@ class Program:
                 lines.append("  call void @qc_barrier(ptr %arena, i64 %threads)")
         body = "\n".join(lines)
         return ("declare void @qc_barrier(ptr, i64)\n" + "\n".join(declared.values()) +
-                f"\n\ndefine void @{segment.name}(ptr %arena, ptr %consts, ptr %io, i64 %tid, "
+                f"\n\ndefine void @{segment.name}(ptr %arena, ptr %consts, i64 %tid, "
                 f"i64 %threads) {{\nentry:\n{body}\n  ret void\n}}\n")
 
     # -- running ---------------------------------------------------------------------------------
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """The outputs for inputs that have the graph's dtypes and shapes (checked before).
-        A program built with ``check=True`` runs on guarded copies and raises a
-        ``BackendError`` naming the buffer a kernel wrote outside of."""
-        inputs = [np.ascontiguousarray(a) for a in arrays]
-        outs = [np.empty(_shape(v), v.dtype.np) for v in self.io[len(inputs):]]
-        held = inputs + outs
-        guards = [_guarded(a) for a in held] if self.check else []
-        if guards:
-            held = [copy for copy, _ in guards]
-        io = (ctypes.c_void_p * max(len(held), 1))(*[a.ctypes.data for a in held])
-        arena = self._take_arena()
+        A program built with ``check=True`` raises a ``BackendError`` naming the buffer a
+        kernel wrote outside of."""
+        try:
+            arena = self._arenas.pop()  # list.pop and append are atomic: no lock needed
+        except IndexError:
+            arena = _Arena(self)
         try:
             if self.check:
-                arena[BARRIER_BYTES:] = CANARY
+                arena.bytes[BARRIER_BYTES:] = CANARY
+            for view, array in zip(arena.inputs, arrays, strict=True):
+                view[...] = array
             for step in self.steps:
                 if isinstance(step, Segment):
-                    self._run_segment(step, arena, io)
+                    self._run_segment(step, arena)
                 else:
-                    self._run_fallback(step.node, arena, held)
+                    self._run_fallback(step.node, arena)
             if self.check:
-                self._check_guards(arena, guards)
+                self._check_guards(arena.bytes)
+            return [view.copy() for view in arena.outputs]
         finally:
-            with self._lock:
-                self._arenas.append(arena)
-        results, given = [], set()
-        for value in self.graph.outputs:
-            array = self._array(value, arena, held)
-            fresh = not self.check and value.producer is not None and value.name not in given
-            given.add(value.name)
-            results.append(array if fresh else array.copy())
-        return results
+            self._arenas.append(arena)
 
-    def _check_guards(self, arena: np.ndarray,
-                      guards: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    def _check_guards(self, arena: np.ndarray) -> None:
         wrote = np.flatnonzero((arena != CANARY) & ~self._payload)
         if wrote.size:
             at = int(wrote[0])
@@ -345,42 +329,31 @@ class Program:
                        key=lambda item: abs(item[1].at - at), default=("?", None))[0]
             raise BackendError(f"a kernel wrote arena byte {at}, outside every buffer "
                                f"(nearest: %{near})")
-        for value, (_, base) in zip(self.io, guards, strict=True):
-            if not (np.all(base[:GUARD] == CANARY) and np.all(base[-GUARD:] == CANARY)):
-                raise BackendError(f"a kernel wrote outside %{value.name}")
         if not np.array_equal(self._constant_block, self._pristine):
             raise BackendError("a kernel wrote into the constants")
 
-    def _take_arena(self) -> np.ndarray:
-        with self._lock:
-            if self._arenas:
-                return self._arenas.pop()
-        return aligned_empty(self.arena_bytes)
-
-    def _run_segment(self, segment: Segment, arena: np.ndarray, io) -> None:
-        args = (arena.ctypes.data, self._constant_block.ctypes.data, ctypes.addressof(io))
+    def _run_segment(self, segment: Segment, arena: _Arena) -> None:
         if self._pool is None:
-            segment.fn(*args, 0, 1)
+            segment.fn(arena.address, self._constants_address, 0, 1)
             return
-        others = [self._pool.submit(segment.fn, *args, tid, self.threads)
-                  for tid in range(1, self.threads)]
-        segment.fn(*args, 0, self.threads)
+        others = [self._pool.submit(segment.fn, arena.address, self._constants_address, tid,
+                                    self.threads) for tid in range(1, self.threads)]
+        segment.fn(arena.address, self._constants_address, 0, self.threads)
         for other in others:
             other.result()
 
-    def _array(self, value: Value, arena: np.ndarray, held: list[np.ndarray]) -> np.ndarray:
+    def array(self, value: Value, arena: np.ndarray) -> np.ndarray:
+        """The array ``value`` occupies in ``arena`` (a view), or its constant data."""
         if value.is_constant:
             return value.data
-        where = self.where[value.name]
-        if where.kind == "io":
-            return held[where.at]
-        return np.ndarray(_shape(value), value.dtype.np, buffer=arena, offset=where.at)
+        at = self.where[value.name].at
+        return np.ndarray(_shape(value), value.dtype.np, buffer=arena, offset=at)
 
-    def _run_fallback(self, node: Node, arena: np.ndarray, held: list[np.ndarray]) -> None:
-        inputs = [None if v is None else self._array(v, arena, held) for v in node.inputs]
+    def _run_fallback(self, node: Node, arena: _Arena) -> None:
+        inputs = [None if v is None else self.array(v, arena.bytes) for v in node.inputs]
         results = self._interpreter.run_node(node, inputs)
         for value, result in zip(node.outputs, results, strict=True):
-            target = self._array(value, arena, held)
+            target = self.array(value, arena.bytes)
             if result.shape != target.shape or result.dtype != target.dtype:
                 raise BackendError(f"{node.describe()}: its numpy kernel gave "
                                    f"{result.dtype}{list(result.shape)} for "
@@ -392,14 +365,15 @@ class Program:
             self._pool.shutdown()
 
 
-def _guarded(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of ``array`` inside a block with ``GUARD`` canary bytes before and after it:
-    (the copy, the block)."""
-    block = aligned_empty(array.nbytes + 2 * GUARD)
-    block[:] = CANARY
-    copy = np.ndarray(array.shape, array.dtype, buffer=block, offset=GUARD)
-    copy[...] = array
-    return copy, block
+class _Arena:
+    """One run's memory: the arena's bytes, its address, and views of the graph's inputs and
+    outputs in it (made once: a run copies the inputs in and the outputs out)."""
+
+    def __init__(self, program: Program):
+        self.bytes = aligned_empty(program.arena_bytes)
+        self.address = self.bytes.ctypes.data
+        self.inputs = [program.array(v, self.bytes) for v in program.graph.inputs]
+        self.outputs = [program.array(v, self.bytes) for v in program.graph.outputs]
 
 
 def _shape(value: Value) -> tuple[int, ...]:
