@@ -131,3 +131,20 @@ def test_the_cache_can_be_off(monkeypatch, tmp_path):
     monkeypatch.setenv("QCOMPILER_CACHE_DIR", str(tmp_path / "file"))
     (tmp_path / "file").write_text("not a directory")
     assert not Program(g).cached  # unwritable: compiled every time, no error
+
+
+def test_reshapes_alias_their_input_and_keep_it_alive():
+    g = Graph("aliases")
+    x = g.add_input("x", TensorType("i8", (4, 6)))
+    flat = g.add_node("Flatten", [x], {"axis": 0}).outputs[0]
+    table = g.add_constant(np.arange(256).astype(np.uint8)[::-1].copy(), "t")
+    lut = g.add_node("LookupTable", [x, table]).outputs[0]
+    shaped = g.add_node("Reshape", [lut, g.add_constant(np.array([3, 8]), "shape")]).outputs[0]
+    again = g.add_node("Unsqueeze", [shaped, g.add_constant(np.array([0]), "axes")]).outputs[0]
+    last = g.add_node("LookupTable", [again, table]).outputs[0]
+    g.set_outputs([last, flat, again])
+    program = Program(g)
+    assert program.where[again.name] == program.where[lut.name]
+    assert program.where[flat.name] == program.where[x.name]
+    assert not program.fallbacks and len(program.segments) == 1
+    assert assert_native_exact(g, [{"x": _codes(4, 3)[:, :6]}]) == 4

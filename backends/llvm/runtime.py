@@ -149,10 +149,15 @@ class Program:
         return [s for s in self.steps if isinstance(s, Fallback)]
 
     def _emit(self) -> None:
+        self.aliases: dict[str, str] = {}  # value -> the value whose bytes it is
         for step, node in enumerate(self.graph.nodes):
             emit = EMITTERS.get(node.op)
             try:
-                if emit is None:
+                if _is_alias(node):
+                    source = node.inputs[0].name
+                    self.aliases[node.outputs[0].name] = self.aliases.get(source, source)
+                    emit = _no_calls
+                elif emit is None:
                     raise NotNative(f"no LLVM kernel for {node.op}")
                 calls = emit(node, self.context)
             except NotNative as exc:
@@ -170,9 +175,15 @@ class Program:
         self.constants = _Constants()
         last = len(graph.nodes)
         blocks = {v.name: (_nbytes(v), (-1, -1)) for v in graph.inputs}
+
+        def used(name: str, step: int) -> None:  # an alias keeps its source's bytes alive
+            name = self.aliases.get(name, name)
+            size, (first, _) = blocks[name]
+            blocks[name] = (size, (first, step))
+
         for step, node in enumerate(graph.nodes):
             for value in node.outputs:
-                if value.name not in self.where:
+                if value.name not in self.aliases:
                     blocks[value.name] = (_nbytes(value), (step, step))
             for value in node.inputs:
                 if value is None:
@@ -180,13 +191,11 @@ class Program:
                 if value.is_constant:
                     self.where.setdefault(value.name, Where(
                         "const", self.constants.offset(value.data)))
-                elif value.name in blocks:
-                    size, (first, _) = blocks[value.name]
-                    blocks[value.name] = (size, (first, step))
+                else:
+                    used(value.name, step)
         for value in graph.outputs:
-            if value.name in blocks:
-                size, (first, _) = blocks[value.name]
-                blocks[value.name] = (size, (first, last))
+            if not value.is_constant:
+                used(value.name, last)
         self.scratch: dict[int, str] = {}  # id(Scratch) -> its block
         payload = {name: size for name, (size, _) in blocks.items()}
         for segment in self.segments:
@@ -206,6 +215,7 @@ class Program:
         self.where.update({name: Where("arena", BARRIER_BYTES + offset + guard)
                            for name, offset in plan.offsets.items()
                            if not name.startswith("scratch.")})
+        self.where.update({alias: self.where[source] for alias, source in self.aliases.items()})
         self._scratch_at = {key: BARRIER_BYTES + plan.offsets[name] + guard
                             for key, name in self.scratch.items()}
         self.arena_bytes = BARRIER_BYTES + plan.size
@@ -363,6 +373,20 @@ class Program:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+
+
+# Ops whose output is their input's bytes under another shape: no kernel, no copy.
+ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def _is_alias(node: Node) -> bool:
+    x = node.inputs[0] if node.inputs else None
+    return (node.op in ALIAS_OPS and x is not None and not x.is_constant
+            and len(node.outputs) == 1 and node.outputs[0].dtype == x.dtype)
+
+
+def _no_calls(node: Node, context: Context) -> list[Call]:
+    return []
 
 
 class _Arena:
