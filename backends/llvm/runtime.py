@@ -234,7 +234,8 @@ class Program:
             segment.name = f"qc_segment{i}"
             texts.append(self._segment_ir(segment))
             for _, call in segment.calls:
-                functions[call.function.name] = call.function
+                for fn in (call.function, *call.function.needs):
+                    functions[fn.name] = fn
         texts += [fn.ir() for fn in functions.values()]
         self.jit = Jit(self.context.target)
         self.module = self.jit.add_linked(texts, self.graph.name)

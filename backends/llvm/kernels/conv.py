@@ -13,7 +13,6 @@ A convolution with one input channel per group (depthwise) runs ``depthwise.py``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,7 @@ from qcompiler.ops.window import check_kernel_shape, conv_window
 
 from .. import gemm
 from ..kernel import Buffer, Call, Const, Context, NotNative, Scratch, attrs, emitter
-from .matmul import constant, operands
+from .matmul import constant, operands, shared_gemm
 
 CONV_INPUTS = ["x", "w", "multiplier", "x_zero_point", "y_zero_point", "bias?",
                "w_zero_point?", "z?", "z_zero_point?", "z_multiplier?"]
@@ -324,7 +323,7 @@ exit:
 
 
 _GEMM_CONV = """
-{gemm}
+{declaration}
 {im2col}
 {store}
 
@@ -357,7 +356,7 @@ item:
   %w.at = getelementptr inbounds i16, ptr %packed, i64 %w.o
   %b.o = mul nuw nsw i64 %g, {b_group}
   %b.at = getelementptr inbounds i32, ptr %bias, i64 %b.o
-  call void @{name}.gemm(ptr %cols, i64 {k}, ptr %w.at, ptr %b.at, ptr %acc, i64 {mg},
+  call void @{gemm}(ptr %cols, i64 {k}, ptr %w.at, ptr %b.at, ptr %acc, i64 {mg},
                          i64 %count, i64 {mg}, i64 {k}, ptr %work)
   %c0 = mul nuw nsw i64 %g, {mg}
   %y.n = mul nuw nsw i64 %n, {y_image}
@@ -427,16 +426,18 @@ def _gemm_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Call:
     pixels = min(PIXELS, out)
     shape = (g, o.x_zp, o.x_signed, o.rescale.key, ctx.avx2, PIXELS)
 
+    product = shared_gemm(ctx, o.x_signed, None)
+
     def ir(name: str) -> str:
         return _GEMM_CONV.format(
-            gemm=gemm.kernel_ir(f"{name}.gemm", o.x_signed, ctx.avx2),
+            declaration=gemm.declaration(product.name), gemm=product.name,
             im2col=_im2col_ir(f"{name}.im2col", g, cg, o.x_zp),
             store=store_ir(f"{name}.store", o.rescale, mg, 1, out),
             name=name, per_image=g.group * panels, panels=panels, pixels=PIXELS, out=out,
             x_image=g.c * g.h * g.w, x_group=cg * g.h * g.w, w_group=packed[0].size,
             b_group=biases.shape[1], k=k, mg=mg, y_image=g.m * out)
 
-    fn = ctx.function("int_conv", shape, ir)
+    fn = ctx.function("int_conv", shape, ir, needs=(product,))
     y = node.outputs[0].name
     args = (Buffer(node.inputs[0].name), Buffer(y), Buffer(o.residual or y), Const(packed),
             Const(biases), *(Const(c) for c in o.rescale.consts), Scratch(pixels * k),
@@ -452,4 +453,8 @@ def int_conv(node: Node, ctx: Context) -> list[Call]:
     if g.c == 0:
         raise NotNative("no input channels")
     o = conv_operands(node, g.m)
+    if g.c == g.group:
+        from .depthwise import depthwise_call  # it builds on this module's store
+
+        return [depthwise_call(node, ctx, g, o)]
     return [_gemm_call(node, ctx, g, o)]

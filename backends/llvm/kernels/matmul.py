@@ -17,12 +17,12 @@ import numpy as np
 from qcompiler.graph import Node, Value
 
 from .. import gemm
-from ..kernel import Buffer, Call, Const, Context, NotNative, Scratch, attrs, emitter
+from ..kernel import Buffer, Call, Const, Context, Function, NotNative, Scratch, attrs, emitter
 
 ROWS = 8 * gemm.MR  # rows of A per item: the unit the threads split
 
 _FUNCTION = """
-{gemm}
+{declaration}
 
 define void @{name}(i64 %begin, i64 %end, ptr noalias nocapture readonly %a,
                     ptr noalias nocapture writeonly %y, ptr noalias nocapture readonly %packed,
@@ -43,7 +43,7 @@ run:
   %a.at = getelementptr inbounds i8, ptr %a, i64 %a.o
   %y.o = mul nuw nsw i64 %first, {n}
   %y.at = getelementptr inbounds i8, ptr %y, i64 %y.o
-  call void @{name}.gemm(ptr %a.at, i64 {k}, ptr %packed, ptr %bias, ptr %y.at, i64 {n},
+  call void @{gemm}(ptr %a.at, i64 {k}, ptr %packed, ptr %bias, ptr %y.at, i64 {n},
                          i64 %m, i64 {n}, i64 {k}, ptr %work, ptr %mult, ptr %shift,
                          ptr %half, ptr %acclo, ptr %acchi, i64 {low}, i64 {high}, i64 {zp})
   br label %exit
@@ -69,6 +69,14 @@ def constant(value: Value | None, what: str) -> np.ndarray | None:
     if not value.is_constant:
         raise NotNative(f"{what} is computed at run time; the native kernel bakes it in")
     return np.asarray(value.data)
+
+
+def shared_gemm(ctx: Context, signed: bool, rounding: str | None) -> Function:
+    """The GEMM (``gemm.kernel_ir``) for int8 (``signed``) or uint8 codes, int32 out or
+    requantized by ``rounding``: one function per program that every layer calls."""
+    key = (signed, ctx.avx2, rounding)
+    return ctx.function("gemm", key, lambda name: gemm.kernel_ir(name, signed, ctx.avx2,
+                                                                 rounding=rounding))
 
 
 @emitter("IntMatMul")
@@ -98,13 +106,15 @@ def int_matmul(node: Node, ctx: Context) -> list[Call]:
     shape = (signed, ctx.avx2, requant.rounding, rows, k, n, requant.low, requant.high,
              requant.zp)
 
+    product = shared_gemm(ctx, signed, requant.rounding)
+
     def ir(name: str) -> str:
         return _FUNCTION.format(
-            gemm=gemm.kernel_ir(f"{name}.gemm", signed, ctx.avx2, rounding=requant.rounding),
+            declaration=gemm.declaration(product.name, requant.rounding), gemm=product.name,
             name=name, panel=ROWS, rows=rows, k=k, n=n, low=requant.low, high=requant.high,
             zp=requant.zp)
 
-    fn = ctx.function("int_matmul", shape, ir)
+    fn = ctx.function("int_matmul", shape, ir, needs=(product,))
     args = (Buffer(a.name), Buffer(y.name), Const(weights.data), Const(weights.bias),
             *(Const(c) for c in (requant.mult, requant.shift, requant.half, requant.acc_low,
                                  requant.acc_high)),
