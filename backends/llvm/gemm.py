@@ -650,3 +650,10 @@ class Gemm:
         out = np.empty((a.shape[0], weights.n), dtype)
         self.bind(np.ascontiguousarray(a), weights, out, requant=requant)()
         return out
+
+
+def declaration(name: str, rounding: str | None = None) -> str:
+    """The ``declare`` line of the GEMM ``name`` of ``kernel_ir(..., rounding=rounding)``, for
+    a kernel that calls it."""
+    extra = "" if rounding is None else ", ptr, ptr, ptr, ptr, ptr, i64, i64, i64"
+    return f"declare void @{name}(ptr, i64, ptr, ptr, ptr, i64, i64, i64, i64, ptr{extra})"

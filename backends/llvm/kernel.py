@@ -89,11 +89,13 @@ Arg = Buffer | Const | Scratch | Int
 
 @dataclass(frozen=True, eq=False)
 class Function:
-    """A kernel function: its LLVM name and the IR text that defines it (made on demand)."""
+    """A kernel function: its LLVM name, the IR text that defines it (made on demand) and the
+    functions that text calls (``needs``: compiled with it, once per program)."""
 
     name: str
     ir: Callable[[], str]
     key: tuple = ()
+    needs: tuple[Function, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,15 +133,18 @@ class Context:
     def avx2(self) -> bool:
         return self.target.has("avx2")
 
-    def function(self, base: str, key: tuple, ir: Callable[[str], str]) -> Function:
+    def function(self, base: str, key: tuple, ir: Callable[[str], str],
+                 needs: tuple[Function, ...] = ()) -> Function:
         """The function for ``key`` (made once per key): named ``qc_<base>_<hash of key>``,
-        defined by ``ir(name)``. ``key`` must hold every input of ``ir`` (use ``repr``-stable
-        values: ints, strings, tuples, bytes of small arrays)."""
+        defined by ``ir(name)``, which may call the functions ``needs`` (declared in its text).
+        ``key`` must hold every input of ``ir`` (use ``repr``-stable values: ints, strings,
+        tuples, bytes of small arrays)."""
         digest = hashlib.sha256(repr((base, key)).encode()).hexdigest()[:16]
         name = f"qc_{base}_{digest}"
         made = self.functions.get(name)
         if made is None:
-            made = self.functions[name] = Function(name, lambda: ir(name), (base, key))
+            made = self.functions[name] = Function(name, lambda: ir(name), (base, key),
+                                                    needs)
         return made
 
 

@@ -251,7 +251,8 @@ class Program:
             for segment in self.segments:
                 texts.append(self._segment_ir(segment))
                 for _, call in segment.calls:
-                    functions[call.function.name] = call.function
+                    for fn in (call.function, *call.function.needs):
+                        functions[fn.name] = fn
             texts += [fn.ir() for fn in functions.values()]
             code = self.jit.object_code(self.jit.optimized(texts, self.graph.name))
             cache.store(self.cache_key, code)

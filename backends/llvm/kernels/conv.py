@@ -1,0 +1,460 @@
+"""``IntConv`` (1-D and 2-D, NCHW) as an im2col GEMM over the packed weights, with its
+requantizing store (multiplier per channel, the fused residual, clamp) in the same call.
+
+Per item (an image, a group and a panel of ``PIXELS`` output pixels) the kernel gathers the
+panel's windows into a scratch matrix ``[pixels, K]`` (K = C/group * prod(kernel), taps in W's
+own order; pads read as ``x_zero_point``), runs the exact int8 GEMM of ``gemm.py`` over the
+group's packed weights (centred by ``w_zero_point``, the bias in the accumulators' seed) into
+an int32 scratch tile ``[pixels, M/group]``, then the store (``store_ir``) requantizes each
+channel's pixels into y's NCHW rows. Products are 16-bit pair products summed in int32
+(``pmaddwd``), exact for any weights: the saturating u8*s8 pair instruction is never used.
+A convolution with one input channel per group (depthwise) runs ``depthwise.py``'s kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qcompiler.graph import Node
+from qcompiler.ops import fixed_point
+from qcompiler.ops.int_common import output_range
+from qcompiler.ops.window import check_kernel_shape, conv_window
+
+from .. import gemm
+from ..kernel import Buffer, Call, Const, Context, NotNative, Scratch, attrs, emitter
+from .matmul import constant, operands, shared_gemm
+
+CONV_INPUTS = ["x", "w", "multiplier", "x_zero_point", "y_zero_point", "bias?",
+               "w_zero_point?", "z?", "z_zero_point?", "z_multiplier?"]
+PIXELS = 64  # output pixels per item of the GEMM path
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A convolution seen as 2-D (a 1-D one has ``h = kh = oh = 1``): image ``c x h x w``,
+    ``m`` output channels in ``group`` groups, kernel ``kh x kw``, strides, dilations, the
+    padding before each axis and the output ``oh x ow``."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    m: int
+    group: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    ph: int
+    pw: int
+    oh: int
+    ow: int
+
+    @property
+    def taps(self) -> int:
+        return self.kh * self.kw
+
+
+def geometry(node: Node) -> Geometry:
+    """The node's geometry as the numpy kernel resolves it (``conv_window``)."""
+    x, w = node.inputs[0], node.inputs[1]
+    at = attrs(node)
+    spatial = tuple(x.shape[2:])
+    if len(spatial) not in (1, 2):
+        raise NotNative(f"a {len(spatial)}-D convolution (the native kernel does 1-D and 2-D)")
+    kernel = check_kernel_shape("IntConv", at["kernel_shape"], tuple(w.shape[2:]))
+    rank = len(spatial)
+    win = conv_window("IntConv", spatial, kernel, tuple(at["strides"]) or (1,) * rank,
+                      tuple(at["dilations"]) or (1,) * rank, tuple(at["pads"]),
+                      at["auto_pad"])
+    lead = 2 - rank  # a 1-D convolution is a 2-D one of height 1
+
+    def two(values: tuple, fill: int) -> tuple:
+        return (fill,) * lead + tuple(values)
+
+    (h, wd), (kh, kw) = two(spatial, 1), two(kernel, 1)
+    (sh, sw), (dh, dw) = two(win.strides, 1), two(win.dilations, 1)
+    (ph, pw), (oh, ow) = two(win.begin, 0), two(win.out, 1)
+    return Geometry(x.shape[0], x.shape[1], h, wd, w.shape[0], int(at["group"]), kh, kw, sh, sw,
+                    dh, dw, ph, pw, oh, ow)
+
+
+# -- the requantizing store ----------------------------------------------------------------------
+#
+# For channel c and pixel p, with the accumulator a (int32) and, fused, the residual code z:
+#   "fixed_point": s = (a * M0[c] + (z - z_zp) * M0z[c] + half[c]) >> t[c] in int64, the
+#                  (M0, M0z, t) of fixed_point.shared_multipliers([multiplier, z_multiplier])
+#   "float":       s = rint(float32(a) * M[c] + float32(z - z_zp) * Mz) in float32, in that
+#                  order, half to even (no contraction: the IR has no fast-math flags)
+# then y = clamp(s, lo - zp, hi - zp) + zp, as fixed_point.rescale and saturate compute it
+# (clamping before the float conversion is exact: the bounds are integers).
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """The store's per-channel constants (``k0..k3``: ``M0``, ``M0z``, ``t``, ``half`` as int64
+    for "fixed_point"; ``M``, ``Mz`` as float32 and two unused for "float") and the literals
+    baked into its code."""
+
+    rounding: str
+    consts: tuple[np.ndarray, ...]
+    low: int
+    high: int
+    zp: int
+    z_zp: int | None
+    z_signed: bool
+
+    @property
+    def key(self) -> tuple:
+        return (self.rounding, self.low, self.high, self.zp, self.z_zp, self.z_signed)
+
+
+def rescale_constants(m: int, multiplier: np.ndarray, y_zero_point: np.ndarray, rounding: str,
+                      qmin: int | None, qmax: int | None, z_zero_point: np.ndarray | None = None,
+                      z_multiplier: np.ndarray | None = None) -> Rescale:
+    """The store's constants for ``m`` channels (a residual when ``z_zero_point`` is given)."""
+    if rounding not in fixed_point.ROUNDINGS:
+        raise NotNative(f"the rounding {rounding!r}")
+    lo, hi = output_range(qmin, qmax, np.iinfo(y_zero_point.dtype))
+    zp = int(y_zero_point)
+    ms = np.broadcast_to(np.asarray(multiplier, np.float64).reshape(-1), (m,))
+    mz = np.broadcast_to(np.asarray(0.0 if z_multiplier is None else z_multiplier,
+                                    np.float64).reshape(-1), (m,))
+    if rounding == "float":
+        consts = (ms.astype(np.float32), mz.astype(np.float32), np.zeros(1), np.zeros(1))
+    else:
+        terms = [ms] if z_zero_point is None else [ms, mz]
+        try:
+            m0s, shift = fixed_point.shared_multipliers(terms)
+        except ValueError as exc:
+            raise NotNative(f"the multipliers: {exc}") from None
+        m0z = m0s[1] if len(m0s) > 1 else np.zeros(m, np.int64)
+        half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
+        consts = tuple(np.ascontiguousarray(np.broadcast_to(c, (m,)), np.int64)
+                       for c in (m0s[0], m0z, shift, half))
+    residual = z_zero_point is not None
+    return Rescale(rounding, consts, lo - zp, hi - zp, zp,
+                   int(z_zero_point) if residual else None,
+                   residual and np.asarray(z_zero_point).dtype == np.int8)
+
+
+def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int) -> str:
+    """``@name(ptr acc, i64 pixels, i64 c0, i64 channels, ptr y, ptr z, ptr k0..k3)``:
+    channel ``c0 + c`` (``c < channels``) pixel ``p < pixels``: ``acc[p * pixel_step + c *
+    channel_step]`` (int32) requantized into ``y[c * row + p]`` (bytes; the residual read at
+    ``z[c * row + p]``)."""
+    residual = r.z_zp is not None
+    if r.rounding == "float":
+        load = ["%m = load float, ptr %m.at, align 4", "%mz = load float, ptr %mz.at, align 4"]
+        math_ = ["%f = sitofp i32 %a to float", "%fm = fmul float %f, %m"]
+        if residual:
+            math_ += [f"%zc = sub nsw i32 %z32, {r.z_zp}", "%zf = sitofp i32 %zc to float",
+                      "%zm = fmul float %zf, %mz", "%ft = fadd float %fm, %zm"]
+        total = "%ft" if residual else "%fm"
+        math_ += [f"%fr = call float @llvm.rint.f32(float {total})",
+                  f"%fl = call float @llvm.maxnum.f32(float %fr, float {float(r.low)!r})",
+                  f"%fh = call float @llvm.minnum.f32(float %fl, float {float(r.high)!r})",
+                  "%s = fptosi float %fh to i32", "%b = trunc i32 %s to i8"]
+        declarations = ("declare float @llvm.rint.f32(float)\n"
+                        "declare float @llvm.maxnum.f32(float, float)\n"
+                        "declare float @llvm.minnum.f32(float, float)")
+        element = "float"
+    else:
+        load = ["%m = load i64, ptr %m.at, align 8", "%mz = load i64, ptr %mz.at, align 8",
+                "%t.at = getelementptr inbounds i64, ptr %k2, i64 %ch",
+                "%t = load i64, ptr %t.at, align 8",
+                "%half.at = getelementptr inbounds i64, ptr %k3, i64 %ch",
+                "%half = load i64, ptr %half.at, align 8"]
+        math_ = ["%a64 = sext i32 %a to i64", "%am = mul nsw i64 %a64, %m"]
+        if residual:
+            math_ += [f"%zc = sub nsw i32 %z32, {r.z_zp}", "%zc64 = sext i32 %zc to i64",
+                      "%zm = mul nsw i64 %zc64, %mz", "%at = add nsw i64 %am, %zm"]
+        total = "%at" if residual else "%am"
+        math_ += [f"%sr = add nsw i64 {total}, %half", "%ss = ashr i64 %sr, %t",
+                  f"%sl = call i64 @llvm.smax.i64(i64 %ss, i64 {r.low})",
+                  f"%sh = call i64 @llvm.smin.i64(i64 %sl, i64 {r.high})",
+                  "%b = trunc i64 %sh to i8"]
+        declarations = ("declare i64 @llvm.smax.i64(i64, i64)\n"
+                        "declare i64 @llvm.smin.i64(i64, i64)")
+        element = "i64"
+    zload = []
+    if residual:
+        ext = "sext" if r.z_signed else "zext"
+        zload = ["%z.at = getelementptr inbounds i8, ptr %zrow, i64 %p",
+                 "%zv = load i8, ptr %z.at, align 1", f"%z32 = {ext} i8 %zv to i32"]
+    body = "\n  ".join
+    return f"""
+{declarations}
+
+define internal void @{name}(ptr noalias nocapture readonly %acc, i64 %pixels, i64 %c0,
+                             i64 %channels, ptr noalias nocapture writeonly %y,
+                             ptr noalias nocapture readonly %z, ptr noalias nocapture readonly
+                             %k0, ptr noalias nocapture readonly %k1, ptr noalias nocapture
+                             readonly %k2, ptr noalias nocapture readonly %k3) {{
+entry:
+  br label %channel
+
+channel:
+  %c = phi i64 [ 0, %entry ], [ %c.next, %channel.end ]
+  %ch = add nuw nsw i64 %c0, %c
+  %m.at = getelementptr inbounds {element}, ptr %k0, i64 %ch
+  %mz.at = getelementptr inbounds {element}, ptr %k1, i64 %ch
+  {body(load)}
+  %arow.o = mul nuw nsw i64 %c, {channel_step}
+  %arow = getelementptr inbounds i32, ptr %acc, i64 %arow.o
+  %row.o = mul nuw nsw i64 %c, {row}
+  %yrow = getelementptr inbounds i8, ptr %y, i64 %row.o
+  %zrow = getelementptr inbounds i8, ptr %z, i64 %row.o
+  br label %pixel
+
+pixel:
+  %p = phi i64 [ 0, %channel ], [ %p.next, %pixel ]
+  %a.o = mul nuw nsw i64 %p, {pixel_step}
+  %a.at = getelementptr inbounds i32, ptr %arow, i64 %a.o
+  %a = load i32, ptr %a.at, align 4
+  {body(zload)}
+  {body(math_)}
+  %o = add i8 %b, {byte(r.zp)}
+  %y.at = getelementptr inbounds i8, ptr %yrow, i64 %p
+  store i8 %o, ptr %y.at, align 1
+  %p.next = add nuw nsw i64 %p, 1
+  %p.more = icmp slt i64 %p.next, %pixels
+  br i1 %p.more, label %pixel, label %channel.end
+
+channel.end:
+  %c.next = add nuw nsw i64 %c, 1
+  %c.more = icmp slt i64 %c.next, %channels
+  br i1 %c.more, label %channel, label %exit
+
+exit:
+  ret void
+}}
+"""
+
+
+def byte(code: int) -> int:
+    """An int8 or uint8 code as the signed i8 literal with its bits."""
+    return (code + 128) % 256 - 128
+
+
+def _im2col_ir(name: str, g: Geometry, cg: int, x_zp: int) -> str:
+    """``@name(ptr x, i64 p0, i64 pixels, ptr cols)``: for output pixels ``p0 + i`` (``i <
+    pixels``) of one image and group (``x`` at its first channel), the window's codes into
+    ``cols[i * K + (c * kh + i_h) * kw + i_w]`` (W's order), ``x_zp`` outside the image. Every
+    load is inside x (a padded tap reads x[0] and is replaced)."""
+    k = cg * g.taps
+    return f"""
+define internal void @{name}(ptr noalias nocapture readonly %x, i64 %p0, i64 %pixels,
+                             ptr noalias nocapture writeonly %cols) {{
+entry:
+  br label %pixel
+
+pixel:
+  %i = phi i64 [ 0, %entry ], [ %i.next, %pixel.end ]
+  %p = add nuw nsw i64 %p0, %i
+  %oy = udiv i64 %p, {g.ow}
+  %ox = urem i64 %p, {g.ow}
+  %y0.s = mul nsw i64 %oy, {g.sh}
+  %y0 = sub nsw i64 %y0.s, {g.ph}
+  %x0.s = mul nsw i64 %ox, {g.sw}
+  %x0 = sub nsw i64 %x0.s, {g.pw}
+  %crow.o = mul nuw nsw i64 %i, {k}
+  %crow = getelementptr inbounds i8, ptr %cols, i64 %crow.o
+  br label %channel
+
+channel:
+  %c = phi i64 [ 0, %pixel ], [ %c.next, %channel.end ]
+  %plane.o = mul nuw nsw i64 %c, {g.h * g.w}
+  %plane = getelementptr inbounds i8, ptr %x, i64 %plane.o
+  %ctap = mul nuw nsw i64 %c, {g.taps}
+  br label %ky
+
+ky:
+  %ky.i = phi i64 [ 0, %channel ], [ %ky.next, %ky.end ]
+  %iy.d = mul nuw nsw i64 %ky.i, {g.dh}
+  %iy = add nsw i64 %y0, %iy.d
+  %iy.ok = icmp ult i64 %iy, {g.h}
+  %line.o = mul nsw i64 %iy, {g.w}
+  %tap.y = mul nuw nsw i64 %ky.i, {g.kw}
+  %tap.yc = add nuw nsw i64 %ctap, %tap.y
+  br label %kx
+
+kx:
+  %kx.i = phi i64 [ 0, %ky ], [ %kx.next, %kx ]
+  %ix.d = mul nuw nsw i64 %kx.i, {g.dw}
+  %ix = add nsw i64 %x0, %ix.d
+  %ix.ok = icmp ult i64 %ix, {g.w}
+  %ok = and i1 %iy.ok, %ix.ok
+  %at.i = add nsw i64 %line.o, %ix
+  %at = select i1 %ok, i64 %at.i, i64 0
+  %v.at = getelementptr inbounds i8, ptr %plane, i64 %at
+  %v.x = load i8, ptr %v.at, align 1
+  %v = select i1 %ok, i8 %v.x, i8 {byte(x_zp)}
+  %tap = add nuw nsw i64 %tap.yc, %kx.i
+  %out.at = getelementptr inbounds i8, ptr %crow, i64 %tap
+  store i8 %v, ptr %out.at, align 1
+  %kx.next = add nuw nsw i64 %kx.i, 1
+  %kx.more = icmp slt i64 %kx.next, {g.kw}
+  br i1 %kx.more, label %kx, label %ky.end
+
+ky.end:
+  %ky.next = add nuw nsw i64 %ky.i, 1
+  %ky.more = icmp slt i64 %ky.next, {g.kh}
+  br i1 %ky.more, label %ky, label %channel.end
+
+channel.end:
+  %c.next = add nuw nsw i64 %c, 1
+  %c.more = icmp slt i64 %c.next, {cg}
+  br i1 %c.more, label %channel, label %pixel.end
+
+pixel.end:
+  %i.next = add nuw nsw i64 %i, 1
+  %i.more = icmp slt i64 %i.next, %pixels
+  br i1 %i.more, label %pixel, label %exit
+
+exit:
+  ret void
+}}
+"""
+
+
+_GEMM_CONV = """
+{declaration}
+{im2col}
+{store}
+
+define void @{name}(i64 %begin, i64 %end, ptr noalias nocapture readonly %x,
+                    ptr noalias nocapture writeonly %y, ptr noalias nocapture readonly %z,
+                    ptr noalias nocapture readonly %packed, ptr noalias nocapture readonly %bias,
+                    ptr noalias nocapture readonly %k0, ptr noalias nocapture readonly %k1,
+                    ptr noalias nocapture readonly %k2, ptr noalias nocapture readonly %k3,
+                    ptr noalias nocapture %cols, ptr noalias nocapture %acc,
+                    ptr noalias nocapture %work) {{
+entry:
+  %some = icmp slt i64 %begin, %end
+  br i1 %some, label %item, label %exit
+
+item:
+  %it = phi i64 [ %begin, %entry ], [ %it.next, %item ]
+  %n = udiv i64 %it, {per_image}
+  %in.image = urem i64 %it, {per_image}
+  %g = udiv i64 %in.image, {panels}
+  %panel = urem i64 %in.image, {panels}
+  %p0 = mul nuw nsw i64 %panel, {pixels}
+  %left = sub nsw i64 {out}, %p0
+  %count = call i64 @llvm.umin.i64(i64 %left, i64 {pixels})
+  %x.n = mul nuw nsw i64 %n, {x_image}
+  %x.g = mul nuw nsw i64 %g, {x_group}
+  %x.o = add nuw nsw i64 %x.n, %x.g
+  %x.at = getelementptr inbounds i8, ptr %x, i64 %x.o
+  call void @{name}.im2col(ptr %x.at, i64 %p0, i64 %count, ptr %cols)
+  %w.o = mul nuw nsw i64 %g, {w_group}
+  %w.at = getelementptr inbounds i16, ptr %packed, i64 %w.o
+  %b.o = mul nuw nsw i64 %g, {b_group}
+  %b.at = getelementptr inbounds i32, ptr %bias, i64 %b.o
+  call void @{gemm}(ptr %cols, i64 {k}, ptr %w.at, ptr %b.at, ptr %acc, i64 {mg},
+                         i64 %count, i64 {mg}, i64 {k}, ptr %work)
+  %c0 = mul nuw nsw i64 %g, {mg}
+  %y.n = mul nuw nsw i64 %n, {y_image}
+  %y.c = mul nuw nsw i64 %c0, {out}
+  %y.nc = add nuw nsw i64 %y.n, %y.c
+  %y.o = add nuw nsw i64 %y.nc, %p0
+  %y.at = getelementptr inbounds i8, ptr %y, i64 %y.o
+  %z.at = getelementptr inbounds i8, ptr %z, i64 %y.o
+  call void @{name}.store(ptr %acc, i64 %count, i64 %c0, i64 {mg}, ptr %y.at, ptr %z.at,
+                          ptr %k0, ptr %k1, ptr %k2, ptr %k3)
+  %it.next = add nuw nsw i64 %it, 1
+  %it.more = icmp slt i64 %it.next, %end
+  br i1 %it.more, label %item, label %exit
+
+exit:
+  ret void
+}}
+
+declare i64 @llvm.umin.i64(i64, i64)
+"""
+
+
+@dataclass(frozen=True)
+class ConvOperands:
+    """An IntConv node's constants and codes, as its kernels need them."""
+
+    w: np.ndarray
+    bias: np.ndarray | None
+    w_zp: np.ndarray | None
+    x_zp: int
+    x_signed: bool
+    rescale: Rescale
+    residual: str | None
+
+
+def conv_operands(node: Node, m: int) -> ConvOperands:
+    """The node's constants (``NotNative`` for one computed at run time)."""
+    ops = operands(node, CONV_INPUTS)
+    consts = {name: constant(ops[name], name) for name in
+              ("w", "multiplier", "x_zero_point", "y_zero_point", "bias", "w_zero_point",
+               "z_zero_point", "z_multiplier")}
+    at = attrs(node)
+    rescale = rescale_constants(m, consts["multiplier"], consts["y_zero_point"], at["rounding"],
+                                at["qmin"], at["qmax"], consts["z_zero_point"],
+                                consts["z_multiplier"])
+    z = ops["z"]
+    return ConvOperands(consts["w"], consts["bias"], consts["w_zero_point"],
+                        int(consts["x_zero_point"]), ops["x"].dtype.np == np.int8, rescale,
+                        None if z is None else z.name)
+
+
+def _gemm_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Call:
+    """The im2col GEMM call: items are (image, group, panel of pixels)."""
+    cg, mg = g.c // g.group, g.m // g.group
+    k = cg * g.taps
+    w = o.w.reshape(g.group, mg, k)
+    w_zp = None if o.w_zp is None else np.broadcast_to(o.w_zp.reshape(-1), (g.m,)).reshape(
+        g.group, mg)
+    bias = None if o.bias is None else np.broadcast_to(o.bias.reshape(-1), (g.m,)).reshape(
+        g.group, mg)
+    packs = [gemm.pack_weights(np.ascontiguousarray(w[i].T), None if w_zp is None else w_zp[i],
+                               None if bias is None else bias[i]) for i in range(g.group)]
+    packed = np.stack([p.data for p in packs])
+    biases = np.stack([p.bias for p in packs])
+    out = g.oh * g.ow
+    panels = -(-out // PIXELS)
+    pixels = min(PIXELS, out)
+    shape = (g, o.x_zp, o.x_signed, o.rescale.key, ctx.avx2, PIXELS)
+
+    product = shared_gemm(ctx, o.x_signed, None)
+
+    def ir(name: str) -> str:
+        return _GEMM_CONV.format(
+            declaration=gemm.declaration(product.name), gemm=product.name,
+            im2col=_im2col_ir(f"{name}.im2col", g, cg, o.x_zp),
+            store=store_ir(f"{name}.store", o.rescale, mg, 1, out),
+            name=name, per_image=g.group * panels, panels=panels, pixels=PIXELS, out=out,
+            x_image=g.c * g.h * g.w, x_group=cg * g.h * g.w, w_group=packed[0].size,
+            b_group=biases.shape[1], k=k, mg=mg, y_image=g.m * out)
+
+    fn = ctx.function("int_conv", shape, ir, needs=(product,))
+    y = node.outputs[0].name
+    args = (Buffer(node.inputs[0].name), Buffer(y), Buffer(o.residual or y), Const(packed),
+            Const(biases), *(Const(c) for c in o.rescale.consts), Scratch(pixels * k),
+            Scratch(pixels * mg * 4), Scratch(gemm.workspace_bytes(k)))
+    return Call(fn, args, items=g.n * g.group * panels)
+
+
+@emitter("IntConv")
+def int_conv(node: Node, ctx: Context) -> list[Call]:
+    g = geometry(node)
+    if g.n * g.m * g.oh * g.ow == 0:
+        return []
+    if g.c == 0:
+        raise NotNative("no input channels")
+    o = conv_operands(node, g.m)
+    if g.c == g.group:
+        from .depthwise import depthwise_call  # it builds on this module's store
+
+        return [depthwise_call(node, ctx, g, o)]
+    return [_gemm_call(node, ctx, g, o)]

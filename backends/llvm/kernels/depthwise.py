@@ -1,0 +1,192 @@
+"""Depthwise ``IntConv`` (one input channel per group, any channel multiplier): a kernel
+vectorised over the output pixels of a row, with the requantizing store of ``conv.py``.
+
+Per item (an image and an output channel) the input plane is copied, widened to int32, into a
+scratch plane padded with ``x_zero_point`` to every pixel the windows read; each output row's
+int32 accumulators start at the bias and take ``w[ky, kx] * plane[...]`` tap by tap (a loop
+over the row's pixels with constant strides, which LLVM vectorises); the channel's accumulators
+are then requantized into y (the residual fused) by ``conv.store_ir``. Exact: the weights are
+centred by their zero point and every product and sum is an int32 operation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qcompiler.graph import Node
+
+from ..kernel import Buffer, Call, Const, Context, Scratch
+from .conv import ConvOperands, Geometry, store_ir
+
+_FUNCTION = """
+{store}
+
+define void @{name}(i64 %begin, i64 %end, ptr noalias nocapture readonly %x,
+                    ptr noalias nocapture writeonly %y, ptr noalias nocapture readonly %z,
+                    ptr noalias nocapture readonly %w, ptr noalias nocapture readonly %bias,
+                    ptr noalias nocapture readonly %k0, ptr noalias nocapture readonly %k1,
+                    ptr noalias nocapture readonly %k2, ptr noalias nocapture readonly %k3,
+                    ptr noalias nocapture %plane, ptr noalias nocapture %acc) {{
+entry:
+  %some = icmp slt i64 %begin, %end
+  br i1 %some, label %item, label %exit
+
+item:
+  %it = phi i64 [ %begin, %entry ], [ %it.next, %item.end ]
+  %n = udiv i64 %it, {m}
+  %ch = urem i64 %it, {m}
+  %cin = udiv i64 %ch, {mg}
+  %x.n = mul nuw nsw i64 %n, {c}
+  %x.c = add nuw nsw i64 %x.n, %cin
+  %x.o = mul nuw nsw i64 %x.c, {plane_in}
+  %x.at = getelementptr inbounds i8, ptr %x, i64 %x.o
+  br label %fill
+
+; the padded plane: x_zero_point everywhere, then the image's pixels the windows read
+fill:
+  %f = phi i64 [ 0, %item ], [ %f.next, %fill ]
+  %f.at = getelementptr inbounds i32, ptr %plane, i64 %f
+  store i32 {x_zp}, ptr %f.at, align 4
+  %f.next = add nuw nsw i64 %f, 1
+  %f.more = icmp slt i64 %f.next, {plane_size}
+  br i1 %f.more, label %fill, label %copy.check
+
+copy.check:
+  br i1 {copies}, label %copyrow, label %rows
+
+copyrow:
+  %iy = phi i64 [ 0, %copy.check ], [ %iy.next, %copyrow.end ]
+  %src.o = mul nuw nsw i64 %iy, {w_in}
+  %src = getelementptr inbounds i8, ptr %x.at, i64 %src.o
+  %dst.y = add nuw nsw i64 %iy, {ph}
+  %dst.r = mul nuw nsw i64 %dst.y, {pw_size}
+  %dst.o = add nuw nsw i64 %dst.r, {pw}
+  %dst = getelementptr inbounds i32, ptr %plane, i64 %dst.o
+  br label %copy
+
+copy:
+  %ix = phi i64 [ 0, %copyrow ], [ %ix.next, %copy ]
+  %v.at = getelementptr inbounds i8, ptr %src, i64 %ix
+  %v = load i8, ptr %v.at, align 1
+  %v32 = {ext} i8 %v to i32
+  %d.at = getelementptr inbounds i32, ptr %dst, i64 %ix
+  store i32 %v32, ptr %d.at, align 4
+  %ix.next = add nuw nsw i64 %ix, 1
+  %ix.more = icmp slt i64 %ix.next, {copy_cols}
+  br i1 %ix.more, label %copy, label %copyrow.end
+
+copyrow.end:
+  %iy.next = add nuw nsw i64 %iy, 1
+  %iy.more = icmp slt i64 %iy.next, {copy_rows}
+  br i1 %iy.more, label %copyrow, label %rows
+
+rows:
+  %b.at = getelementptr inbounds i32, ptr %bias, i64 %ch
+  %b = load i32, ptr %b.at, align 4
+  %w.o = mul nuw nsw i64 %ch, {taps}
+  %wrow = getelementptr inbounds i32, ptr %w, i64 %w.o
+  br label %row
+
+row:
+  %oy = phi i64 [ 0, %rows ], [ %oy.next, %row.end ]
+  %arow.o = mul nuw nsw i64 %oy, {ow}
+  %arow = getelementptr inbounds i32, ptr %acc, i64 %arow.o
+  %top = mul nuw nsw i64 %oy, {sh}
+  br label %seed
+
+seed:
+  %s = phi i64 [ 0, %row ], [ %s.next, %seed ]
+  %s.at = getelementptr inbounds i32, ptr %arow, i64 %s
+  store i32 %b, ptr %s.at, align 4
+  %s.next = add nuw nsw i64 %s, 1
+  %s.more = icmp slt i64 %s.next, {ow}
+  br i1 %s.more, label %seed, label %tap
+
+tap:
+  %t = phi i64 [ 0, %seed ], [ %t.next, %tap.end ]
+  %ky = udiv i64 %t, {kw}
+  %kx = urem i64 %t, {kw}
+  %wt.at = getelementptr inbounds i32, ptr %wrow, i64 %t
+  %wt = load i32, ptr %wt.at, align 4
+  %ry.d = mul nuw nsw i64 %ky, {dh}
+  %ry = add nuw nsw i64 %top, %ry.d
+  %line.o = mul nuw nsw i64 %ry, {pw_size}
+  %col.o = mul nuw nsw i64 %kx, {dw}
+  %src.t = add nuw nsw i64 %line.o, %col.o
+  %line = getelementptr inbounds i32, ptr %plane, i64 %src.t
+  br label %mac
+
+mac:
+  %ox = phi i64 [ 0, %tap ], [ %ox.next, %mac ]
+  %in.o = mul nuw nsw i64 %ox, {sw}
+  %in.at = getelementptr inbounds i32, ptr %line, i64 %in.o
+  %in = load i32, ptr %in.at, align 4
+  %a.at = getelementptr inbounds i32, ptr %arow, i64 %ox
+  %a = load i32, ptr %a.at, align 4
+  %prod = mul i32 %in, %wt
+  %sum = add i32 %a, %prod
+  store i32 %sum, ptr %a.at, align 4
+  %ox.next = add nuw nsw i64 %ox, 1
+  %ox.more = icmp slt i64 %ox.next, {ow}
+  br i1 %ox.more, label %mac, label %tap.end
+
+tap.end:
+  %t.next = add nuw nsw i64 %t, 1
+  %t.more = icmp slt i64 %t.next, {taps}
+  br i1 %t.more, label %tap, label %row.end
+
+row.end:
+  %oy.next = add nuw nsw i64 %oy, 1
+  %oy.more = icmp slt i64 %oy.next, {oh}
+  br i1 %oy.more, label %row, label %store
+
+store:
+  %y.c = mul nuw nsw i64 %n, {m}
+  %y.r = add nuw nsw i64 %y.c, %ch
+  %y.o = mul nuw nsw i64 %y.r, {out}
+  %y.at = getelementptr inbounds i8, ptr %y, i64 %y.o
+  %z.at = getelementptr inbounds i8, ptr %z, i64 %y.o
+  call void @{name}.store(ptr %acc, i64 {out}, i64 %ch, i64 1, ptr %y.at, ptr %z.at,
+                          ptr %k0, ptr %k1, ptr %k2, ptr %k3)
+  br label %item.end
+
+item.end:
+  %it.next = add nuw nsw i64 %it, 1
+  %it.more = icmp slt i64 %it.next, %end
+  br i1 %it.more, label %item, label %exit
+
+exit:
+  ret void
+}}
+"""
+
+
+def depthwise_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Call:
+    """The depthwise kernel's call: items are (image, output channel)."""
+    mg = g.m // g.group
+    rows = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1  # the padded plane the windows read
+    cols = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1
+    copy_rows, copy_cols = min(g.h, rows - g.ph), min(g.w, cols - g.pw)
+    weights = o.w.reshape(g.m, g.taps).astype(np.int32)
+    if o.w_zp is not None:
+        weights -= np.broadcast_to(o.w_zp.reshape(-1), (g.m,)).astype(np.int32)[:, None]
+    bias = np.zeros(g.m, np.int32) if o.bias is None else np.ascontiguousarray(
+        np.broadcast_to(o.bias.reshape(-1), (g.m,)), np.int32)
+    out = g.oh * g.ow
+    shape = (g, o.x_zp, o.x_signed, o.rescale.key)
+
+    def ir(name: str) -> str:
+        return _FUNCTION.format(
+            store=store_ir(f"{name}.store", o.rescale, 1, 0, out), name=name, m=g.m, mg=mg,
+            c=g.c, plane_in=g.h * g.w, x_zp=o.x_zp, plane_size=rows * cols,
+            copies="true" if copy_rows > 0 and copy_cols > 0 else "false",
+            w_in=g.w, ph=g.ph, pw=g.pw, pw_size=cols, ext="sext" if o.x_signed else "zext",
+            copy_cols=copy_cols, copy_rows=copy_rows, taps=g.taps, ow=g.ow, oh=g.oh, sh=g.sh,
+            sw=g.sw, kw=g.kw, dh=g.dh, dw=g.dw, out=out)
+
+    fn = ctx.function("int_conv_depthwise", shape, ir)
+    y = node.outputs[0].name
+    args = (Buffer(node.inputs[0].name), Buffer(y), Buffer(o.residual or y), Const(weights),
+            Const(bias), *(Const(c) for c in o.rescale.consts), Scratch(rows * cols * 4),
+            Scratch(out * 4))
+    return Call(fn, args, items=g.n * g.m)

@@ -1,0 +1,200 @@
+"""The LLVM backend's IntConv kernels (im2col GEMM and depthwise) against the numpy backend's
+IntConv, bit for bit (tests/llvm_harness: this CPU and baseline x86-64, 1 and 2 threads, guard
+bytes around every buffer): drawn 1-D and 2-D shapes not multiple of any tile, kernels 1x1,
+3x3, 7x7 and odd sizes, strides, dilations, explicit pads and auto_pad, groups and depthwise
+(with a channel multiplier), int8/uint8 codes, weight zero points, per-channel and per-tensor
+multipliers, both roundings, qmin/qmax clamps, the fused residual, weights at the int8 limits
+(pair sums beyond int16: where the saturating u8*s8 pair instruction would be wrong) and
+accumulators next to the int32 limits. Each drawn example holds several convolutions in one
+graph (one compile for all of them); every feature is counted."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from llvm_harness import assert_native_exact
+from qcompiler.backends.llvm import bound
+from qcompiler.backends.llvm.runtime import Program
+
+from qcompiler.graph import Graph
+from qcompiler.types import TensorType
+
+DTYPES = {np.int8: "i8", np.uint8: "u8"}
+INT32_MAX = 2**31 - 1
+LAYERS = 3  # convolutions per drawn graph
+
+
+def codes(rng, dtype, shape, extreme: bool = False) -> np.ndarray:
+    """Codes of ``dtype``: only its two limits when ``extreme``, else any."""
+    info = np.iinfo(dtype)
+    if extreme:
+        return rng.choice(np.array([info.min, info.max], dtype), shape)
+    return rng.integers(info.min, int(info.max) + 1, shape).astype(dtype)
+
+
+def scalar(rng, dtype):
+    return dtype(codes(rng, dtype, ()))
+
+
+@st.composite
+def layers(draw, seen: Counter):
+    """One IntConv: (x's shape and dtype, the node's inputs as arrays or None, its attrs, z's
+    dtype or None); features counted in ``seen``."""
+    rank = draw(st.sampled_from([2, 2, 2, 1]), label="rank")
+    kind = draw(st.sampled_from(["dense", "grouped", "depthwise"]), label="kind")
+    kernel = draw(st.sampled_from([1, 3, 7, 2, 5]), label="kernel")
+    group = {"dense": 1, "grouped": draw(st.integers(2, 3)),
+             "depthwise": draw(st.integers(1, 9))}[kind]
+    cg = 1 if kind == "depthwise" else draw(st.integers(1, 5))
+    mg = draw(st.sampled_from([1, 2, 3])) if kind == "depthwise" else draw(st.integers(1, 19))
+    c, m = cg * group, mg * group
+    strides = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    dilations = tuple(draw(st.sampled_from([1, 1, 2])) for _ in range(rank))
+    spatial = tuple((kernel - 1) * d + draw(st.integers(1, 12)) for d in dilations)
+    n = draw(st.integers(1, 2))
+    padding = draw(st.sampled_from(["pads", "SAME_UPPER", "SAME_LOWER", "VALID"]),
+                   label="padding")
+    attrs = {"group": group, "strides": strides, "dilations": dilations,
+             "kernel_shape": (kernel,) * rank}
+    if padding == "pads":
+        attrs["pads"] = tuple(draw(st.integers(0, kernel - 1 if kernel > 1 else 1))
+                              for _ in range(2 * rank))
+    else:
+        attrs["auto_pad"] = padding
+    x_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="x dtype")
+    w_dtype = draw(st.sampled_from([np.int8, np.int8, np.uint8]), label="w dtype")
+    y_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="y dtype")
+    extreme = draw(st.booleans(), label="weights at the int8 limits")
+    w_zp = draw(st.sampled_from(["none", "scalar", "per channel"]), label="w zero point")
+    per_channel = draw(st.booleans(), label="per-channel multiplier")
+    rounding = draw(st.sampled_from(["fixed_point", "float"]), label="rounding")
+    clamp = draw(st.booleans(), label="qmin/qmax clamp")
+    residual = draw(st.booleans(), label="residual")
+    near_limits = draw(st.booleans(), label="accumulator near the int32 limits")
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    w = codes(rng, w_dtype, (m, cg) + (kernel,) * rank, extreme)
+    wz = None if w_zp == "none" else codes(rng, w_dtype, () if w_zp == "scalar" else (m,))
+    centred = w.reshape(m, -1).astype(np.int64) - (0 if wz is None else
+                                                   np.asarray(wz, np.int64).reshape(-1, 1))
+    widest = max(-int(np.iinfo(x_dtype).min), int(np.iinfo(x_dtype).max))
+    bound_ = widest * np.abs(centred).sum(axis=1)
+    if near_limits:  # every accumulator may reach within the window of +-(2^31 - 1)
+        bias = (rng.choice([-1, 1], m) * (INT32_MAX - bound_)).astype(np.int32)
+    else:
+        bias = None if draw(st.booleans(), label="no bias") else rng.integers(
+            -(2**20), 2**20, m).astype(np.int32)
+    scale = 1.0 / max(1, int(np.median(bound_)))
+    mult = (rng.uniform(0.5, 60.0, m if per_channel else ()) * scale)
+    if near_limits:
+        mult = mult / 2**12
+    inputs = {"w": w, "multiplier": mult, "x_zero_point": scalar(rng, x_dtype),
+              "y_zero_point": scalar(rng, y_dtype), "bias": bias, "w_zero_point": wz}
+    z_dtype = None
+    if residual:
+        z_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="z dtype")
+        inputs.update(z_zero_point=scalar(rng, z_dtype), z_multiplier=np.float64(
+            rng.uniform(0.05, 2.0)))
+    attrs["rounding"] = rounding
+    if clamp:
+        info = np.iinfo(y_dtype)
+        lo = int(rng.integers(info.min, int(info.max) - 10))
+        attrs.update(qmin=lo, qmax=int(rng.integers(lo, int(info.max) + 1)))
+    for feature in (f"rank {rank}", kind, f"kernel {kernel}", padding, rounding,
+                    f"x {x_dtype.__name__}", f"y {y_dtype.__name__}", f"w zp {w_zp}"):
+        seen[feature] += 1
+    seen["strided"] += any(s > 1 for s in strides)
+    seen["dilated"] += any(d > 1 for d in dilations)
+    seen["extreme weights"] += extreme
+    seen["per-channel multiplier"] += per_channel
+    seen["per-tensor multiplier"] += not per_channel
+    seen["clamp"] += clamp
+    seen["residual"] += residual
+    seen["near int32 limits"] += near_limits
+    seen["channel multiplier"] += kind == "depthwise" and mg > 1
+    return (n, c, *spatial), x_dtype, inputs, attrs, z_dtype
+
+
+def conv_graph(cases, rng) -> tuple[Graph, dict]:
+    """One graph with every case as an IntConv of its own inputs, and a feed."""
+    g = Graph("convs")
+    feed, outs = {}, []
+    for i, (shape, x_dtype, inputs, attrs, z_dtype) in enumerate(cases):
+        x = g.add_input(f"x{i}", TensorType(DTYPES[x_dtype], shape))
+        feed[x.name] = codes(rng, x_dtype, shape)
+        operands = [x] + [None if inputs.get(name) is None else
+                          g.add_constant(np.asarray(inputs[name]), f"{name}{i}")
+                          for name in ("w", "multiplier", "x_zero_point", "y_zero_point",
+                                       "bias", "w_zero_point")]
+        if z_dtype is not None:
+            z_shape = output_shape(shape, x_dtype, inputs, attrs)
+            z = g.add_input(f"z{i}", TensorType(DTYPES[z_dtype], z_shape))
+            feed[z.name] = codes(rng, z_dtype, z_shape)
+            operands += [z, g.add_constant(np.asarray(inputs["z_zero_point"]), f"zz{i}"),
+                         g.add_constant(np.asarray(inputs["z_multiplier"]), f"zm{i}")]
+        outs.append(g.add_node("IntConv", operands, attrs).outputs[0])
+    g.set_outputs(outs)
+    return g, feed
+
+
+def output_shape(shape, x_dtype, inputs, attrs) -> tuple[int, ...]:
+    """The IntConv's output shape, as the op's inference gives it."""
+    g = Graph("shape")
+    x = g.add_input("x", TensorType(DTYPES[x_dtype], shape))
+    operands = [x] + [g.add_constant(np.asarray(inputs[name])) for name in
+                      ("w", "multiplier", "x_zero_point", "y_zero_point")]
+    return tuple(g.add_node("IntConv", operands, attrs).outputs[0].shape)
+
+
+def test_int_conv_is_the_numpy_backends_bit_for_bit():
+    seen, compared = Counter(), Counter()
+
+    @settings(max_examples=max(12, settings.default.max_examples // 2), deadline=None)
+    @given(st.lists(layers(seen), min_size=LAYERS, max_size=LAYERS), st.integers(0, 2**32 - 1))
+    def check(cases, seed):
+        graph, feed = conv_graph(cases, np.random.default_rng(seed))
+        compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
+
+    check()
+    assert compared["runs"] >= 4 * 12
+    features = ["rank 1", "rank 2", "dense", "grouped", "depthwise", "kernel 1", "kernel 3",
+                "kernel 7", "kernel 2", "kernel 5", "pads", "SAME_UPPER", "SAME_LOWER", "VALID",
+                "fixed_point", "float", "x int8", "x uint8", "y int8", "y uint8",
+                "w zp none", "w zp scalar", "w zp per channel", "strided", "dilated",
+                "extreme weights", "per-channel multiplier", "per-tensor multiplier", "clamp",
+                "residual", "near int32 limits", "channel multiplier"]
+    assert not [f for f in features if not seen[f]], seen
+
+
+def _single_conv(shape, w_shape, **attrs) -> Graph:
+    rng = np.random.default_rng(0)
+    g = Graph("conv")
+    x = g.add_input("x", TensorType("u8", shape))
+    node = g.add_node("IntConv", [x, g.add_constant(codes(rng, np.int8, w_shape)),
+                                  g.add_constant(np.float64(1e-4)),
+                                  g.add_constant(np.uint8(3)), g.add_constant(np.int8(0))],
+                      attrs)
+    g.set_outputs([node.outputs[0]])
+    return g
+
+
+@pytest.mark.parametrize("w_shape, group", [((8, 4, 3, 3), 1), ((4, 1, 3, 3), 4)])
+def test_the_host_code_uses_exact_products_only(w_shape, group):
+    program = Program(bound(_single_conv((1, 4, 9, 9), w_shape, group=group), ((1, 4, 9, 9),)))
+    assembly = program.jit.assembly(program.module)
+    program.close()
+    assert not program.fallbacks
+    assert "pmaddubsw" not in assembly
+    if group == 1:  # the GEMM's 16-bit pair products
+        assert "vpmaddwd" in assembly
+
+
+def test_a_3d_convolution_runs_through_numpy_with_the_reason():
+    g = _single_conv((1, 2, 4, 4, 4), (3, 2, 1, 1, 1))
+    program = Program(bound(g, ((1, 2, 4, 4, 4),)))
+    reasons = [f.reason for f in program.fallbacks]
+    program.close()
+    assert len(reasons) == 1 and "3-D" in reasons[0]
