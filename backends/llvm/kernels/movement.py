@@ -67,11 +67,14 @@ def strides(shape: tuple[int, ...], size: int) -> list[int]:
 
 
 def normalise(plan: Plan) -> Plan:
-    """An equivalent plan with no size-1 dimension, affine neighbours that form one walk merged,
+    """An equivalent plan with no size-1 dimension (a table's one offset goes into the source
+    base), affine neighbours that form one walk merged,
     identity tables made affine, and contiguous innermost dimensions folded into ``run``."""
     dims: list[Dim] = []
+    base = plan.src_base
     for d in plan.dims:
-        if d.n == 1:
+        if d.n == 1:  # its one index still moves the source when it is from a table
+            base += 0 if d.table is None else d.table[0]
             continue
         if d.table is not None and d.table == tuple(i * d.table[1] for i in range(d.n)):
             d = Dim(d.n, d.table[1], d.dst)
@@ -84,7 +87,7 @@ def normalise(plan: Plan) -> Plan:
     run = plan.run
     while dims and dims[-1].table is None and dims[-1].src == run and dims[-1].dst == run:
         run *= dims.pop().n
-    return replace(plan, dims=tuple(dims), run=run)
+    return replace(plan, dims=tuple(dims), run=run, src_base=base)
 
 
 def plan_calls(plan: Plan, ctx: Context) -> list[Call]:
