@@ -247,14 +247,7 @@ class Program:
         code = cache.load(self.cache_key) if self.segments else None
         self.cached = code is not None
         if code is None and self.segments:
-            texts, functions = [_BARRIER], {}
-            for segment in self.segments:
-                texts.append(self._segment_ir(segment))
-                for _, call in segment.calls:
-                    for fn in (call.function, *call.function.needs):
-                        functions[fn.name] = fn
-            texts += [fn.ir() for fn in functions.values()]
-            code = self.jit.object_code(self.jit.optimized(texts, self.graph.name))
+            code = self.jit.object_code(self.jit.optimized(self._texts(), self.graph.name))
             cache.store(self.cache_key, code)
         if code is not None:
             self.jit.load_object(code)
@@ -263,6 +256,20 @@ class Program:
         self._constant_block = self.constants.block()
         self._constants_address = self._constant_block.ctypes.data
         self._pristine = self._constant_block.copy() if self.check else None
+
+    def _texts(self) -> list[str]:
+        """The program's LLVM IR: the barrier, the segments and every kernel they call."""
+        texts, functions = [_BARRIER], {}
+        for segment in self.segments:
+            texts.append(self._segment_ir(segment))
+            for _, call in segment.calls:
+                for fn in (call.function, *call.function.needs):
+                    functions[fn.name] = fn
+        return texts + [fn.ir() for fn in functions.values()]
+
+    def assembly(self) -> str:
+        """The program's machine code as assembly text (compiled again, to read it)."""
+        return self.jit.assembly(self.jit.optimized(self._texts(), self.graph.name))
 
     def _segment_ir(self, segment: Segment) -> str:
         lines, declared = [], {}
