@@ -5,6 +5,7 @@ test names must have run natively (not through its numpy fallback)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -41,9 +42,9 @@ def assert_native_exact(graph: Graph, feeds: Iterable[Mapping[str, np.ndarray]],
                 key = (shapes, target, count)
                 if key not in programs:
                     program = Program(bound(graph, shapes), TARGETS[target](), count, check=True)
-                    slow = [(f.node.op, f.reason) for f in program.fallbacks
-                            if f.node.op in must]
-                    assert not slow, f"ran through numpy: {slow}"
+                    slow = Counter(f"{f.node.op}: {f.reason}" for f in program.fallbacks
+                                   if f.node.op in must)
+                    assert not slow, f"ran through numpy: {dict(slow)}"
                     programs[key] = program
                 got = programs[key].run(arrays)
                 for value, array in zip(graph.outputs, got, strict=True):
