@@ -72,7 +72,9 @@ def ort_quantize_static(model: onnx.ModelProto | str | Path, name: str, calib: n
     """onnxruntime's ``quantize_static`` (QDQ format, int8 activations and weights, its
     defaults otherwise) on the single-input ``model``, calibrated on ``calib`` fed to input
     ``name`` in batches of ``batch``: the peer's post-training quantization, for comparisons.
-    ``extra_options`` go to quantize_static (e.g. ``{"num_bins": 2048}``)."""
+    ``extra_options`` go to quantize_static (e.g. ``{"num_bins": 2048}``). A model below opset
+    13 is converted to opset 13 first (onnx's version converter): per-channel QDQ needs the
+    ``axis`` of DequantizeLinear-13, and quantize_static itself only lifts models to 11."""
     import tempfile
 
     from onnxruntime.quantization import (
@@ -95,6 +97,8 @@ def ort_quantize_static(model: onnx.ModelProto | str | Path, name: str, calib: n
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         source, ready, target = (Path(tmp, f) for f in ("float.onnx", "pre.onnx", "int8.onnx"))
         proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        if _opset(proto) < PER_AXIS_OPSET:
+            proto = onnx.version_converter.convert_version(proto, PER_AXIS_OPSET)
         onnx.save(proto, str(source))
         # its recommended first step (folds BatchNorm); symbolic shapes would need sympy
         quant_pre_process(str(source), str(ready), skip_symbolic_shape=True)
@@ -115,6 +119,14 @@ def ort_int8_sessions(model: onnx.ModelProto, threads: int = 1) -> dict[str, Any
     ``ORT_INT8_MODES``, keyed by its label, on ``threads`` threads."""
     return {label: ort_session(model, exact_int8=exact, threads=threads)
             for label, exact in ORT_INT8_MODES.items()}
+
+
+PER_AXIS_OPSET = 13  # QuantizeLinear / DequantizeLinear take an axis from here on
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    """The model's opset of the default ONNX domain."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 @contextlib.contextmanager

@@ -12,14 +12,16 @@ import os
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 
 
 def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     """The model with every ConstantOfShape weight replaced by random values of a stable scale:
-    He-normal conv/gemm weights, BatchNorm scale and variance near 1, small biases."""
+    He-normal conv/gemm weights, BatchNorm scale and variance near 1, small biases. The new
+    initializers are listed as graph inputs too, as IR version 3 requires, and the shapes only
+    ConstantOfShape read are dropped: the result passes ``onnx.checker``."""
     rng = np.random.default_rng(seed)
     pool = rng.standard_normal(1 << 20, np.float32)  # tiled: VGG's 100M-weight layers stay cheap
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -46,11 +48,18 @@ def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
         else:
             data = noise * np.float32(0.1)
         fresh.append(numpy_helper.from_array(data, node.output[0]))
+    used = {name for node in keep for name in node.input}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
     out.graph.node.extend(keep)
-    out.graph.initializer.extend(fresh)
+    initializers = [t for t in out.graph.initializer if t.name in used] + fresh
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(initializers)
+    listed = [i for i in out.graph.input if i.name in used or i.name not in inits]
+    listed += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in fresh]
+    del out.graph.input[:]
+    out.graph.input.extend(listed)
     return out
 
 
