@@ -178,9 +178,9 @@ def interleaved_times(calls: Mapping[str, Callable[[], Any]], repeats: int,
     contender once, in an order shuffled per round (seeded: runs are reproducible), so load
     from other work on the machine hits every contender alike instead of the one timed while
     it lasted."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
     order = list(calls)
     shuffle = random.Random(0).shuffle
-    times: dict[str, list[float]] = {name: [] for name in order}
     for round_ in range(warmup + max(1, repeats)):
         shuffle(order)
         for name in order:
