@@ -10,8 +10,9 @@ Each is quantized by ``qc.quantize`` (defaults) and compiled with ``backend="llv
 is onnxruntime fp32 and onnxruntime int8: the QDQ model of its ``quantize_static`` (after
 ``quant_pre_process``) calibrated on the same images, in its default session and with
 ``session.x64quantprecision=1``. Both sides run on the same number of threads (the llvm
-backend's ``threads``, onnxruntime's ``intra_op_num_threads``); the numpy kernels of nodes that
-are not native yet run on one thread.
+backend's ``threads``, onnxruntime's ``intra_op_num_threads``, its workers not spin-waiting
+between runs: see ``qcompiler.demo.ort_session``); the numpy kernels of nodes that are not
+native yet run on one thread.
 
 Printed: per model and thread count, the median latency of each contender (timed interleaved:
 every round runs each contender once, in a shuffled order, so load from other work hits all

@@ -39,12 +39,18 @@ def ort_session(model: onnx.ModelProto | str | Path, optimize: bool = True,
     runs), quiet about warnings; ``optimize=False`` turns off its graph rewrites so it runs the
     model as written. ``exact_int8=True`` sets ``session.x64quantprecision=1``: on x86 CPUs
     without VNNI its default int8 kernels saturate int16 pair sums, and this mode avoids that
-    (more slowly). Needs the ``bench`` or ``test`` extra (onnxruntime)."""
+    (more slowly). With more than one thread its workers do not spin-wait after a run
+    (``session.intra_op.allow_spinning=0``): benchmarks alternate several sessions, and idle
+    spinning workers take the cores from whatever runs next (on 2 cores, measured: the digits
+    model at batch 64 ran 1.8x slower in the llvm backend and in onnxruntime itself).
+    Needs the ``bench`` or ``test`` extra (onnxruntime)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if exact_int8:
         opts.add_session_config_entry("session.x64quantprecision", "1")
+    if threads > 1:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # errors only: unused initializers are not worth a warning
