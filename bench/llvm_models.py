@@ -1,7 +1,7 @@
 """Whole models on the LLVM backend against onnxruntime, everything measured in one run.
 
     .venv/bin/python bench/llvm_models.py [--quick] [--models digits-b1,digits-b64,resnet50]
-                                          [--threads 1,2] [--seconds 10]
+                                          [--threads 1,2] [--seconds 15]
 
 Models: the demo model (examples/digits_convnet.onnx, calibrated on ``calib_x`` of
 examples/digits.npz) at batch 1 and 64, and the onnx package's light ResNet-50 with random
@@ -67,7 +67,7 @@ DIGITS = ROOT / "examples" / "digits_convnet.onnx"
 DIGITS_DATA = ROOT / "examples" / "digits.npz"
 CASES = {"digits-b1": ("digits", 1), "digits-b64": ("digits", 64), "resnet50": ("resnet50", 1)}
 RESNET_SHAPE = (1, 3, 224, 224)
-MIN_RUNS, MAX_RUNS = 5, 2000
+MIN_RUNS, MAX_RUNS = 10, 2000
 
 
 # -- the models --------------------------------------------------------------------------------
@@ -168,10 +168,10 @@ class Row:
         ms = " | ".join(f"{s.median * 1e3:.3f}" for s in self.times.values())
         ratios = " | ".join(f"{llvm / self.times[k].median:.2f}x" for k in self.times
                             if k != "llvm int8")
-        noise = max(s.spread for s in self.times.values())
+        noise = ", ".join(f"{s.spread:.0%}" for s in self.times.values())
         runs = len(self.times["llvm int8"].times)
         exact = "yes" if not self.wrong else f"NO ({self.wrong} of {self.size} differ)"
-        return (f"| {self.case} | {self.threads} | {ms} | {ratios} | {runs} | {noise:.0%} | "
+        return (f"| {self.case} | {self.threads} | {ms} | {ratios} | {runs} | {noise} | "
                 f"{exact} |")
 
 
@@ -297,7 +297,7 @@ def main() -> None:
                         help=f"comma-separated, from {', '.join(CASES)}")
     parser.add_argument("--threads", type=thread_counts, default=[1, 2],
                         help="thread counts, comma-separated (default 1,2)")
-    parser.add_argument("--seconds", type=float, default=10.0,
+    parser.add_argument("--seconds", type=float, default=15.0,
                         help="timing budget per model and thread count")
     parser.add_argument("--calib-images", type=int, default=8,
                         help="random calibration images for the ResNet-50-sized model")
@@ -335,7 +335,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.cells())
-    print("\nspread: the largest interquartile range / median among the row's contenders.")
+    print("\nspread: interquartile range / median of each contender's runs, in the order of "
+          "the ms columns.")
 
     print("\n### Quantize and compile (this process)\n")
     print("| model | threads | qc.quantize s | llvm compile s (qc.compile + program) |")
