@@ -21,6 +21,8 @@ outputs equal the numpy backend's bit for bit; the accuracy on the demo's 541 te
 quantize and compile times; the cold quantize + compile of the ResNet-50-sized model and
 ``qc.load`` of a saved ``.qcx`` (twice), each in a fresh process; and the nodes that still run
 their numpy kernel (``exe.fallbacks()``): while there are any, the llvm times measure them too.
+Compiled code is cached in folders of the run's own (``QCOMPILER_CACHE_DIR``), empty at the
+start: compiles are cold, the first load compiles, the second may reuse what the first cached.
 Compare ratios measured in one run, not absolute times across runs.
 """
 
@@ -245,12 +247,24 @@ def load_ready(path: str, feeds: dict[str, np.ndarray]) -> tuple[float, np.ndarr
     return seconds, next(iter(exe.run(feeds).values()))
 
 
-def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+CACHE = "QCOMPILER_CACHE_DIR"  # where the llvm backend keeps compiled code ("off": nowhere)
+
+
+def use_cache(folder: str) -> None:
+    os.environ[CACHE] = folder
+
+
+def in_fresh_process(cache: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a new Python process whose llvm backend caches compiled code in
+    ``cache``."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=use_cache, initargs=(cache,)) as pool:
         return pool.submit(fn, *args).result()
 
 
 def save_and_load(model: Model, batch: int) -> None:
+    """Save the llvm executable, then load it in two fresh processes sharing a cache that
+    starts empty: the first load compiles (and fills the cache), the second may reuse it."""
     feeds = {model.input: model.images[:batch]}
     exe, _ = compile_llvm(model.int8, feeds, 1)
     expected = exe.run(feeds)[model.output]
@@ -260,7 +274,8 @@ def save_and_load(model: Model, batch: int) -> None:
         exe.save(path)
         save = time.perf_counter() - start
         size = Path(path).stat().st_size
-        loads = [in_fresh_process(load_ready, path, feeds) for _ in range(2)]
+        cache = str(Path(tmp, "cache"))
+        loads = [in_fresh_process(cache, load_ready, path, feeds) for _ in range(2)]
     same = all(not differing(out, expected) for _, out in loads)
     print(f"| {model.name}, batch {batch} | {size / 1024:.0f} KiB | {save:.2f} | "
           f"{loads[0][0]:.2f} | {loads[1][0]:.2f} | {'yes' if same else 'NO'} |")
@@ -308,10 +323,16 @@ def main() -> None:
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
-    threads = [1] if args.quick else args.threads
-    seconds = 1.0 if args.quick else args.seconds
-    calib_images = 2 if args.quick else args.calib_images
+    # compiled code goes to an empty cache of this run's own: compile times are cold, and the
+    # user's cache is left alone
+    with tempfile.TemporaryDirectory(prefix="qcompiler-bench-cache-") as cache:
+        use_cache(cache)
+        report(cases, [1] if args.quick else args.threads, 1.0 if args.quick else args.seconds,
+               2 if args.quick else args.calib_images, cache)
 
+
+def report(cases: list[str], threads: list[int], seconds: float, calib_images: int,
+           cache: str) -> None:
     target = host()
     features = ", ".join(f for f in ("avx2", "fma", "avx512f", "avxvnni", "avx512vnni")
                          if target.has(f))
@@ -338,7 +359,7 @@ def main() -> None:
     print("\nspread: interquartile range / median of each contender's runs, in the order of "
           "the ms columns.")
 
-    print("\n### Quantize and compile (this process)\n")
+    print("\n### Quantize and compile (this process, code cache empty at the start)\n")
     print("| model | threads | qc.quantize s | llvm compile s (qc.compile + program) |")
     print("|---|---|---|---|")
     for row in rows:
@@ -350,13 +371,14 @@ def main() -> None:
         digits_accuracy(models["digits"])
 
     if "resnet50" in models:
-        cold = in_fresh_process(cold_resnet, calib_images)
-        print(f"\n### Cold build of the ResNet-50-sized model (fresh process, {calib_images} "
-              f"calibration images)\n")
+        cold = in_fresh_process(str(Path(cache, "cold")), cold_resnet, calib_images)
+        print(f"\n### Cold build of the ResNet-50-sized model (fresh process, empty code cache, "
+              f"{calib_images} calibration images)\n")
         print(" + ".join(f"{step} {s:.2f} s" for step, s in cold.items())
               + f" = {sum(cold.values()):.2f} s")
 
-    print("\n### Save and load (each load in a fresh process: qc.load + program built)\n")
+    print("\n### Save and load (each load in a fresh process: qc.load + program built; the "
+          "first with an empty code cache, the second with the cache the first filled)\n")
     print("| model | .qcx size | exe.save s | first qc.load s | second qc.load s | "
           "loaded outputs == compiled |")
     print("|---|---|---|---|---|---|")
