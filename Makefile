@@ -21,6 +21,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/numpy_backend.py --repeats 30
 	$(BIN)/python bench/quantization.py
 	$(BIN)/python bench/integer.py
+	$(BIN)/python bench/llvm_models.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check qcompiler passes backends tests bench examples

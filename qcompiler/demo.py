@@ -1,8 +1,11 @@
-"""The demo: the embedded digits model through the float pipeline and the numpy backend, raced
-against onnxruntime (the peer qcompiler is checked against) in the same run.
+"""The demo: the embedded digits model through the float pipeline and the numpy backend, then
+quantized to int8 on the numpy and llvm backends, raced against onnxruntime (the peer qcompiler
+is checked against) in the same run.
 
-``ort_session`` and ``median_time`` are how the demo, the benchmarks and the tests set up
-onnxruntime and time a run, so every comparison is made the same way.
+``ort_session``, ``ort_int8_sessions``, ``median_time`` and ``interleaved_times`` are how the
+demo, the benchmarks and the tests set up onnxruntime and time a run, and ``differing`` and
+``fallback_summary`` how they report the llvm backend's exactness and coverage, so every
+comparison is made the same way.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import contextlib
 import io
 import logging
 import os
+import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +34,24 @@ from .report import ErrorStats
 
 
 def ort_session(model: onnx.ModelProto | str | Path, optimize: bool = True,
-                exact_int8: bool = False) -> Any:
-    """An onnxruntime CPU session on one thread (as the numpy backend runs), quiet about
-    warnings; ``optimize=False`` turns off its graph rewrites so it runs the model as written.
-    ``exact_int8=True`` sets ``session.x64quantprecision=1``: on x86 CPUs without VNNI its
-    default int8 kernels saturate int16 pair sums, and this mode avoids that (more slowly).
+                exact_int8: bool = False, threads: int = 1) -> Any:
+    """An onnxruntime CPU session on ``threads`` threads (one by default, as the numpy backend
+    runs), quiet about warnings; ``optimize=False`` turns off its graph rewrites so it runs the
+    model as written. ``exact_int8=True`` sets ``session.x64quantprecision=1``: on x86 CPUs
+    without VNNI its default int8 kernels saturate int16 pair sums, and this mode avoids that
+    (more slowly). With more than one thread its workers do not spin-wait after a run
+    (``session.intra_op.allow_spinning=0``): benchmarks alternate several sessions, and idle
+    spinning workers take the cores from whatever runs next (on 2 cores, measured: the digits
+    model at batch 64 ran 1.8x slower in the llvm backend and in onnxruntime itself).
     Needs the ``bench`` or ``test`` extra (onnxruntime)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if exact_int8:
         opts.add_session_config_entry("session.x64quantprecision", "1")
-    opts.intra_op_num_threads = 1
+    if threads > 1:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # errors only: unused initializers are not worth a warning
     if not optimize:
@@ -66,7 +78,9 @@ def ort_quantize_static(model: onnx.ModelProto | str | Path, name: str, calib: n
     """onnxruntime's ``quantize_static`` (QDQ format, int8 activations and weights, its
     defaults otherwise) on the single-input ``model``, calibrated on ``calib`` fed to input
     ``name`` in batches of ``batch``: the peer's post-training quantization, for comparisons.
-    ``extra_options`` go to quantize_static (e.g. ``{"num_bins": 2048}``)."""
+    ``extra_options`` go to quantize_static (e.g. ``{"num_bins": 2048}``). A model below opset
+    13 is converted to opset 13 first (onnx's version converter): per-channel QDQ needs the
+    ``axis`` of DequantizeLinear-13, and quantize_static itself only lifts models to 11."""
     import tempfile
 
     from onnxruntime.quantization import (
@@ -89,6 +103,8 @@ def ort_quantize_static(model: onnx.ModelProto | str | Path, name: str, calib: n
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         source, ready, target = (Path(tmp, f) for f in ("float.onnx", "pre.onnx", "int8.onnx"))
         proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        if _opset(proto) < PER_AXIS_OPSET:
+            proto = onnx.version_converter.convert_version(proto, PER_AXIS_OPSET)
         onnx.save(proto, str(source))
         # its recommended first step (folds BatchNorm); symbolic shapes would need sympy
         quant_pre_process(str(source), str(ready), skip_symbolic_shape=True)
@@ -98,6 +114,25 @@ def ort_quantize_static(model: onnx.ModelProto | str | Path, name: str, calib: n
                         calibrate_method=getattr(CalibrationMethod, method),
                         extra_options=extra_options)
         return onnx.load(str(target))
+
+
+# onnxruntime's two ways to run an int8 QDQ model on this CPU: label -> exact_int8
+ORT_INT8_MODES = {"default session": False, "x64quantprecision=1": True}
+
+
+def ort_int8_sessions(model: onnx.ModelProto, threads: int = 1) -> dict[str, Any]:
+    """onnxruntime sessions of the int8 QDQ ``model`` (from ``ort_quantize_static``) in each of
+    ``ORT_INT8_MODES``, keyed by its label, on ``threads`` threads."""
+    return {label: ort_session(model, exact_int8=exact, threads=threads)
+            for label, exact in ORT_INT8_MODES.items()}
+
+
+PER_AXIS_OPSET = 13  # QuantizeLinear / DequantizeLinear take an axis from here on
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    """The model's opset of the default ONNX domain."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 @contextlib.contextmanager
@@ -122,6 +157,65 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """The seconds of the timed runs of one contender."""
+
+    times: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def spread(self) -> float:
+        """The interquartile range relative to the median: how noisy the runs were."""
+        if len(self.times) < 2:
+            return 0.0
+        low, _, high = statistics.quantiles(self.times, n=4)
+        return (high - low) / self.median
+
+
+def interleaved_times(calls: Mapping[str, Callable[[], Any]], repeats: int,
+                      warmup: int = 1) -> dict[str, Samples]:
+    """Every call timed ``repeats`` times after ``warmup`` untimed rounds. A round runs each
+    contender once, in an order shuffled per round (seeded: runs are reproducible), so load
+    from other work on the machine hits every contender alike instead of the one timed while
+    it lasted."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    shuffle = random.Random(0).shuffle
+    for round_ in range(warmup + max(1, repeats)):
+        shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            calls[name]()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: Samples(tuple(t)) for name, t in times.items()}
+
+
+def differing(ours: np.ndarray, reference: np.ndarray) -> int:
+    """How many elements of ``ours`` differ from ``reference`` bit for bit (a float's sign of
+    zero and NaN payload count); every element when dtypes or shapes differ."""
+    if ours.dtype != reference.dtype or ours.shape != reference.shape:
+        return max(ours.size, reference.size)
+    bits = f"u{ours.dtype.itemsize}"
+    return int(np.count_nonzero(np.ascontiguousarray(ours).view(bits)
+                                != np.ascontiguousarray(reference).view(bits)))
+
+
+def fallback_summary(exe: Any) -> str:
+    """Which nodes of the llvm executable ``exe`` run their numpy kernel (for the shapes it
+    compiled last), by op: what is not native code yet."""
+    ops = Counter(fallback.node.op for fallback in exe.fallbacks())
+    nodes = len(exe.graph.nodes)
+    if not ops:
+        return f"all {nodes} nodes native"
+    listed = ", ".join(op if n == 1 else f"{op} x{n}" for op, n in ops.items())
+    return f"{sum(ops.values())} of {nodes} nodes on numpy kernels: {listed}"
 
 
 def run_demo(model: Path, data_path: str, repeats: int) -> None:
@@ -167,10 +261,11 @@ def run_demo(model: Path, data_path: str, repeats: int) -> None:
 
 def _int8_report(model: Path, graph: Any, calib: np.ndarray, x: np.ndarray, y: np.ndarray,
                  float_logits: np.ndarray, float_exe: Any, repeats: int) -> None:
-    """Post-training int8 with the default config (lowered to integer ops) next to
-    onnxruntime's quantize_static, both calibrated on the same images: accuracy, logits SQNR
-    against fp32, what stays float, and the time of the test set against the fp32 numpy
-    backend and onnxruntime fp32."""
+    """Post-training int8 with the default config (lowered to integer ops) on the numpy and
+    llvm backends, next to onnxruntime's quantize_static, both calibrated on the same images:
+    accuracy, logits SQNR against fp32, what stays float, whether the llvm backend matches the
+    numpy backend bit for bit, and the time of the test set against the fp32 numpy backend,
+    onnxruntime fp32 and onnxruntime int8 (all timed interleaved, one thread each)."""
     name, output = graph.inputs[0].name, graph.outputs[0].name
     feeds = {name: x}
     config = QuantConfig()
@@ -181,30 +276,43 @@ def _int8_report(model: Path, graph: Any, calib: np.ndarray, x: np.ndarray, y: n
     integer = "fully integer" if not islands else f"{len(islands)} float island(s)"
     print(f"int8 (qc.quantize, {config.calibration}, per-channel weights, {len(calib)} "
           f"calibration images; {integer} between the input Quantize and the output "
-          f"Dequantize, {config.rounding} requantization, on the numpy backend)")
+          f"Dequantize, {config.rounding} requantization, on the numpy and llvm backends)")
     for island in islands:
         print(f"  float: {island}")
-    print(f"  qcompiler int8       accuracy {_accuracy(logits, y):.3f}   agreement with fp32 "
-          f"{_accuracy(logits, float_logits.argmax(1)):.3f}   logits SQNR "
-          f"{ErrorStats.between(float_logits, logits).sqnr_db:.1f} dB")
+    native = api.compile(q, backend="llvm")
+    native_logits = native.run(feeds)[output]
+    wrong = differing(native_logits, logits)
+    exact = "yes" if not wrong else f"NO, {wrong} of {logits.size} logits differ"
+    for label, out, note in (("qcompiler int8      ", logits, "numpy backend"),
+                             ("llvm backend int8   ", native_logits,
+                              f"bit-exact with the numpy backend: {exact}")):
+        print(f"  {label} accuracy {_accuracy(out, y):.3f}   agreement with fp32 "
+              f"{_accuracy(out, float_logits.argmax(1)):.3f}   logits SQNR "
+              f"{ErrorStats.between(float_logits, out).sqnr_db:.1f} dB   ({note})")
+    print(f"  llvm backend: {fallback_summary(native)}")
     theirs = ort_quantize_static(model, name, calib, method="MinMax", per_channel=True)
-    sessions = {}
-    for exact, label in ((False, "default session"), (True, "x64quantprecision=1")):
-        sessions[label] = session = ort_session(theirs, exact_int8=exact)
+    int8 = ort_int8_sessions(theirs)
+    for mode, session in int8.items():
         out = session.run(None, feeds)[0]
         sqnr = ErrorStats.between(float_logits, out).sqnr_db
         print(f"  onnxruntime int8     accuracy {_accuracy(out, y):.3f}   agreement with fp32 "
               f"{_accuracy(out, float_logits.argmax(1)):.3f}   logits SQNR {sqnr:.1f} dB   "
-              f"(quantize_static MinMax, {label})")
-    base = median_time(lambda: float_exe.run(feeds), repeats)
-    times = {"numpy backend int8": median_time(lambda: exe.run(feeds), repeats)}
-    sessions = {"fp32": ort_session(model), **sessions}
-    for label, session in sessions.items():
-        kind = label if label == "fp32" else f"int8 ({label})"
-        times[f"onnxruntime {kind}"] = median_time(
-            lambda s=session: s.run(None, feeds), repeats)
-    print(f"  time for the test set, relative to the fp32 numpy backend (median of {repeats}): "
-          + ", ".join(f"{label} {t / base:.2f}x" for label, t in times.items()))
+              f"(quantize_static MinMax, {mode})")
+    calls: dict[str, Callable[[], Any]] = {
+        "fp32 numpy backend": lambda: float_exe.run(feeds),
+        "numpy backend int8": lambda: exe.run(feeds),
+        "llvm backend int8": lambda: native.run(feeds)}
+    sessions = {"onnxruntime fp32": ort_session(model),
+                **{f"onnxruntime int8 ({mode})": session for mode, session in int8.items()}}
+    calls.update({label: (lambda s=session: s.run(None, feeds))
+                  for label, session in sessions.items()})
+    times = {label: samples.median for label, samples in interleaved_times(calls, repeats).items()}
+    base = times.pop("fp32 numpy backend")
+    print(f"  time for the test set, relative to the fp32 numpy backend (median of {repeats}, "
+          f"interleaved): " + ", ".join(f"{label} {t / base:.2f}x" for label, t in times.items()))
+    llvm = times["llvm backend int8"]
+    print("  llvm backend int8 time / " + ", / ".join(f"{label} {llvm / times[label]:.2f}x"
+                                                      for label in sessions))
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -17,10 +17,10 @@ import os
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 from ort_helpers import run_model
 
 import qcompiler as qc
+from qcompiler.testing.light_models import LIGHT, randomized
 
 # Largest |ours - onnxruntime| on the class scores, relative to their max|onnxruntime|.
 # Measured worst: 1.3e-6 (VGG-19), then 1.0e-6 (ZFNet-512) and 9.2e-7 (AlexNet).
@@ -29,45 +29,7 @@ SCORES_TOL = 7e-6
 # Measured worst: 5.0e-8 (Inception v1).
 SOFTMAX_TOL = 2.5e-7
 
-LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 MODELS = sorted(f[len("light_"):-len(".onnx")] for f in os.listdir(LIGHT) if f.endswith(".onnx"))
-
-
-def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """The model with every ConstantOfShape weight replaced by random values of a stable scale:
-    He-normal conv/gemm weights, BatchNorm scale and variance near 1, small biases."""
-    rng = np.random.default_rng(seed)
-    pool = rng.standard_normal(1 << 20, np.float32)  # tiled: VGG's 100M-weight layers stay cheap
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    role: dict[str, str] = {}
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            if node.op_type in ("Conv", "Gemm") and i == 1:
-                role[name] = "weight"
-            elif node.op_type == "BatchNormalization" and i in (1, 4):
-                role[name] = "positive"
-    keep, fresh = [], []
-    for node in model.graph.node:
-        if node.op_type != "ConstantOfShape" or node.input[0] not in inits:
-            keep.append(node)
-            continue
-        shape = tuple(int(d) for d in inits[node.input[0]])
-        kind = role.get(node.output[0], "small")
-        noise = np.resize(np.roll(pool, len(fresh) * 7919), shape)
-        if kind == "weight":
-            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
-            data = noise * np.float32(np.sqrt(2.0 / fan_in))
-        elif kind == "positive":
-            data = np.float32(1) + np.float32(0.25) * np.tanh(noise)
-        else:
-            data = noise * np.float32(0.1)
-        fresh.append(numpy_helper.from_array(data, node.output[0]))
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    del out.graph.node[:]
-    out.graph.node.extend(keep)
-    out.graph.initializer.extend(fresh)
-    return out
 
 
 def with_scores_output(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:

@@ -56,14 +56,23 @@ def test_demo_command_reports_accuracy(capsys):
     assert "numpy backend (fp32)  accuracy 0.980" in out
     assert "onnxruntime (fp32)    accuracy 0.980" in out
     assert "numpy backend / onnxruntime =" in out
-    # the int8 section: our default quantization next to quantize_static's in both sessions
+    # the int8 section: our default quantization on the numpy and llvm backends next to
+    # quantize_static's in both sessions
     int8 = [line for line in out.splitlines() if " int8 " in line and "accuracy" in line]
-    assert len(int8) == 3 and "default session" in int8[1] and "x64quantprecision=1" in int8[2]
+    assert len(int8) == 4 and "default session" in int8[2] and "x64quantprecision=1" in int8[3]
     assert int8[0].startswith("  qcompiler int8       accuracy 0.980   agreement with fp32 1.000")
-    ours, default, exact = (float(line.split("logits SQNR ")[1].split()[0]) for line in int8)
+    assert int8[1].startswith("  llvm backend int8    accuracy 0.980   agreement with fp32 1.000")
+    assert int8[1].endswith("(bit-exact with the numpy backend: yes)")
+    ours, native, default, exact = (float(line.split("logits SQNR ")[1].split()[0])
+                                    for line in int8)
+    assert native == ours
     assert ours >= exact - 0.5 and exact > default  # measured 37.6, 37.5 and 19.9 dB
     assert "fully integer between the input Quantize and the output Dequantize" in out
+    (native_nodes,) = [line for line in out.splitlines() if line.startswith("  llvm backend: ")]
+    assert "all 9 nodes native" in native_nodes or "of 9 nodes on numpy kernels: " in native_nodes
     (times,) = [line for line in out.splitlines() if "relative to the fp32 numpy backend" in line]
-    for runner in ("numpy backend int8", "onnxruntime fp32", "onnxruntime int8 (default",
-                   "onnxruntime int8 (x64quantprecision=1)"):
+    for runner in ("numpy backend int8", "llvm backend int8", "onnxruntime fp32",
+                   "onnxruntime int8 (default", "onnxruntime int8 (x64quantprecision=1)"):
         assert runner in times
+    (llvm,) = [line for line in out.splitlines() if line.startswith("  llvm backend int8 time")]
+    assert llvm.count("x, / onnxruntime ") == 2  # against onnxruntime fp32 and both int8 sessions

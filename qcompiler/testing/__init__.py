@@ -22,6 +22,7 @@ The modules, one concern each:
     equivalence     run_graph(), assert_equivalent()
     properties      pass_property(), rule_names(), Firing
     qdq_graphs      qdq_graphs(), qdq_params(): random graphs in the QDQ form
+    light_models    randomized(), light_model(): the onnx package's light CNNs, random weights
 
 hypothesis is a test extra: ``import qcompiler`` never imports it, this package does.
 """
