@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import pkgutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -130,11 +131,12 @@ class Program:
     """``graph`` (every shape concrete) compiled for ``target``: ``run(arrays)`` runs it."""
 
     def __init__(self, graph: Graph, target: Target | None = None, threads: int = 1,
-                 check: bool = False):
+                 check: bool = False, profile: bool = False):
         load_kernels()
         self.graph = graph
         self.threads = threads
         self.check = check
+        self.profile = profile  # one segment per node, so ``timings`` can time each
         self.context = Context(target or host())
         self.steps: list[Segment | Fallback] = []
         self._emit()
@@ -163,7 +165,7 @@ class Program:
             except NotNative as exc:
                 self.steps.append(Fallback(node, str(exc)))
                 continue
-            if not self.steps or not isinstance(self.steps[-1], Segment):
+            if self.profile or not self.steps or not isinstance(self.steps[-1], Segment):
                 self.steps.append(Segment([], []))
             segment = self.steps[-1]
             segment.nodes.append(node)
@@ -338,6 +340,27 @@ class Program:
             return [view.copy() for view in arena.outputs]
         finally:
             self._arenas.append(arena)
+
+    def timings(self, arrays: list[np.ndarray], repeats: int = 10) -> list[tuple[Node, float]]:
+        """Seconds each node takes (the median of ``repeats`` runs; a program built with
+        ``profile=True`` runs each node as its own step), in node order."""
+        arena = _Arena(self)
+        for view, array in zip(arena.inputs, arrays, strict=True):
+            view[...] = array
+        times: dict[int, list[float]] = {}
+        for _ in range(repeats):
+            for i, step in enumerate(self.steps):
+                start = time.perf_counter()
+                if isinstance(step, Segment):
+                    self._run_segment(step, arena)
+                else:
+                    self._run_fallback(step.node, arena)
+                times.setdefault(i, []).append(time.perf_counter() - start)
+        result = []
+        for i, step in enumerate(self.steps):
+            nodes = step.nodes if isinstance(step, Segment) else [step.node]
+            result += [(node, float(np.median(times[i])) / len(nodes)) for node in nodes]
+        return result
 
     def _check_guards(self, arena: np.ndarray) -> None:
         wrote = np.flatnonzero((arena != CANARY) & ~self._payload)
