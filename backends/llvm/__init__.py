@@ -52,14 +52,16 @@ class LlvmExecutable(Executable):
 
     def program(self, shapes: tuple[tuple[int, ...], ...]) -> Program:
         """The program compiled for these input shapes (compiled now if it is not kept)."""
+        program = self._programs.get(shapes)
+        if program is not None:  # the run's fast path: no lock, no reordering
+            return program
         with self._lock:
             program = self._programs.get(shapes)
             if program is None:
                 program = Program(bound(self.graph, shapes), self.target, self.threads)
                 self._programs[shapes] = program
-                while len(self._programs) > SHAPE_SETS:
-                    self._programs.popitem(last=False)[1].close()
-            self._programs.move_to_end(shapes)
+                while len(self._programs) > SHAPE_SETS:  # the oldest goes (a run still using
+                    self._programs.popitem(last=False)  # it keeps it alive until it ends)
             return program
 
     def fallbacks(self, shapes: tuple[tuple[int, ...], ...] | None = None) -> list[Fallback]:
