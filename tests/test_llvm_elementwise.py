@@ -7,6 +7,7 @@ saturation (counted through the contract oracle of test_int_elementwise), and ev
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 
 import numpy as np
@@ -110,9 +111,7 @@ GRID = [(0.5, 0.25), (3.0, 1.5), (1 - 2.0**-24, 1 / 255), (2.0**-33, 2.0**-20),
         (0.0123, 0.0456)]
 
 
-@pytest.mark.parametrize("ta, tb, ty", [(np.int8, np.int8, np.int8),
-                                        (np.uint8, np.uint8, np.uint8),
-                                        (np.int8, np.uint8, np.uint8),
+@pytest.mark.parametrize("ta, tb, ty", [(np.int8, np.uint8, np.uint8),
                                         (np.uint8, np.int8, np.int8)])
 def test_every_pair_of_codes(ta, tb, ty):
     """Every (a, b) code pair, as a column against a row (broadcast both ways) and as two
@@ -140,12 +139,11 @@ def test_every_pair_of_codes(ta, tb, ty):
     assert assert_native_exact(g, [feeds]) == 4
 
 
-def _kernel_assembly(program: Program, base: str) -> str:
+def kernel_assembly(program: Program, base: str) -> str:
+    """The assembly of the program's first kernel function named ``qc_<base>_...``."""
     text = program.jit.assembly(program.module)
-    start = text.index(f"qc_{base}_")
-    start = text.index(":\n", start)
-    end = text.find(".Lfunc_end", start)
-    return text[start:end]
+    start = re.search(rf"^qc_{base}_\w+:$", text, re.MULTILINE).end()
+    return text[start:text.index(".Lfunc_end", start)]
 
 
 @pytest.mark.skipif(not host().has("avx2"), reason="the host has no AVX2")
@@ -159,7 +157,7 @@ def test_the_inner_loop_is_vectorised_with_avx2(op, rounding):
     g.set_outputs([binary_node(g, op, a, b, (1, 2, 3), ms, np.int8, rounding)])
     program = Program(bound(g, ((1, 8, 16, 16), (1, 8, 1, 1))), host())
     assert not program.fallbacks
-    assert "ymm" in _kernel_assembly(program, op.lower())
+    assert "ymm" in kernel_assembly(program, op.lower())
     program.close()
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +49,7 @@ declare i32 @llvm.smin.i32(i32, i32)
 declare i8 @llvm.smax.i8(i8, i8)
 declare i8 @llvm.umax.i8(i8, i8)
 declare float @llvm.rint.f32(float)
+declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)
 declare float @llvm.maxnum.f32(float, float)
 declare float @llvm.minnum.f32(float, float)
 """
@@ -329,3 +332,67 @@ def int_binary(node: Node, ctx: Context) -> list[Call]:
     fn = ctx.function(node.op.lower(), key,
                       lambda name: rows_function(name, dims, operands, body))
     return [Call(fn, (Buffer(a.name), Buffer(b.name), Buffer(y.name)), items=rows_items(dims))]
+
+
+# -- building loops ----------------------------------------------------------------------------
+
+
+class Builder:
+    """IR text of one function body, built block by block, with counted loops and ifs that
+    track the current block (what a ``phi`` names as its predecessor)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.block = "entry"
+        self.metadata: list[str] = []
+
+    def emit(self, *lines: str) -> None:
+        self.lines += lines
+
+    def label(self, name: str) -> None:
+        self.lines.append(f"{name}:")
+        self.block = name
+
+    @contextmanager
+    def loop(self, var: str, start: str, stop: str,
+             carried: tuple[tuple[str, str, str], ...] = (),
+             width: int | None = None) -> Iterator[None]:
+        """``for %var in [start, stop)``; each ``(name, type, initial)`` of ``carried`` is
+        ``%name`` in the body, which must define ``%name.next``; after the loop ``%name`` is
+        the final value. ``width`` caps the vectoriser's lanes (a loop hint)."""
+        before = self.block
+        self.emit(f"  br label %{var}.head")
+        self.label(f"{var}.head")
+        self.emit(f"  %{var} = phi i64 [ {start}, %{before} ], [ %{var}.next, %{var}.latch ]")
+        for name, type_, initial in carried:
+            self.emit(f"  %{name} = phi {type_} [ {initial}, %{before} ], "
+                      f"[ %{name}.next, %{var}.latch ]")
+        self.emit(f"  %{var}.go = icmp slt i64 %{var}, {stop}",
+                  f"  br i1 %{var}.go, label %{var}.body, label %{var}.exit")
+        self.label(f"{var}.body")
+        yield
+        self.emit(f"  br label %{var}.latch")
+        self.label(f"{var}.latch")
+        hint = ""
+        if width is not None:
+            n = len(self.metadata)
+            self.metadata += [f"!{n} = distinct !{{!{n}, !{n + 1}}}",
+                              f'!{n + 1} = !{{!"llvm.loop.vectorize.width", i32 {width}}}']
+            hint = f", !llvm.loop !{n}"
+        self.emit(f"  %{var}.next = add nsw i64 %{var}, 1", f"  br label %{var}.head{hint}")
+        self.label(f"{var}.exit")
+
+    @contextmanager
+    def when(self, condition: str, name: str) -> Iterator[None]:
+        """The body runs only when the i1 ``condition`` holds."""
+        self.emit(f"  br i1 {condition}, label %{name}.then, label %{name}.done")
+        self.label(f"{name}.then")
+        yield
+        self.emit(f"  br label %{name}.done")
+        self.label(f"{name}.done")
+
+    def function(self, name: str, params: list[str]) -> str:
+        """The function ``@name(i64 %begin, i64 %end, params...)`` with this body."""
+        body = "\n".join(self.lines)
+        return (f"{DECLARES}\ndefine void @{name}(i64 %begin, i64 %end, {', '.join(params)}) "
+                f"{{\nentry:\n{body}\n  ret void\n}}\n" + "\n".join(self.metadata) + "\n")

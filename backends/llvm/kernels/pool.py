@@ -1,0 +1,324 @@
+"""``IntAveragePool``, ``IntGlobalAveragePool`` (``qcompiler/ops/int_elementwise.py``),
+``MaxPool`` and ``GlobalMaxPool`` (``qcompiler/ops/nn.py``) on int8/uint8 codes, 1-D and 2-D.
+
+The window geometry is the numpy kernels' own (``window.conv_window``: pads, auto_pad,
+strides, dilations, ceil_mode), and so are the average pools' per-window multipliers
+(``nn.pool_counts``, then ``shared_multipliers`` or float32), computed at compile time into
+constant tables. A tap outside the input adds nothing to a window (the numpy kernels pad the
+centred input with 0, MaxPool with the dtype's lowest code, which never beats a real code).
+
+A pooled 2-D kernel computes one output row per item: for every kernel row inside the input
+and every kernel column, a contiguous (or strided) run of the input row is added into (or
+max-ed with) the row of int32 sums in the thread's scratch (the output row itself for
+MaxPool); the columns each kernel column reaches are a constant table, so the inner loop has
+no bounds checks and vectorises. Then the sums are rescaled and saturated as every integer op
+ends (``elementwise``). A 1-D pool is a 2-D pool of height 1. The global pools reduce one
+plane per item.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from qcompiler.graph import Node
+from qcompiler.ops import fixed_point
+from qcompiler.ops.nn import pool_counts
+from qcompiler.ops.window import Window, conv_window
+
+from ..kernel import Buffer, Call, Const, Context, NotNative, Scratch, attrs, emitter
+from .elementwise import (
+    Builder,
+    Saturation,
+    constant,
+    fixed_point_ir,
+    float_ir,
+    float_multipliers,
+    load_centred,
+    scalar_rescale,
+    signed_code,
+)
+
+STRIDED_WIDTH = 8  # lanes of the window loop over strided input columns
+
+
+def _geometry(node: Node) -> tuple[tuple[int, ...], tuple[int, ...], Window]:
+    """(spatial input shape, kernel, window) of a windowed pool, as its numpy kernel has it."""
+    a = attrs(node)
+    x = node.inputs[0]
+    spatial = tuple(x.shape[2:])
+    if len(spatial) not in (1, 2):
+        raise NotNative(f"{len(spatial)} spatial axes (only 1 or 2)")
+    kernel = tuple(a["kernel_shape"])
+    win = conv_window(node.op, spatial, kernel, a["strides"], a["dilations"], a["pads"],
+                      a["auto_pad"], a["ceil_mode"])
+    return spatial, kernel, win
+
+
+def _as_2d(values: tuple, fill: int) -> tuple[int, int]:
+    return (fill, *values) if len(values) == 1 else tuple(values)
+
+
+def _column_runs(width: int, out: int, k: int, stride: int, dilation: int,
+                 begin: int) -> np.ndarray:
+    """Per kernel column: (first output column, end output column, input column of output
+    column 0) such that every output column in [first, end) reads inside the input."""
+    runs = np.zeros((k, 3), np.int64)
+    for kx in range(k):
+        origin = kx * dilation - begin  # input column = output column * stride + origin
+        first = min(out, max(0, -(origin // stride)))
+        reach = width - 1 - origin
+        end = max(first, min(out, reach // stride + 1)) if reach >= 0 else first
+        runs[kx] = first, end, origin
+    return runs
+
+
+def _window_loops(b: Builder, geometry: dict, signed: bool, zero_point: int | None,
+                  update) -> None:
+    """For every kernel row of output row ``%oy`` inside the input, every kernel column and
+    every output column it reaches: ``update(b, ox_reg, value_reg)`` with the tap's code
+    (i32, centred by ``zero_point``; the raw byte when it is None)."""
+    g = geometry
+    b.emit(f"  %oy.top = mul nsw i64 %oy, {g['sh']}",
+           f"  %oy.from = sub nsw i64 %oy.top, {g['pt']}")
+    with b.loop("ky", "0", str(g["kh"])):
+        b.emit(f"  %ky.off = mul nsw i64 %ky, {g['dh']}",
+               "  %iy = add nsw i64 %oy.from, %ky.off",
+               f"  %iy.in = icmp ult i64 %iy, {g['h']}")
+        with b.when("%iy.in", "inside"):
+            b.emit(f"  %iy.row = mul nsw i64 %iy, {g['w']}",
+                   "  %x.row = add nsw i64 %x.plane, %iy.row")
+            with b.loop("kx", "0", str(g["kw"])):
+                b.emit("  %run = mul nsw i64 %kx, 3",
+                       "  %run.first.at = getelementptr inbounds i64, ptr %runs, i64 %run",
+                       "  %run.first = load i64, ptr %run.first.at",
+                       "  %run.end.i = add nsw i64 %run, 1",
+                       "  %run.end.at = getelementptr inbounds i64, ptr %runs, i64 %run.end.i",
+                       "  %run.end = load i64, ptr %run.end.at",
+                       "  %run.origin.i = add nsw i64 %run, 2",
+                       "  %run.origin.at = getelementptr inbounds i64, ptr %runs, i64 "
+                       "%run.origin.i",
+                       "  %run.origin = load i64, ptr %run.origin.at",
+                       "  %x.run = add nsw i64 %x.row, %run.origin")
+                # strided loads at full width cost LLVM seconds of compile time for little
+                with b.loop("ox", "%run.first", "%run.end",
+                            width=STRIDED_WIDTH if g["sw"] > 1 else None):
+                    b.emit(f"  %ox.step = mul nsw i64 %ox, {g['sw']}",
+                           "  %x.i = add nsw i64 %x.run, %ox.step")
+                    if zero_point is None:
+                        b.emit("  %tap.at = getelementptr inbounds i8, ptr %x, i64 %x.i",
+                               "  %tap = load i8, ptr %tap.at")
+                    else:
+                        b.emit(*load_centred("%tap", "%x", "%x.i", signed, zero_point))
+                    update(b, "%ox", "%tap")
+
+
+def _pool_geometry(node: Node) -> tuple[dict, np.ndarray, int, tuple]:
+    """The constants of a windowed pool's loops, its column runs, its items (planes times
+    output rows) and its output's spatial shape."""
+    spatial, kernel, win = _geometry(node)
+    h, w = _as_2d(spatial, 1)
+    kh, kw = _as_2d(kernel, 1)
+    sh, sw = _as_2d(win.strides, 1)
+    dh, dw = _as_2d(win.dilations, 1)
+    pt, pl = _as_2d(win.begin, 0)
+    oh, ow = _as_2d(win.out, 1)
+    geometry = dict(h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, pt=pt, oh=oh, ow=ow)
+    runs = _column_runs(w, ow, kw, sw, dw, pl)
+    planes = math.prod(node.inputs[0].shape[:2])
+    return geometry, runs, planes * oh, win.out
+
+
+def _row_start(b: Builder, geometry: dict) -> None:
+    """``%oy`` and the plane's input offset ``%x.plane`` of item ``%it`` (one output row)."""
+    b.emit(f"  %plane = udiv i64 %it, {geometry['oh']}",
+           f"  %oy = urem i64 %it, {geometry['oh']}",
+           f"  %x.plane = mul nsw i64 %plane, {geometry['h'] * geometry['w']}",
+           f"  %y.row = mul nsw i64 %it, {geometry['ow']}")
+
+
+@emitter("IntAveragePool")
+def int_average_pool(node: Node, ctx: Context) -> list[Call]:
+    x, y = node.inputs[0], node.outputs[0]
+    signed = signed_code(x.dtype.np)
+    zero_point = int(constant(node, 1, "x_zero_point"))
+    multiplier = constant(node, 2, "multiplier")
+    saturation = Saturation.of(node, 3)
+    a = attrs(node)
+    rounding = a["rounding"]
+    geometry, runs, items, out = _pool_geometry(node)
+    if math.prod(y.shape) == 0:
+        return []
+    spatial, kernel, win = _geometry(node)
+    counts = pool_counts(spatial, kernel, win, a["count_include_pad"])
+    per_window = np.divide(np.float64(multiplier), counts, out=np.zeros(counts.shape),
+                           where=counts > 0).reshape(-1)
+    if rounding == "float":
+        (ms,) = float_multipliers([per_window])
+        tables = [ms]
+        scale = float_ir("%r", [("%sum", "%m")])
+        loads = [("%m", "float", 0)]
+    else:
+        try:
+            (m0,), shift = fixed_point.shared_multipliers([per_window])
+        except ValueError as exc:
+            raise NotNative(str(exc)) from None
+        half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
+        tables = [np.asarray(t, np.int64) for t in (m0, half, shift)]
+        scale = fixed_point_ir("%r", [("%sum", "%m0")], "%half", "%shift")
+        loads = [("%m0", "i64", 0), ("%half", "i64", 1), ("%shift", "i64", 2)]
+    ow = geometry["ow"]
+
+    def ir(name: str) -> str:
+        b = Builder()
+        with b.loop("it", "%begin", "%end"):
+            _row_start(b, geometry)
+            b.emit(f"  call void @llvm.memset.p0.i64(ptr %acc, i8 0, i64 {4 * ow}, i1 false)")
+
+            def add(b: Builder, ox: str, tap: str) -> None:
+                b.emit(f"  %sum.at = getelementptr inbounds i32, ptr %acc, i64 {ox}",
+                       "  %sum.old = load i32, ptr %sum.at",
+                       f"  %sum.new = add nsw i32 %sum.old, {tap}",
+                       "  store i32 %sum.new, ptr %sum.at")
+
+            _window_loops(b, geometry, signed, zero_point, add)
+            b.emit(f"  %p.row = mul nsw i64 %oy, {ow}")
+            with b.loop("o", "0", str(ow)):
+                b.emit("  %sum.o = getelementptr inbounds i32, ptr %acc, i64 %o",
+                       "  %sum = load i32, ptr %sum.o",
+                       "  %p = add nsw i64 %p.row, %o")
+                for reg, type_, k in loads:
+                    b.emit(f"  {reg}.at = getelementptr inbounds {type_}, ptr %t{k}, i64 %p",
+                           f"  {reg} = load {type_}, ptr {reg}.at")
+                b.emit(*scale, *saturation.ir("%code", "%r", rounding),
+                       "  %y.i = add nsw i64 %y.row, %o",
+                       "  %y.at = getelementptr inbounds i8, ptr %y, i64 %y.i",
+                       "  store i8 %code, ptr %y.at")
+        params = ["ptr noalias nocapture readonly %x", "ptr noalias nocapture writeonly %y",
+                  "ptr noalias nocapture readonly %runs", "ptr noalias nocapture %acc"]
+        params += [f"ptr noalias nocapture readonly %t{k}" for k in range(len(tables))]
+        return b.function(name, params)
+
+    key = ("avg", tuple(sorted(geometry.items())), runs.tobytes(), signed, zero_point,
+           rounding, tuple(t.tobytes() for t in tables), saturation.key())
+    fn = ctx.function("int_average_pool", key, ir)
+    args = (Buffer(x.name), Buffer(y.name), Const(runs), Scratch(4 * ow),
+            *(Const(np.ascontiguousarray(t)) for t in tables))
+    return [Call(fn, args, items=items)]
+
+
+@emitter("MaxPool")
+def max_pool(node: Node, ctx: Context) -> list[Call]:
+    x, y = node.inputs[0], node.outputs[0]
+    if len([v for v in node.outputs if v is not None]) != 1:
+        raise NotNative("the Indices output")
+    signed = signed_code(x.dtype.np)
+    geometry, runs, items, _ = _pool_geometry(node)
+    if math.prod(y.shape) == 0:
+        return []
+    low = -128 if signed else 0
+    larger = "@llvm.smax.i8" if signed else "@llvm.umax.i8"
+    ow = geometry["ow"]
+
+    def ir(name: str) -> str:
+        b = Builder()
+        with b.loop("it", "%begin", "%end"):
+            _row_start(b, geometry)
+            b.emit("  %y.first = getelementptr inbounds i8, ptr %y, i64 %y.row",
+                   f"  call void @llvm.memset.p0.i64(ptr %y.first, i8 {low}, i64 {ow}, i1 false)")
+
+            def keep_larger(b: Builder, ox: str, tap: str) -> None:
+                b.emit(f"  %max.i = add nsw i64 %y.row, {ox}",
+                       "  %max.at = getelementptr inbounds i8, ptr %y, i64 %max.i",
+                       "  %max.old = load i8, ptr %max.at",
+                       f"  %max.new = call i8 {larger}(i8 %max.old, i8 {tap})",
+                       "  store i8 %max.new, ptr %max.at")
+
+            _window_loops(b, geometry, signed, None, keep_larger)
+        return b.function(name, ["ptr noalias nocapture readonly %x",
+                                 "ptr noalias nocapture %y",
+                                 "ptr noalias nocapture readonly %runs"])
+
+    key = ("max", tuple(sorted(geometry.items())), runs.tobytes(), signed)
+    fn = ctx.function("max_pool", key, ir)
+    return [Call(fn, (Buffer(x.name), Buffer(y.name), Const(runs)), items=items)]
+
+
+def _opaque(size: int) -> Const:
+    """A plane's size as a constant the code loads: a size LLVM sees (an ``Int``, inlined)
+    lets it fully unroll the vectorised reduction, which costs seconds of compile time for
+    planes of about 64 codes."""
+    return Const(np.array([size], np.int64))
+
+
+def _plane_loop(b: Builder, size: int, signed: bool, zero_point: int | None, combine: str,
+                initial: str, type_: str) -> None:
+    """``%total``: ``combine`` (an IR template of ``{a}``, ``{b}``) folded over plane ``%it``'s
+    codes (centred i32 by ``zero_point``, or the raw i8 when it is None)."""
+    b.emit("  %size = load i64, ptr %size.at", "  %x.plane = mul nsw i64 %it, %size")
+    with b.loop("i", "0", "%size", carried=(("total", type_, initial),)):
+        b.emit("  %x.i = add nsw i64 %x.plane, %i")
+        if zero_point is None:
+            b.emit("  %v.at = getelementptr inbounds i8, ptr %x, i64 %x.i",
+                   "  %v = load i8, ptr %v.at")
+        else:
+            b.emit(*load_centred("%v", "%x", "%x.i", signed, zero_point))
+        b.emit(f"  %total.next = {combine.format(a='%total', b='%v')}")
+
+
+@emitter("IntGlobalAveragePool")
+def int_global_average_pool(node: Node, ctx: Context) -> list[Call]:
+    x, y = node.inputs[0], node.outputs[0]
+    signed = signed_code(x.dtype.np)
+    zero_point = int(constant(node, 1, "x_zero_point"))
+    multiplier = constant(node, 2, "multiplier")
+    saturation = Saturation.of(node, 3)
+    rounding = attrs(node)["rounding"]
+    planes, size = math.prod(x.shape[:2]), math.prod(x.shape[2:])
+    if planes == 0:
+        return []
+    per_window = np.float64(multiplier) / size if size else np.float64(0)
+    scale, scale_key = scalar_rescale("%r", ["%total"], [per_window], rounding)
+
+    def ir(name: str) -> str:
+        b = Builder()
+        with b.loop("it", "%begin", "%end"):
+            _plane_loop(b, size, signed, zero_point, "add nsw i32 {a}, {b}", "0", "i32")
+            b.emit(*scale, *saturation.ir("%code", "%r", rounding),
+                   "  %y.at = getelementptr inbounds i8, ptr %y, i64 %it",
+                   "  store i8 %code, ptr %y.at")
+        return b.function(name, ["ptr noalias nocapture readonly %x",
+                                 "ptr noalias nocapture writeonly %y",
+                                 "ptr noalias nocapture readonly %size.at"])
+
+    key = ("global avg", signed, zero_point, scale_key, saturation.key())
+    fn = ctx.function("int_global_average_pool", key, ir)
+    return [Call(fn, (Buffer(x.name), Buffer(y.name), _opaque(size)), items=planes)]
+
+
+@emitter("GlobalMaxPool")
+def global_max_pool(node: Node, ctx: Context) -> list[Call]:
+    x, y = node.inputs[0], node.outputs[0]
+    signed = signed_code(x.dtype.np)
+    planes, size = math.prod(x.shape[:2]), math.prod(x.shape[2:])
+    if size == 0:
+        raise NotNative("an empty plane (numpy refuses its maximum)")
+    if planes == 0:
+        return []
+    larger = "@llvm.smax.i8" if signed else "@llvm.umax.i8"
+    low = -128 if signed else 0
+
+    def ir(name: str) -> str:
+        b = Builder()
+        with b.loop("it", "%begin", "%end"):
+            _plane_loop(b, size, signed, None, f"call i8 {larger}(i8 {{a}}, i8 {{b}})",
+                        str(low), "i8")
+            b.emit("  %y.at = getelementptr inbounds i8, ptr %y, i64 %it",
+                   "  store i8 %total, ptr %y.at")
+        return b.function(name, ["ptr noalias nocapture readonly %x",
+                                 "ptr noalias nocapture writeonly %y",
+                                 "ptr noalias nocapture readonly %size.at"])
+
+    fn = ctx.function("global_max_pool", (signed,), ir)
+    return [Call(fn, (Buffer(x.name), Buffer(y.name), _opaque(size)), items=planes)]
