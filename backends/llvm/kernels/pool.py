@@ -19,6 +19,7 @@ plane per item.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,44 +75,80 @@ def _column_runs(width: int, out: int, k: int, stride: int, dilation: int,
     return runs
 
 
-def _window_loops(b: Builder, geometry: dict, signed: bool, zero_point: int | None,
-                  update) -> None:
-    """For every kernel row of output row ``%oy`` inside the input, every kernel column and
-    every output column it reaches: ``update(b, ox_reg, value_reg)`` with the tap's code
-    (i32, centred by ``zero_point``; the raw byte when it is None)."""
-    g = geometry
-    b.emit(f"  %oy.top = mul nsw i64 %oy, {g['sh']}",
+@dataclass(frozen=True)
+class Fold:
+    """How a pool folds its taps: the element type of its sums (i32 centred codes for the
+    average, the i8 codes themselves for the maximum), the byte its rows start from (memset)
+    and the IR of ``combine(a, b)``."""
+
+    type: str
+    size: int
+    fill: int
+    combine: str
+    zero_point: int | None
+
+    def ir(self, reg: str, a: str, b: str) -> str:
+        return f"  {reg} = {self.combine.format(a=a, b=b)}"
+
+
+def average_fold(zero_point: int) -> Fold:
+    return Fold("i32", 4, 0, "add nsw i32 {a}, {b}", zero_point)
+
+
+def max_fold(signed: bool) -> Fold:
+    larger = "@llvm.smax.i8" if signed else "@llvm.umax.i8"
+    return Fold("i8", 1, -128 if signed else 0, f"call i8 {larger}(i8 {{a}}, i8 {{b}})", None)
+
+
+def _window_loops(b: Builder, g: dict, signed: bool, fold: Fold, out: str) -> None:
+    """Fold output row ``%oy``'s windows into the row ``out`` (already filled), separably:
+    first the kernel rows inside the input into the row ``%cols`` (one value per input
+    column, contiguous loads), then, for every kernel column, the columns of ``%cols`` each
+    output column reaches (a constant table of runs: no bounds checks in the loops)."""
+    w, t = g["w"], fold.type
+    b.emit(f"  call void @llvm.memset.p0.i64(ptr %cols, i8 {fold.fill}, i64 {w * fold.size}, "
+           "i1 false)",
+           f"  %oy.top = mul nsw i64 %oy, {g['sh']}",
            f"  %oy.from = sub nsw i64 %oy.top, {g['pt']}")
     with b.loop("ky", "0", str(g["kh"])):
         b.emit(f"  %ky.off = mul nsw i64 %ky, {g['dh']}",
                "  %iy = add nsw i64 %oy.from, %ky.off",
                f"  %iy.in = icmp ult i64 %iy, {g['h']}")
         with b.when("%iy.in", "inside"):
-            b.emit(f"  %iy.row = mul nsw i64 %iy, {g['w']}",
+            b.emit(f"  %iy.row = mul nsw i64 %iy, {w}",
                    "  %x.row = add nsw i64 %x.plane, %iy.row")
-            with b.loop("kx", "0", str(g["kw"])):
-                b.emit("  %run = mul nsw i64 %kx, 3",
-                       "  %run.first.at = getelementptr inbounds i64, ptr %runs, i64 %run",
-                       "  %run.first = load i64, ptr %run.first.at",
-                       "  %run.end.i = add nsw i64 %run, 1",
-                       "  %run.end.at = getelementptr inbounds i64, ptr %runs, i64 %run.end.i",
-                       "  %run.end = load i64, ptr %run.end.at",
-                       "  %run.origin.i = add nsw i64 %run, 2",
-                       "  %run.origin.at = getelementptr inbounds i64, ptr %runs, i64 "
-                       "%run.origin.i",
-                       "  %run.origin = load i64, ptr %run.origin.at",
-                       "  %x.run = add nsw i64 %x.row, %run.origin")
-                # strided loads at full width cost LLVM seconds of compile time for little
-                with b.loop("ox", "%run.first", "%run.end",
-                            width=STRIDED_WIDTH if g["sw"] > 1 else None):
-                    b.emit(f"  %ox.step = mul nsw i64 %ox, {g['sw']}",
-                           "  %x.i = add nsw i64 %x.run, %ox.step")
-                    if zero_point is None:
-                        b.emit("  %tap.at = getelementptr inbounds i8, ptr %x, i64 %x.i",
-                               "  %tap = load i8, ptr %tap.at")
-                    else:
-                        b.emit(*load_centred("%tap", "%x", "%x.i", signed, zero_point))
-                    update(b, "%ox", "%tap")
+            with b.loop("ix", "0", str(w)):
+                b.emit("  %x.i = add nsw i64 %x.row, %ix")
+                if fold.zero_point is None:
+                    b.emit("  %tap.at = getelementptr inbounds i8, ptr %x, i64 %x.i",
+                           "  %tap = load i8, ptr %tap.at")
+                else:
+                    b.emit(*load_centred("%tap", "%x", "%x.i", signed, fold.zero_point))
+                b.emit(f"  %col.at = getelementptr inbounds {t}, ptr %cols, i64 %ix",
+                       f"  %col.old = load {t}, ptr %col.at",
+                       fold.ir("%col.new", "%col.old", "%tap"),
+                       f"  store {t} %col.new, ptr %col.at")
+    with b.loop("kx", "0", str(g["kw"])):
+        b.emit("  %run = mul nsw i64 %kx, 3",
+               "  %run.first.at = getelementptr inbounds i64, ptr %runs, i64 %run",
+               "  %run.first = load i64, ptr %run.first.at",
+               "  %run.end.i = add nsw i64 %run, 1",
+               "  %run.end.at = getelementptr inbounds i64, ptr %runs, i64 %run.end.i",
+               "  %run.end = load i64, ptr %run.end.at",
+               "  %run.origin.i = add nsw i64 %run, 2",
+               "  %run.origin.at = getelementptr inbounds i64, ptr %runs, i64 %run.origin.i",
+               "  %run.origin = load i64, ptr %run.origin.at")
+        # strided loads at full width cost LLVM seconds of compile time for little
+        with b.loop("ox", "%run.first", "%run.end",
+                    width=STRIDED_WIDTH if g["sw"] > 1 else None):
+            b.emit(f"  %ox.step = mul nsw i64 %ox, {g['sw']}",
+                   "  %col.i = add nsw i64 %run.origin, %ox.step",
+                   f"  %col.from = getelementptr inbounds {t}, ptr %cols, i64 %col.i",
+                   f"  %col = load {t}, ptr %col.from",
+                   f"  %out.at = getelementptr inbounds {t}, ptr {out}, i64 %ox",
+                   f"  %out.old = load {t}, ptr %out.at",
+                   fold.ir("%out.new", "%out.old", "%col"),
+                   f"  store {t} %out.new, ptr %out.at")
 
 
 def _pool_geometry(node: Node) -> tuple[dict, np.ndarray, int, tuple]:
@@ -165,24 +202,20 @@ def int_average_pool(node: Node, ctx: Context) -> list[Call]:
         except ValueError as exc:
             raise NotNative(str(exc)) from None
         half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
-        tables = [np.asarray(t, np.int64) for t in (m0, half, shift)]
-        scale = fixed_point_ir("%r", [("%sum", "%m0")], "%half", "%shift")
-        loads = [("%m0", "i64", 0), ("%half", "i64", 1), ("%shift", "i64", 2)]
+        # M0 < 2^31 as int32, widened in the loop: LLVM then multiplies 32 x 32 -> 64 bits
+        tables = [np.asarray(m0, np.int32), *(np.asarray(t, np.int64) for t in (half, shift))]
+        scale = ["  %m0 = sext i32 %m0.raw to i64",
+                 *fixed_point_ir("%r", [("%sum", "%m0")], "%half", "%shift")]
+        loads = [("%m0.raw", "i32", 0), ("%half", "i64", 1), ("%shift", "i64", 2)]
     ow = geometry["ow"]
 
     def ir(name: str) -> str:
         b = Builder()
         with b.loop("it", "%begin", "%end"):
             _row_start(b, geometry)
-            b.emit(f"  call void @llvm.memset.p0.i64(ptr %acc, i8 0, i64 {4 * ow}, i1 false)")
-
-            def add(b: Builder, ox: str, tap: str) -> None:
-                b.emit(f"  %sum.at = getelementptr inbounds i32, ptr %acc, i64 {ox}",
-                       "  %sum.old = load i32, ptr %sum.at",
-                       f"  %sum.new = add nsw i32 %sum.old, {tap}",
-                       "  store i32 %sum.new, ptr %sum.at")
-
-            _window_loops(b, geometry, signed, zero_point, add)
+            b.emit(f"  call void @llvm.memset.p0.i64(ptr %acc, i8 0, i64 {4 * ow}, i1 false)",
+                   f"  %cols = getelementptr inbounds i8, ptr %acc, i64 {4 * ow}")
+            _window_loops(b, geometry, signed, average_fold(zero_point), "%acc")
             b.emit(f"  %p.row = mul nsw i64 %oy, {ow}")
             with b.loop("o", "0", str(ow)):
                 b.emit("  %sum.o = getelementptr inbounds i32, ptr %acc, i64 %o",
@@ -203,7 +236,7 @@ def int_average_pool(node: Node, ctx: Context) -> list[Call]:
     key = ("avg", tuple(sorted(geometry.items())), runs.tobytes(), signed, zero_point,
            rounding, tuple(t.tobytes() for t in tables), saturation.key())
     fn = ctx.function("int_average_pool", key, ir)
-    args = (Buffer(x.name), Buffer(y.name), Const(runs), Scratch(4 * ow),
+    args = (Buffer(x.name), Buffer(y.name), Const(runs), Scratch(4 * (ow + geometry["w"])),
             *(Const(np.ascontiguousarray(t)) for t in tables))
     return [Call(fn, args, items=items)]
 
@@ -217,8 +250,7 @@ def max_pool(node: Node, ctx: Context) -> list[Call]:
     geometry, runs, items, _ = _pool_geometry(node)
     if math.prod(y.shape) == 0:
         return []
-    low = -128 if signed else 0
-    larger = "@llvm.smax.i8" if signed else "@llvm.umax.i8"
+    fold = max_fold(signed)
     ow = geometry["ow"]
 
     def ir(name: str) -> str:
@@ -226,23 +258,18 @@ def max_pool(node: Node, ctx: Context) -> list[Call]:
         with b.loop("it", "%begin", "%end"):
             _row_start(b, geometry)
             b.emit("  %y.first = getelementptr inbounds i8, ptr %y, i64 %y.row",
-                   f"  call void @llvm.memset.p0.i64(ptr %y.first, i8 {low}, i64 {ow}, i1 false)")
-
-            def keep_larger(b: Builder, ox: str, tap: str) -> None:
-                b.emit(f"  %max.i = add nsw i64 %y.row, {ox}",
-                       "  %max.at = getelementptr inbounds i8, ptr %y, i64 %max.i",
-                       "  %max.old = load i8, ptr %max.at",
-                       f"  %max.new = call i8 {larger}(i8 %max.old, i8 {tap})",
-                       "  store i8 %max.new, ptr %max.at")
-
-            _window_loops(b, geometry, signed, None, keep_larger)
+                   f"  call void @llvm.memset.p0.i64(ptr %y.first, i8 {fold.fill}, i64 {ow}, "
+                   "i1 false)")
+            _window_loops(b, geometry, signed, fold, "%y.first")
         return b.function(name, ["ptr noalias nocapture readonly %x",
                                  "ptr noalias nocapture %y",
-                                 "ptr noalias nocapture readonly %runs"])
+                                 "ptr noalias nocapture readonly %runs",
+                                 "ptr noalias nocapture %cols"])
 
     key = ("max", tuple(sorted(geometry.items())), runs.tobytes(), signed)
     fn = ctx.function("max_pool", key, ir)
-    return [Call(fn, (Buffer(x.name), Buffer(y.name), Const(runs)), items=items)]
+    return [Call(fn, (Buffer(x.name), Buffer(y.name), Const(runs), Scratch(geometry["w"])),
+                 items=items)]
 
 
 def _opaque(size: int) -> Const:
@@ -252,19 +279,17 @@ def _opaque(size: int) -> Const:
     return Const(np.array([size], np.int64))
 
 
-def _plane_loop(b: Builder, size: int, signed: bool, zero_point: int | None, combine: str,
-                initial: str, type_: str) -> None:
-    """``%total``: ``combine`` (an IR template of ``{a}``, ``{b}``) folded over plane ``%it``'s
-    codes (centred i32 by ``zero_point``, or the raw i8 when it is None)."""
+def _plane_loop(b: Builder, size: int, signed: bool, fold: Fold) -> None:
+    """``%total``: plane ``%it``'s codes folded (centred i32 sums, or the i8 maximum)."""
     b.emit("  %size = load i64, ptr %size.at", "  %x.plane = mul nsw i64 %it, %size")
-    with b.loop("i", "0", "%size", carried=(("total", type_, initial),)):
+    with b.loop("i", "0", "%size", carried=(("total", fold.type, str(fold.fill)),)):
         b.emit("  %x.i = add nsw i64 %x.plane, %i")
-        if zero_point is None:
+        if fold.zero_point is None:
             b.emit("  %v.at = getelementptr inbounds i8, ptr %x, i64 %x.i",
                    "  %v = load i8, ptr %v.at")
         else:
-            b.emit(*load_centred("%v", "%x", "%x.i", signed, zero_point))
-        b.emit(f"  %total.next = {combine.format(a='%total', b='%v')}")
+            b.emit(*load_centred("%v", "%x", "%x.i", signed, fold.zero_point))
+        b.emit(fold.ir("%total.next", "%total", "%v"))
 
 
 @emitter("IntGlobalAveragePool")
@@ -284,7 +309,7 @@ def int_global_average_pool(node: Node, ctx: Context) -> list[Call]:
     def ir(name: str) -> str:
         b = Builder()
         with b.loop("it", "%begin", "%end"):
-            _plane_loop(b, size, signed, zero_point, "add nsw i32 {a}, {b}", "0", "i32")
+            _plane_loop(b, size, signed, average_fold(zero_point))
             b.emit(*scale, *saturation.ir("%code", "%r", rounding),
                    "  %y.at = getelementptr inbounds i8, ptr %y, i64 %it",
                    "  store i8 %code, ptr %y.at")
@@ -306,14 +331,12 @@ def global_max_pool(node: Node, ctx: Context) -> list[Call]:
         raise NotNative("an empty plane (numpy refuses its maximum)")
     if planes == 0:
         return []
-    larger = "@llvm.smax.i8" if signed else "@llvm.umax.i8"
-    low = -128 if signed else 0
+    fold = max_fold(signed)
 
     def ir(name: str) -> str:
         b = Builder()
         with b.loop("it", "%begin", "%end"):
-            _plane_loop(b, size, signed, None, f"call i8 {larger}(i8 {{a}}, i8 {{b}})",
-                        str(low), "i8")
+            _plane_loop(b, size, signed, fold)
             b.emit("  %y.at = getelementptr inbounds i8, ptr %y, i64 %it",
                    "  store i8 %total, ptr %y.at")
         return b.function(name, ["ptr noalias nocapture readonly %x",

@@ -64,8 +64,10 @@ def _fixed_point_tables(x_scale, x_zp, y_scale, y_zp) -> tuple[list, list[str]]:
     m0 = np.array([p[0] for p in pairs], np.int64)
     shift = np.array([p[1] for p in pairs], np.int64)
     half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
-    tables = [m0, np.asarray(x_zp, np.int32), half, shift, np.asarray(y_zp, np.int64)]
-    ir = fixed_point_ir("%r", [("%diff", "%c0")], "%c2", "%c3")
+    # M0 < 2^31 as int32, widened in the loop: LLVM then multiplies 32 x 32 -> 64 bits
+    tables = [m0.astype(np.int32), np.asarray(x_zp, np.int32), half, shift,
+              np.asarray(y_zp, np.int64)]
+    ir = ["  %m0 = sext i32 %c0 to i64", *fixed_point_ir("%r", [("%diff", "%m0")], "%c2", "%c3")]
     return tables, ir + ["  %s = add nsw i64 %r, %c4"]
 
 
@@ -106,11 +108,14 @@ def requantize(node: Node, ctx: Context) -> list[Call]:
         clamp = [f"  %low = call double @llvm.maxnum.f64(double %s, double {float(info.min)!r})",
                  f"  %high = call double @llvm.minnum.f64(double %low, double "
                  f"{float(info.max)!r})",
-                 "  %wide = fptosi double %high to i64"]
+                 "  %wide = fptosi double %high to i32"]  # the bounds fit: no i64 lanes
     else:
         clamp = [f"  %low = call i64 @llvm.smax.i64(i64 %s, i64 {info.min})",
-                 f"  %wide = call i64 @llvm.smin.i64(i64 %low, i64 {info.max})"]
+                 f"  %high = call i64 @llvm.smin.i64(i64 %low, i64 {info.max})",
+                 "  %wide = trunc i64 %high to i32"]
     types = [_TABLE_TYPES[t.dtype] for t in tables]
+    store = (f"  %code = trunc i32 %wide to {y_type}" if y_type != "i32"
+             else "  %code = add i32 %wide, 0")
     widen = (f"  %x.wide = {x_ext} {x_type} %x.code to {acc}" if x_type != acc
              else "  %x.wide = add i32 %x.code, 0")
 
@@ -134,7 +139,7 @@ def requantize(node: Node, ctx: Context) -> list[Call]:
                        widen,
                        f"  %diff = sub nsw {acc} %x.wide, %c1",
                        *scale, *clamp,
-                       f"  %code = trunc i64 %wide to {y_type}",
+                       store,
                        f"  %y.at = getelementptr inbounds {y_type}, ptr %y, i64 %k",
                        f"  store {y_type} %code, ptr %y.at")
         params = ["ptr noalias nocapture readonly %x", "ptr noalias nocapture writeonly %y"]
