@@ -18,6 +18,7 @@ from qcompiler.backends.llvm import bound
 from qcompiler.backends.llvm.runtime import Program
 from qcompiler.backends.llvm.target import host
 from test_int_elementwise import assert_reached
+from test_llvm_elementwise import kernel_assembly
 
 from qcompiler.graph import Graph, Value
 from qcompiler.ops import fixed_point
@@ -173,4 +174,18 @@ def test_int32_codes_with_a_zero_point_in_fixed_point_run_their_numpy_kernel():
     program = Program(bound(g, ((4,),)), host())
     (fallback,) = program.fallbacks
     assert "nonzero zero point" in fallback.reason
+    program.close()
+
+
+@pytest.mark.skipif(not host().has("avx2"), reason="the host has no AVX2")
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_the_inner_loop_is_vectorised_with_avx2(rounding):
+    g = Graph("wide")
+    vx = g.add_input("x", TensorType("u8", (1, 8, 16, 16)))
+    params = [np.linspace(0.01, 0.1, 8).astype(np.float32), np.full(8, 128, np.uint8),
+              np.float32(0.05), np.int8(-3)]
+    g.set_outputs([requantize_node(g, vx, params, 1, rounding)])
+    program = Program(bound(g, ((1, 8, 16, 16),)), host())
+    assert not program.fallbacks
+    assert "ymm" in kernel_assembly(program, "requantize")
     program.close()
