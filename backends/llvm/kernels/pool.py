@@ -151,9 +151,9 @@ def _window_loops(b: Builder, g: dict, signed: bool, fold: Fold, out: str) -> No
                    f"  store {t} %out.new, ptr %out.at")
 
 
-def _pool_geometry(node: Node) -> tuple[dict, np.ndarray, int, tuple]:
-    """The constants of a windowed pool's loops, its column runs, its items (planes times
-    output rows) and its output's spatial shape."""
+def _pool_geometry(node: Node) -> tuple[dict, np.ndarray, int]:
+    """The constants of a windowed pool's loops (what its IR depends on), its column runs and
+    its items (planes times output rows)."""
     spatial, kernel, win = _geometry(node)
     h, w = _as_2d(spatial, 1)
     kh, kw = _as_2d(kernel, 1)
@@ -164,7 +164,7 @@ def _pool_geometry(node: Node) -> tuple[dict, np.ndarray, int, tuple]:
     geometry = dict(h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, pt=pt, oh=oh, ow=ow)
     runs = _column_runs(w, ow, kw, sw, dw, pl)
     planes = math.prod(node.inputs[0].shape[:2])
-    return geometry, runs, planes * oh, win.out
+    return geometry, runs, planes * oh
 
 
 def _row_start(b: Builder, geometry: dict) -> None:
@@ -184,7 +184,7 @@ def int_average_pool(node: Node, ctx: Context) -> list[Call]:
     saturation = Saturation.of(node, 3)
     a = attrs(node)
     rounding = a["rounding"]
-    geometry, runs, items, out = _pool_geometry(node)
+    geometry, runs, items = _pool_geometry(node)
     if math.prod(y.shape) == 0:
         return []
     spatial, kernel, win = _geometry(node)
@@ -233,8 +233,8 @@ def int_average_pool(node: Node, ctx: Context) -> list[Call]:
         params += [f"ptr noalias nocapture readonly %t{k}" for k in range(len(tables))]
         return b.function(name, params)
 
-    key = ("avg", tuple(sorted(geometry.items())), runs.tobytes(), signed, zero_point,
-           rounding, tuple(t.tobytes() for t in tables), saturation.key())
+    key = ("avg", tuple(sorted(geometry.items())), signed, zero_point, rounding,
+           saturation.key())
     fn = ctx.function("int_average_pool", key, ir)
     args = (Buffer(x.name), Buffer(y.name), Const(runs), Scratch(4 * (ow + geometry["w"])),
             *(Const(np.ascontiguousarray(t)) for t in tables))
@@ -247,7 +247,7 @@ def max_pool(node: Node, ctx: Context) -> list[Call]:
     if len([v for v in node.outputs if v is not None]) != 1:
         raise NotNative("the Indices output")
     signed = signed_code(x.dtype.np)
-    geometry, runs, items, _ = _pool_geometry(node)
+    geometry, runs, items = _pool_geometry(node)
     if math.prod(y.shape) == 0:
         return []
     fold = max_fold(signed)
@@ -266,7 +266,7 @@ def max_pool(node: Node, ctx: Context) -> list[Call]:
                                  "ptr noalias nocapture readonly %runs",
                                  "ptr noalias nocapture %cols"])
 
-    key = ("max", tuple(sorted(geometry.items())), runs.tobytes(), signed)
+    key = ("max", tuple(sorted(geometry.items())), signed)
     fn = ctx.function("max_pool", key, ir)
     return [Call(fn, (Buffer(x.name), Buffer(y.name), Const(runs), Scratch(geometry["w"])),
                  items=items)]
