@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from llvm_harness import assert_native_exact
 from qcompiler.backends.llvm import bound
@@ -64,6 +64,31 @@ def windows(draw) -> tuple[tuple, dict]:
     return shape, attrs
 
 
+@st.composite
+def pool_cases(draw) -> tuple:
+    """(x, window attributes, count_include_pad, x_zp, y_zp, multiplier, qmin, qmax)."""
+    shape, window = draw(windows())
+    tx, ty = draw(st.sampled_from(DTYPES)), draw(st.sampled_from(DTYPES))
+    x_zp, y_zp = draw(zero_points(tx)), ty(draw(zero_points(ty)))
+    x = draw(codes(tx, shape, x_zp))
+    multiplier = draw(MULTIPLIERS)
+    qmin, qmax = draw(clamps(ty))
+    return x, window, draw(st.integers(0, 1)), x_zp, y_zp, multiplier, qmin, qmax
+
+
+# every run checks these cases, whatever hypothesis draws: a 1 x 7 window whose count (7,
+# pads included; 6 in the ceil_mode window) turns the multiplier 3.5 into 0.5 per code, so
+# every odd sum is a tie and the sums saturate both ends; and a 1-D window
+EXPLICIT = [(np.random.default_rng(7).integers(-128, 128, (1, 2, 3, 20)).astype(np.int8),
+             {"kernel_shape": (1, 7), "strides": (1, 2), "dilations": (1, 1),
+              "pads": (0, 3, 0, 3), "auto_pad": "NOTSET", "ceil_mode": 1},
+             1, -1, np.uint8(128), 3.5, None, 250),
+            (np.arange(13, dtype=np.uint8).reshape(1, 1, 13) * 19,
+             {"kernel_shape": (3,), "strides": (2,), "dilations": (1,), "pads": (1, 1),
+              "auto_pad": "NOTSET", "ceil_mode": 0},
+             0, 100, np.int8(0), 0.77, None, None)]
+
+
 def test_pools_are_exact():
     """IntAveragePool (both roundings), MaxPool and the global pools of one drawn input, in
     one graph per case; the cases hit ties, both saturation ends, clamps, windows that count
@@ -71,18 +96,12 @@ def test_pools_are_exact():
     stats = Counter()
 
     @settings(max_examples=EXAMPLES)
-    @given(data=st.data())
-    def check(data):
-        shape, window = data.draw(windows())
-        tx, ty = data.draw(st.sampled_from(DTYPES)), data.draw(st.sampled_from(DTYPES))
-        x_zp, y_zp = data.draw(zero_points(tx)), ty(data.draw(zero_points(ty)))
-        x = data.draw(codes(tx, shape, x_zp))
-        multiplier = data.draw(MULTIPLIERS)
-        qmin, qmax = data.draw(clamps(ty))
-        include_pad = data.draw(st.integers(0, 1))
+    @given(case=pool_cases())
+    def check(case):
+        x, window, include_pad, x_zp, y_zp, multiplier, qmin, qmax = case
         g = Graph("pools")
-        vx = g.add_input("x", TensorType(CODE_TYPES[tx], shape))
-        params = [g.add_constant(tx(x_zp)), g.add_constant(np.float64(multiplier)),
+        vx = g.add_input("x", TensorType(CODE_TYPES[x.dtype.type], x.shape))
+        params = [g.add_constant(x.dtype.type(x_zp)), g.add_constant(np.float64(multiplier)),
                   g.add_constant(y_zp)]
         outputs = []
         for rounding in ROUNDINGS:
@@ -104,8 +123,10 @@ def test_pools_are_exact():
         stats["kernel 7"] += 7 in window["kernel_shape"]
         stats["stride > 1"] += max(window["strides"]) > 1
         stats["clamped"] += qmin is not None or qmax is not None
-        stats[f"{len(shape) - 2}-D"] += 1
+        stats[f"{x.ndim - 2}-D"] += 1
 
+    for case in EXPLICIT:
+        check = example(case=case)(check)
     check()
     assert_reached(stats, "tie fixed_point", "tie float", "saturated low", "saturated high",
                    "count below kernel", "ceil_mode", "count_include_pad", "kernel 1",

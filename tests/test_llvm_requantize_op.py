@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from llvm_harness import assert_native_exact
 from qcompiler.backends.llvm import bound
@@ -110,6 +110,18 @@ def cases(draw, tx) -> tuple:
     return x, params, axis, roundings, per_x or per_y
 
 
+def explicit(tx, ty, channels: int) -> tuple:
+    """A case every run checks, whatever hypothesis draws: [2, channels, 9] codes (their
+    limits and small values, centred on both sides of 0), scale ratios 0.5 (ties), 300
+    (saturation at both ends) and 2^-34 (flushed), per tensor or along axis 1."""
+    x = np.resize([int(np.iinfo(tx).min), int(np.iinfo(tx).max), 0, 1, 3, 5],
+                  (2, channels, 9)).astype(tx)
+    ratios = np.resize([0.5, 300.0, 2.0**-34], channels).astype(np.float32)
+    x_zp = np.full(channels, 3 if tx == np.uint8 else 0, tx)
+    params = [ratios * np.float32(0.1), x_zp, np.float32(0.1), ty(0)]
+    return x, params, 1, ROUNDINGS, channels > 1
+
+
 @pytest.mark.parametrize("tx", list(TYPES))
 def test_requantize_is_exact(tx):
     """Both roundings of drawn cases; they hit ties of both, both saturation ends, flushed
@@ -118,6 +130,9 @@ def test_requantize_is_exact(tx):
 
     @settings(max_examples=EXAMPLES)
     @given(case=cases(tx))
+    @example(case=explicit(tx, np.int32, 1))
+    @example(case=explicit(tx, np.uint8, 3))
+    @example(case=explicit(tx, np.int8, 3))
     def check(case):
         x, params, axis, roundings, per_axis = case
         g = Graph("requantize")
