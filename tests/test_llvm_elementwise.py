@@ -132,9 +132,12 @@ def test_binary_ops_are_exact():
                    "M > 1", "M < 2^-32", "clamped", "same", "per channel", "scalar", "any")
 
 
-# multipliers for the exhaustive check: ties (0.5, 0.25), M > 1, M0 near 2^31, flushed, any
-GRID = [(0.5, 0.25), (3.0, 1.5), (1 - 2.0**-24, 1 / 255), (2.0**-33, 2.0**-20),
-        (0.0123, 0.0456)]
+# multipliers (IntAdd's two, IntMul's one) for the exhaustive check: ties (0.5, 0.25, 2^-7),
+# M > 1, M0 near 2^31, flushed, any; IntMul's 2^-15 to 2^-18 straddle the shift beyond which
+# every product rounds to 0
+GRID = [(0.5, 0.25, 2.0**-7), (3.0, 1.5, 3 / 64), (1 - 2.0**-24, 1 / 255, 2.0**-15),
+        (2.0**-33, 2.0**-20, 2.0**-16), (0.0123, 0.0456, 2.0**-18), (0.7, 0.2, 2.0**-40),
+        (1.0, 1.0, 0.0123 / 64)]
 
 
 @pytest.mark.parametrize("ta, tb, ty", [(np.int8, np.uint8, np.uint8),
@@ -152,12 +155,12 @@ def test_every_pair_of_codes(ta, tb, ty):
     vb = g.add_input("b_full", TensorType(CODE_TYPES[tb], (256, 256)))
     zps = (int(ia.min) + 3, int(ib.max) - 7, int(np.iinfo(ty).min) + 100)
     outputs = []
-    for k, (m_a, m_b) in enumerate(GRID):
+    for k, (m_a, m_b, m_mul) in enumerate(GRID):
         for rounding in ROUNDINGS:
             a, b = (vc, vr) if k % 2 else (va, vb)
             outputs.append(binary_node(g, "IntAdd", a, b, zps, [m_a, m_b], ty, rounding))
             outputs.append(binary_node(g, "IntMul", b, a, (zps[1], zps[0], zps[2]),
-                                       [m_a / 64], ty, rounding))
+                                       [m_mul], ty, rounding))
     g.set_outputs(outputs)
     full_a, full_b = np.broadcast_arrays(column, row)
     feeds = {"a": column, "b": row, "a_full": np.ascontiguousarray(full_a),

@@ -304,13 +304,13 @@ def int_global_average_pool(node: Node, ctx: Context) -> list[Call]:
     if planes == 0:
         return []
     per_window = np.float64(multiplier) / size if size else np.float64(0)
-    scale, scale_key = scalar_rescale("%r", ["%total"], [per_window], rounding)
+    scale, scale_key, kind = scalar_rescale("%r", ["%total"], [per_window], rounding)
 
     def ir(name: str) -> str:
         b = Builder()
         with b.loop("it", "%begin", "%end"):
             _plane_loop(b, size, signed, average_fold(zero_point))
-            b.emit(*scale, *saturation.ir("%code", "%r", rounding),
+            b.emit(*scale, *saturation.ir("%code", "%r", kind),
                    "  %y.at = getelementptr inbounds i8, ptr %y, i64 %it",
                    "  store i8 %code, ptr %y.at")
         return b.function(name, ["ptr noalias nocapture readonly %x",

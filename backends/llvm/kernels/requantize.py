@@ -144,15 +144,10 @@ def requantize(node: Node, ctx: Context) -> list[Call]:
                        f"  store {y_type} %code, ptr %y.at")
         params = ["ptr noalias nocapture readonly %x", "ptr noalias nocapture writeonly %y"]
         params += [f"ptr noalias nocapture readonly %t{k}" for k in range(len(tables))]
-        return b.function(name, params) + _F64_DECLARES
+        return b.function(name, params)
 
     key = (rounding, x.dtype.np.name, y.dtype.np.name, wide, channels, inner, blocks)
     fn = ctx.function("requantize", key, ir)
     args = (Buffer(x.name), Buffer(y.name), *(Const(np.ascontiguousarray(t)) for t in tables))
     return [Call(fn, args, items=outer * channels * blocks)]
 
-
-_F64_DECLARES = """
-declare double @llvm.maxnum.f64(double, double)
-declare double @llvm.minnum.f64(double, double)
-"""
