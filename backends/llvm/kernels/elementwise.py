@@ -5,7 +5,8 @@ The epilogue is ``fixed_point.rescale`` then ``saturate`` as IR (DESIGN.md, "Num
 contract"), its constants computed by the very functions the numpy kernels call
 (``shared_multipliers``, float32 multipliers), so the two agree bit for bit:
 
-- ``"fixed_point"``: ``(sum_i sext(v_i) * M0_i + 2^(t-1)) >> t`` in int64;
+- ``"fixed_point"``: ``(sum_i sext(v_i) * M0_i + 2^(t-1)) >> t`` in int64 (or in float64
+  lanes where a bound on the terms proves that exact: ``scalar_rescale``);
 - ``"float"``: ``rint(sum_i float32(v_i) * float32(M_i))`` in float32, term by term in order
   (no contraction into FMA: LLVM keeps IEEE float32 semantics without fast-math flags);
 
@@ -17,6 +18,8 @@ dropped, neighbours merged where both operands broadcast alike) into rows of a c
 axis along which each operand is either contiguous or one loop-invariant code. Every form of
 broadcasting reduces to that, so the loop vectoriser sees a plain inner loop; the work is split
 into items of at most ``BLOCK`` elements of one row.
+
+``Builder`` (the IR of nested counted loops) serves the pooling and Requantize kernels too.
 """
 
 from __future__ import annotations
@@ -44,8 +47,6 @@ DECLARES = """
 declare i64 @llvm.smax.i64(i64, i64)
 declare i64 @llvm.smin.i64(i64, i64)
 declare i64 @llvm.umin.i64(i64, i64)
-declare i32 @llvm.smax.i32(i32, i32)
-declare i32 @llvm.smin.i32(i32, i32)
 declare i8 @llvm.smax.i8(i8, i8)
 declare i8 @llvm.umax.i8(i8, i8)
 declare float @llvm.rint.f32(float)
