@@ -7,11 +7,12 @@ saturation (counted through the contract oracle of test_int_elementwise), and ev
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from llvm_harness import assert_native_exact
@@ -67,25 +68,49 @@ def broadcast_shapes(draw) -> tuple[str, tuple, tuple]:
     return form, *(shapes[::-1] if draw(st.booleans()) else shapes)
 
 
+@st.composite
+def binary_cases(draw) -> tuple:
+    """(form, a, b, (a, b, y dtypes), zero points, multipliers per op, qmin, qmax)."""
+    form, a_shape, b_shape = draw(broadcast_shapes())
+    dtypes = tuple(draw(st.sampled_from(DTYPES)) for _ in range(3))
+    zps = tuple(draw(zero_points(t)) for t in dtypes)
+    a = draw(codes(dtypes[0], a_shape, zps[0]))
+    b = draw(codes(dtypes[1], b_shape, zps[1]))
+    multipliers = {"IntAdd": [draw(MULTIPLIERS), draw(MULTIPLIERS)],
+                   "IntMul": [draw(MULTIPLIERS)]}
+    return (form, a, b, dtypes, zps, multipliers, *draw(clamps(dtypes[2])))
+
+
+def _explicit(form: str, a_shape: tuple, b_shape: tuple, multipliers: tuple,
+              clamp: tuple = (None, None)) -> tuple:
+    """A case of ``form`` that every run checks, whatever hypothesis draws."""
+    rng = np.random.default_rng(len(a_shape) + len(b_shape))
+    a = rng.integers(-128, 128, a_shape).astype(np.int8)
+    b = rng.integers(0, 256, b_shape).astype(np.uint8)
+    return (form, a, b, (np.int8, np.uint8, np.int8), (-3, 130, 1),
+            {"IntAdd": list(multipliers[:2]), "IntMul": [multipliers[2]]}, *clamp)
+
+
+# every form, ties (0.5, 2^-7), M > 1, saturation and flushed multipliers, whatever is drawn
+EXPLICIT = [_explicit("per channel", (2, 5, 7, 9), (2, 5, 1, 1), (0.5, 1.5, 2.0**-7)),
+            _explicit("scalar", (), (3, 4, 5, 11), (2.0**-33, 3.0, 2.0**-40), (-20, 20)),
+            _explicit("same", (3, 5, 7), (3, 5, 7), (0.25, 0.75, 0.01)),
+            _explicit("any", (4, 1, 6), (5, 1), (1.0, 1.0, 1.0))]
+
+
 def test_binary_ops_are_exact():
     """IntAdd and IntMul, both roundings, in one graph per drawn case; the cases hit ties,
-    both saturation ends, clamps, M > 1, flushed multipliers and every broadcasting form."""
+    both saturation ends, clamps, M > 1, flushed multipliers and every broadcasting form (the
+    explicit examples reach each of them, so the count does not hang on what is drawn)."""
     stats = Counter()
 
     @settings(max_examples=EXAMPLES)
-    @given(data=st.data())
-    def check(data):
-        form, a_shape, b_shape = data.draw(broadcast_shapes())
-        ta, tb, ty = (data.draw(st.sampled_from(DTYPES)) for _ in range(3))
-        zps = tuple(data.draw(zero_points(t)) for t in (ta, tb, ty))
-        a = data.draw(codes(ta, a_shape, zps[0]))
-        b = data.draw(codes(tb, b_shape, zps[1]))
-        multipliers = {"IntAdd": [data.draw(MULTIPLIERS), data.draw(MULTIPLIERS)],
-                       "IntMul": [data.draw(MULTIPLIERS)]}
-        qmin, qmax = data.draw(clamps(ty))
+    @given(case=binary_cases())
+    def check(case):
+        form, a, b, (ta, tb, ty), zps, multipliers, qmin, qmax = case
         g = Graph("binary")
-        va = g.add_input("a", TensorType(CODE_TYPES[ta], a_shape))
-        vb = g.add_input("b", TensorType(CODE_TYPES[tb], b_shape))
+        va = g.add_input("a", TensorType(CODE_TYPES[ta], a.shape))
+        vb = g.add_input("b", TensorType(CODE_TYPES[tb], b.shape))
         outputs = []
         for op, ms in multipliers.items():
             for rounding in ROUNDINGS:
@@ -100,19 +125,22 @@ def test_binary_ops_are_exact():
         stats["M < 2^-32"] += min(all_ms) < 2.0**-32
         stats["clamped"] += qmin is not None or qmax is not None
 
+    for case in EXPLICIT:
+        check = example(case=case)(check)
     check()
     assert_reached(stats, "tie fixed_point", "tie float", "saturated low", "saturated high",
                    "M > 1", "M < 2^-32", "clamped", "same", "per channel", "scalar", "any")
 
 
-# multipliers for the exhaustive check: ties (0.5, 0.25), M > 1, M0 near 2^31, flushed, any
-GRID = [(0.5, 0.25), (3.0, 1.5), (1 - 2.0**-24, 1 / 255), (2.0**-33, 2.0**-20),
-        (0.0123, 0.0456)]
+# multipliers (IntAdd's two, IntMul's one) for the exhaustive check: ties (0.5, 0.25, 2^-7),
+# M > 1, M0 near 2^31, flushed, any; IntMul's 2^-15 to 2^-18 straddle the shift beyond which
+# every product rounds to 0
+GRID = [(0.5, 0.25, 2.0**-7), (3.0, 1.5, 3 / 64), (1 - 2.0**-24, 1 / 255, 2.0**-15),
+        (2.0**-33, 2.0**-20, 2.0**-16), (0.0123, 0.0456, 2.0**-18), (0.7, 0.2, 2.0**-40),
+        (1.0, 1.0, 0.0123 / 64)]
 
 
-@pytest.mark.parametrize("ta, tb, ty", [(np.int8, np.int8, np.int8),
-                                        (np.uint8, np.uint8, np.uint8),
-                                        (np.int8, np.uint8, np.uint8),
+@pytest.mark.parametrize("ta, tb, ty", [(np.int8, np.uint8, np.uint8),
                                         (np.uint8, np.int8, np.int8)])
 def test_every_pair_of_codes(ta, tb, ty):
     """Every (a, b) code pair, as a column against a row (broadcast both ways) and as two
@@ -127,12 +155,12 @@ def test_every_pair_of_codes(ta, tb, ty):
     vb = g.add_input("b_full", TensorType(CODE_TYPES[tb], (256, 256)))
     zps = (int(ia.min) + 3, int(ib.max) - 7, int(np.iinfo(ty).min) + 100)
     outputs = []
-    for k, (m_a, m_b) in enumerate(GRID):
+    for k, (m_a, m_b, m_mul) in enumerate(GRID):
         for rounding in ROUNDINGS:
             a, b = (vc, vr) if k % 2 else (va, vb)
             outputs.append(binary_node(g, "IntAdd", a, b, zps, [m_a, m_b], ty, rounding))
             outputs.append(binary_node(g, "IntMul", b, a, (zps[1], zps[0], zps[2]),
-                                       [m_a / 64], ty, rounding))
+                                       [m_mul], ty, rounding))
     g.set_outputs(outputs)
     full_a, full_b = np.broadcast_arrays(column, row)
     feeds = {"a": column, "b": row, "a_full": np.ascontiguousarray(full_a),
@@ -140,12 +168,11 @@ def test_every_pair_of_codes(ta, tb, ty):
     assert assert_native_exact(g, [feeds]) == 4
 
 
-def _kernel_assembly(program: Program, base: str) -> str:
+def kernel_assembly(program: Program, base: str) -> str:
+    """The assembly of the program's first kernel function named ``qc_<base>_...``."""
     text = program.jit.assembly(program.module)
-    start = text.index(f"qc_{base}_")
-    start = text.index(":\n", start)
-    end = text.find(".Lfunc_end", start)
-    return text[start:end]
+    start = re.search(rf"^qc_{base}_\w+:$", text, re.MULTILINE).end()
+    return text[start:text.index(".Lfunc_end", start)]
 
 
 @pytest.mark.skipif(not host().has("avx2"), reason="the host has no AVX2")
@@ -159,7 +186,7 @@ def test_the_inner_loop_is_vectorised_with_avx2(op, rounding):
     g.set_outputs([binary_node(g, op, a, b, (1, 2, 3), ms, np.int8, rounding)])
     program = Program(bound(g, ((1, 8, 16, 16), (1, 8, 1, 1))), host())
     assert not program.fallbacks
-    assert "ymm" in _kernel_assembly(program, op.lower())
+    assert "ymm" in kernel_assembly(program, op.lower())
     program.close()
 
 
