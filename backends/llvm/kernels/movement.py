@@ -11,8 +11,8 @@ offsets (Resize's nearest indices, Gather's indices, reflect/edge padding). Plan
 (size-1 dimensions dropped, dimensions that are one affine walk merged, contiguous innermost
 dimensions folded into ``run``) before their code is generated; a plan that is one contiguous
 block is a chunked ``@llvm.memcpy``. Parts: every index of the outer dimensions and every block
-of ``BLOCK`` entries of the innermost one (chunks of ``CHUNK`` bytes for a block copy), so the
-threads split any shape. Shape and index inputs must be constants (their values are read at
+of the innermost one moving about ``CHUNK`` bytes (runs longer than that are cut in pieces), so
+the threads split any shape. Shape and index inputs must be constants (their values are read at
 compile time), else the node runs its numpy kernel.
 """
 
@@ -30,7 +30,6 @@ from qcompiler.ops.tensor import onnx_slice
 from ..kernel import Buffer, Call, Const, Context, NotNative, attrs, emitter
 
 CHUNK = 1 << 16  # bytes per part of a block copy
-BLOCK = 1024  # innermost entries per part of a strided copy
 _TYPES = {1: "i8", 2: "i16", 4: "i32", 8: "i64"}
 
 
@@ -104,8 +103,9 @@ def plan_calls(plan: Plan, ctx: Context) -> list[Call]:
         else:
             key_dims.append((d.n, 0, d.dst, sum(len(t) for t in tables)))
             tables.append(d.table)
+    plan = _split_run(plan)
     inner = plan.dims[-1].n
-    block = min(inner, BLOCK)
+    block = max(1, min(inner, CHUNK // plan.run))
     key = (tuple(key_dims), plan.run, plan.src_base, plan.dst_base, block)
     fn = ctx.function("copy", key, lambda name: _strided_ir(name, key_dims, plan, block))
     args: tuple = (Buffer(plan.src), Buffer(plan.dst))
@@ -113,6 +113,18 @@ def plan_calls(plan: Plan, ctx: Context) -> list[Call]:
         args += (Const(np.array([o for t in tables for o in t], np.int64)),)
     items = math.prod(d.n for d in plan.dims[:-1]) * -(-inner // block)
     return [Call(fn, args, items=items)]
+
+
+def _split_run(plan: Plan) -> Plan:
+    """``plan`` with a run longer than ``CHUNK`` bytes cut into equal pieces of at least
+    ``CHUNK / 16`` bytes (when its length has such a divisor), so that parts stay small."""
+    if plan.run <= CHUNK:
+        return plan
+    for piece in range(CHUNK, CHUNK // 16, -1):
+        if plan.run % piece == 0:
+            return replace(plan, dims=plan.dims + (Dim(plan.run // piece, piece, piece),),
+                           run=piece)
+    return plan
 
 
 _BLOCK_COPY = """
