@@ -333,7 +333,9 @@ def test_large_copies_split_into_parts():
     """Long contiguous runs are cut into pieces and long strided rows into blocks, so that two
     threads share even a batch of one."""
     pieces = [data((1, 3, 100, 300), "f32", 1), data((1, 2, 100, 300), "f32", 2)]
-    assert _parts("Concat", pieces, [], {"axis": 1}) == [6, 4]  # 360000 = 6 x 60000 bytes
+    assert _parts("Concat", pieces, [], {"axis": 1}) == [6, 4]  # one block: 64 KiB chunks
+    pieces = [data((2, 3, 100, 300), "f32", 1), data((2, 2, 100, 300), "f32", 2)]
+    assert _parts("Concat", pieces, [], {"axis": 1}) == [12, 8]  # 360000 = 6 x 60000 bytes
     strided = data((140001,), "i8", 3)
     slicing = [np.array([0], I64), np.array([140001], I64), np.array([0], I64),
                np.array([2], I64)]
