@@ -21,7 +21,7 @@ from qcompiler.backends.llvm.runtime import Program
 from qcompiler.graph import Graph
 from qcompiler.types import TensorType
 
-EXAMPLES = max(20, settings.default.max_examples // 2)
+EXAMPLES = max(12, settings.default.max_examples // 3)
 DTYPES = {"i8": np.int8, "u8": np.uint8, "f32": np.float32, "f16": np.float16}
 I64 = np.int64
 
