@@ -14,12 +14,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from llvm_harness import assert_native_exact
+from qcompiler.backends.llvm import bound
 from qcompiler.backends.llvm.kernels.movement import CHUNK
+from qcompiler.backends.llvm.runtime import Program
 
 from qcompiler.graph import Graph
 from qcompiler.types import TensorType
 
-EXAMPLES = max(20, settings.default.max_examples // 2)
+EXAMPLES = max(12, settings.default.max_examples // 3)
 DTYPES = {"i8": np.int8, "u8": np.uint8, "f32": np.float32, "f16": np.float16}
 I64 = np.int64
 
@@ -104,7 +106,7 @@ def test_transpose_is_exact():
            dtypes, seeds, st.booleans())
     @example(((2, 3, 4, 5, 6), [4, 2, 0, 3, 1]), "i8", 1, False)
     @example(((1, 40, 30, 3), [0, 3, 1, 2]), "u8", 2, False)  # NHWC to NCHW
-    @example(((67, 1300), [1, 0]), "i8", 3, False)  # inner loop in blocks
+    @example(((67, 1300), [1, 0]), "i8", 3, False)
     def check(case, dtype, seed, default):
         shape, perm = case
         attrs = {} if default else {"perm": list(perm)}
@@ -313,3 +315,30 @@ def test_gather_is_exact():
     check()
     _check_seen(seen, (*DTYPES, "indices rank 0", "indices rank 1", "indices rank 2", "int32",
                        "int64", "negative index", "negative axis"))
+
+
+def _parts(op: str, xs: list[np.ndarray], constants: list, attrs: dict) -> list[int]:
+    """The ``items`` of the calls of one ``op`` node, after checking it is exact."""
+    assert run(op, xs, constants, attrs) == 4
+    g = Graph(op)
+    inputs = [g.add_input(f"x{i}", TensorType(_code(x.dtype), x.shape))
+              for i, x in enumerate(xs)]
+    inputs += [g.add_constant(np.asarray(c), f"c{i}") for i, c in enumerate(constants)]
+    g.set_outputs(list(g.add_node(op, inputs, attrs).outputs))
+    program = Program(bound(g, tuple(x.shape for x in xs)))
+    return [call.items for segment in program.segments for _, call in segment.calls]
+
+
+def test_large_copies_split_into_parts():
+    """Long contiguous runs are cut into pieces and long strided rows into blocks, so that two
+    threads share even a batch of one."""
+    pieces = [data((1, 3, 100, 300), "f32", 1), data((1, 2, 100, 300), "f32", 2)]
+    assert _parts("Concat", pieces, [], {"axis": 1}) == [6, 4]  # one block: 64 KiB chunks
+    pieces = [data((2, 3, 100, 300), "f32", 1), data((2, 2, 100, 300), "f32", 2)]
+    assert _parts("Concat", pieces, [], {"axis": 1}) == [12, 8]  # 360000 = 6 x 60000 bytes
+    strided = data((140001,), "i8", 3)
+    slicing = [np.array([0], I64), np.array([140001], I64), np.array([0], I64),
+               np.array([2], I64)]
+    assert _parts("Slice", [strided], slicing, {}) == [2]  # 70001 entries: 65536 + 4465
+    flat = data((3, 200, 131), "f32", 4)
+    assert _parts("Reshape", [flat], [np.array([-1], I64)], {}) == [5]

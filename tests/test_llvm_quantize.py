@@ -21,7 +21,7 @@ import qcompiler as qc
 from qcompiler.graph import Graph
 from qcompiler.types import TensorType
 
-EXAMPLES = max(20, settings.default.max_examples // 2)
+EXAMPLES = max(12, settings.default.max_examples // 3)
 CODES = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}
 
 
@@ -177,7 +177,7 @@ def test_onnx_reference_agrees():
     (where ONNX's reference itself casts NaN and overflow in an undefined way)."""
     seen = Counter()
 
-    @settings(max_examples=max(10, EXAMPLES // 2), deadline=None)
+    @settings(max_examples=max(8, EXAMPLES // 2), deadline=None)
     @given(layouts())
     def check(layout):
         shape, axis, code, _, seed = layout

@@ -11,8 +11,8 @@ offsets (Resize's nearest indices, Gather's indices, reflect/edge padding). Plan
 (size-1 dimensions dropped, dimensions that are one affine walk merged, contiguous innermost
 dimensions folded into ``run``) before their code is generated; a plan that is one contiguous
 block is a chunked ``@llvm.memcpy``. Parts: every index of the outer dimensions and every block
-of ``BLOCK`` entries of the innermost one (chunks of ``CHUNK`` bytes for a block copy), so the
-threads split any shape. Shape and index inputs must be constants (their values are read at
+of the innermost one moving about ``CHUNK`` bytes (runs longer than that are cut in pieces), so
+the threads split any shape. Shape and index inputs must be constants (their values are read at
 compile time), else the node runs its numpy kernel.
 """
 
@@ -30,7 +30,6 @@ from qcompiler.ops.tensor import onnx_slice
 from ..kernel import Buffer, Call, Const, Context, NotNative, attrs, emitter
 
 CHUNK = 1 << 16  # bytes per part of a block copy
-BLOCK = 1024  # innermost entries per part of a strided copy
 _TYPES = {1: "i8", 2: "i16", 4: "i32", 8: "i64"}
 
 
@@ -68,8 +67,8 @@ def strides(shape: tuple[int, ...], size: int) -> list[int]:
 
 def normalise(plan: Plan) -> Plan:
     """An equivalent plan with no size-1 dimension (a table's one offset goes into the source
-    base), affine neighbours that form one walk merged,
-    identity tables made affine, and contiguous innermost dimensions folded into ``run``."""
+    base), identity tables made affine, affine neighbours that form one walk merged, and
+    contiguous innermost dimensions folded into ``run``."""
     dims: list[Dim] = []
     base = plan.src_base
     for d in plan.dims:
@@ -97,6 +96,7 @@ def plan_calls(plan: Plan, ctx: Context) -> list[Call]:
     plan = normalise(plan)
     if not plan.dims:
         return _block_copy(plan, ctx)
+    plan = _split_run(plan)
     tables, key_dims = [], []
     for d in plan.dims:
         if d.table is None:
@@ -105,7 +105,7 @@ def plan_calls(plan: Plan, ctx: Context) -> list[Call]:
             key_dims.append((d.n, 0, d.dst, sum(len(t) for t in tables)))
             tables.append(d.table)
     inner = plan.dims[-1].n
-    block = min(inner, BLOCK)
+    block = max(1, min(inner, CHUNK // plan.run))
     key = (tuple(key_dims), plan.run, plan.src_base, plan.dst_base, block)
     fn = ctx.function("copy", key, lambda name: _strided_ir(name, key_dims, plan, block))
     args: tuple = (Buffer(plan.src), Buffer(plan.dst))
@@ -113,6 +113,18 @@ def plan_calls(plan: Plan, ctx: Context) -> list[Call]:
         args += (Const(np.array([o for t in tables for o in t], np.int64)),)
     items = math.prod(d.n for d in plan.dims[:-1]) * -(-inner // block)
     return [Call(fn, args, items=items)]
+
+
+def _split_run(plan: Plan) -> Plan:
+    """``plan`` with a run longer than ``CHUNK`` bytes cut into equal pieces of at least
+    ``CHUNK / 16`` bytes (when its length has such a divisor), so that parts stay small."""
+    if plan.run <= CHUNK:
+        return plan
+    for piece in range(CHUNK, CHUNK // 16, -1):
+        if plan.run % piece == 0:
+            return replace(plan, dims=plan.dims + (Dim(plan.run // piece, piece, piece),),
+                           run=piece)
+    return plan
 
 
 _BLOCK_COPY = """
@@ -159,15 +171,16 @@ def _strided_ir(name: str, dims: list[tuple], plan: Plan, block: int) -> str:
     blocks = -(-inner_n // block)
     lines = ["  %blk = urem i64 %it, " + str(blocks),
              "  %rest.0 = udiv i64 %it, " + str(blocks)]
-    src_terms, dst_terms = [str(plan.src_base)], [str(plan.dst_base)]
+    src_terms, dst_terms = [], []
     for k in reversed(range(len(outer))):
         n, src, dst, table = outer[k]
         at = len(outer) - 1 - k
         lines += [f"  %i.{k} = urem i64 %rest.{at}, {n}",
                   f"  %rest.{at + 1} = udiv i64 %rest.{at}, {n}"]
-        src_terms.append(_offset(f"%i.{k}", src, table, f"o.{k}"))
-        dst_terms.append(f"mul:%i.{k}:{dst}")
-    lines += _sum("src.base", src_terms) + _sum("dst.base", dst_terms)
+        src_terms.append((f"%i.{k}", src, table))
+        dst_terms.append((f"%i.{k}", dst, None))
+    lines += _sum("src.base", plan.src_base, src_terms)
+    lines += _sum("dst.base", plan.dst_base, dst_terms)
     kind = _TYPES.get(plan.run)
     if kind is None:
         move = [f"  call void @llvm.memcpy.p0.p0.i64(ptr %to, ptr %from, i64 {plan.run}, "
@@ -221,13 +234,9 @@ exit:
 """
 
 
-def _offset(index: str, stride: int, table: int | None, reg: str) -> str:
-    """A term of a sum (see ``_sum``): ``index * stride`` or ``tables[table + index]``."""
-    return f"mul:{index}:{stride}" if table is None else f"table:{index}:{table}:{reg}"
-
-
 def _offset_lines(index: str, stride: int, table: int | None, reg: str) -> list[str]:
-    """``%reg`` = the byte offset of ``index`` along a dimension."""
+    """``%reg`` = the byte offset of ``index`` along a dimension: ``index * stride``, or
+    ``tables[table + index]`` when ``table`` is not None."""
     if table is None:
         return [f"  %{reg} = mul nsw i64 {index}, {stride}"]
     return [f"  %{reg}.k = add nuw nsw i64 {index}, {table}",
@@ -235,19 +244,12 @@ def _offset_lines(index: str, stride: int, table: int | None, reg: str) -> list[
             f"  %{reg} = load i64, ptr %{reg}.at"]
 
 
-def _sum(reg: str, terms: list[str]) -> list[str]:
-    """``%reg`` = the sum of ``terms``: integers, ``mul:%i:stride`` or
-    ``table:%i:offset:name``."""
-    lines, total = [], f"{terms[0]}"
-    for k, term in enumerate(terms[1:]):
-        kind, index, *rest = term.split(":")
-        if kind == "mul":
-            value = f"%{reg}.m{k}"
-            lines.append(f"  {value} = mul nsw i64 {index}, {rest[0]}")
-        else:
-            lines += _offset_lines(index, 0, int(rest[0]), f"{reg}.t{k}")
-            value = f"%{reg}.t{k}"
-        lines.append(f"  %{reg}.s{k} = add nsw i64 {total}, {value}")
+def _sum(reg: str, base: int, terms: list[tuple[str, int, int | None]]) -> list[str]:
+    """``%reg`` = ``base`` plus the offsets of the (index, stride, table) ``terms``."""
+    lines, total = [], str(base)
+    for k, (index, stride, table) in enumerate(terms):
+        lines += _offset_lines(index, stride, table, f"{reg}.t{k}")
+        lines.append(f"  %{reg}.s{k} = add nsw i64 {total}, %{reg}.t{k}")
         total = f"%{reg}.s{k}"
     lines.append(f"  %{reg} = add nsw i64 {total}, 0")
     return lines
