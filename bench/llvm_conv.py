@@ -85,12 +85,12 @@ def main() -> None:
         for threads in (1, 2):
             program = Program(bound(g, tuple(a.shape for a in inputs)), target, threads)
             assert not program.fallbacks, program.fallbacks
-            gops[threads] = ops / median_time(lambda p=program: p.run(inputs),
+            gops[threads] = ops / median_time(lambda p=program, i=inputs: p.run(i),
                                               args.repeats) / 1e9
             program.close()
         reference = qc.compile(g)
         feed = {v.name: a for v, a in zip(g.inputs, inputs, strict=True)}
-        numpy_gops = ops / median_time(lambda: reference.run(feed),
+        numpy_gops = ops / median_time(lambda r=reference, f=feed: r.run(f),
                                        max(3, args.repeats // 3)) / 1e9
         print(f"| {name} | {gops[1]:.1f} | {100 * gops[1] / exact:.0f}% | {gops[2]:.1f} | "
               f"{numpy_gops:.2f} | {gops[1] / numpy_gops:.1f}x |")

@@ -96,9 +96,9 @@ def geometry(node: Node) -> Geometry:
 
 @dataclass(frozen=True)
 class Rescale:
-    """The store's per-channel constants (``k0..k3``: ``M0``, ``M0z`` as int32, ``t``, ``half``
-    as int64 for "fixed_point"; ``M``, ``Mz`` as float32 and two unused for "float") and the literals
-    baked into its code."""
+    """The store's per-channel constants (``k0..k3``: ``M0``, ``M0z`` as int32, ``t``,
+    ``half`` as int64 for "fixed_point"; ``M``, ``Mz`` as float32 and two unused for "float")
+    and the literals baked into its code."""
 
     rounding: str
     consts: tuple[np.ndarray, ...]
