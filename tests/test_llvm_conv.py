@@ -185,8 +185,11 @@ def _single_conv(shape, w_shape, **attrs) -> Graph:
 def test_the_host_code_uses_exact_products_only(w_shape, group):
     program = Program(bound(_single_conv((1, 4, 9, 9), w_shape, group=group), ((1, 4, 9, 9),)))
     assembly = program.jit.assembly(program.module)
+    names = [call.function.name for segment in program.segments for _, call in segment.calls]
     program.close()
     assert not program.fallbacks
+    assert names == [f"qc_int_conv_{'pmaddwd' if group == 1 else 'depthwise_i16'}_"
+                     f"{names[0].rsplit('_', 1)[1]}"]
     assert "pmaddubsw" not in assembly
     if group == 1:  # the GEMM's 16-bit pair products
         assert "vpmaddwd" in assembly

@@ -7,8 +7,10 @@ own order; pads read as ``x_zero_point``), runs the exact int8 GEMM of ``gemm.py
 group's packed weights (centred by ``w_zero_point``, the bias in the accumulators' seed) into
 an int32 scratch tile ``[pixels, M/group]``, then the store (``store_ir``) requantizes each
 channel's pixels into y's NCHW rows. Products are 16-bit pair products summed in int32
-(``pmaddwd``), exact for any weights: the saturating u8*s8 pair instruction is never used.
-A convolution with one input channel per group (depthwise) runs ``depthwise.py``'s kernel.
+(``pmaddwd``), exact for any weights: the saturating u8*s8 pair instruction is never used (it
+buys nothing on this CPU, BENCHMARKS.md), and every layer's function says so in its name
+(``qc_int_conv_pmaddwd_*``, ``qc_int_conv_depthwise_i16_*``). A convolution with one input
+channel per group (depthwise) runs ``depthwise.py``'s kernel.
 """
 
 from __future__ import annotations
@@ -444,7 +446,7 @@ def _gemm_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Call:
             x_image=g.c * g.h * g.w, x_group=cg * g.h * g.w, w_group=packed[0].size,
             b_group=biases.shape[1], k=k, mg=mg, y_image=g.m * out)
 
-    fn = ctx.function("int_conv", shape, ir, needs=(product,))
+    fn = ctx.function("int_conv_pmaddwd", shape, ir, needs=(product,))
     y = node.outputs[0].name
     args = (Buffer(node.inputs[0].name), Buffer(y), Buffer(o.residual or y), Const(packed),
             Const(biases), *(Const(c) for c in o.rescale.consts), Scratch(pixels * k),

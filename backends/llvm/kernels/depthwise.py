@@ -172,7 +172,7 @@ def depthwise_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Ca
             copy_cols=copy_cols, copy_rows=copy_rows, taps=g.taps, ow=g.ow, oh=g.oh, sh=g.sh,
             sw=g.sw, out=out)
 
-    fn = ctx.function("int_conv_depthwise", shape, ir)
+    fn = ctx.function("int_conv_depthwise_i16", shape, ir)
     y = node.outputs[0].name
     args = (Buffer(node.inputs[0].name), Buffer(y), Buffer(o.residual or y), Const(weights),
             Const(bias), *(Const(c) for c in o.rescale.consts), Scratch(rows * cols * 2),
