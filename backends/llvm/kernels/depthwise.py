@@ -16,11 +16,14 @@ import numpy as np
 
 from qcompiler.graph import Node
 
+from .. import gemm
+from ..gemm import LANES
 from ..kernel import Buffer, Call, Const, Context, Scratch
 from .conv import ConvOperands, Geometry, store_ir
 
 _FUNCTION = """
 {store}
+{declaration}
 
 define void @{name}(i64 %begin, i64 %end, ptr noalias nocapture readonly %x,
                     ptr noalias nocapture writeonly %y, ptr noalias nocapture readonly %z,
@@ -87,6 +90,8 @@ rows:
   %w.o = mul nuw nsw i64 %ch, {taps}
   %wrow = getelementptr inbounds i16, ptr %w, i64 %w.o
   {weights}
+  %bv.i = insertelement <8 x i32> poison, i32 %b, i64 0
+  %bv = shufflevector <8 x i32> %bv.i, <8 x i32> poison, <8 x i32> zeroinitializer
   br label %row
 
 row:
@@ -95,11 +100,11 @@ row:
   %arow = getelementptr inbounds i32, ptr %acc, i64 %arow.o
   %top.y = mul nuw nsw i64 %oy, {sh}
   %top = mul nuw nsw i64 %top.y, {pw_size}
-  br label %pixel
-
+  br label %{first}
+{vector}
 ; one output pixel: every tap's product (int16 codes and weights, int32 sums)
 pixel:
-  %ox = phi i64 [ 0, %row ], [ %ox.next, %pixel ]
+  %ox = phi i64 [ {vec}, %{before} ], [ %ox.next, %pixel ]
   %left = mul nuw nsw i64 %ox, {sw}
   %corner = add nuw nsw i64 %top, %left
   {taps_ir}
@@ -135,6 +140,38 @@ exit:
 """
 
 
+def _vector_loop(g: Geometry, cols: int, vec: int, avx2: bool) -> str:
+    """The first ``vec`` pixels of a row (stride 1), ``LANES`` at a time: per tap the codes
+    sign-extended to int32 lanes, read as int16 pairs ``(x, sign)`` and multiplied with the pairs
+    ``(w, 0)`` by ``pmaddwd``: ``x * w`` exactly, one instruction per tap and 8 pixels."""
+    lines = []
+    for t in range(g.taps):
+        ky, kx = divmod(t, g.kw)
+        previous = "%bv" if t == 0 else f"%vs{t - 1}"
+        lines += [f"%vx{t}.o = add nuw nsw i64 %vcorner, {ky * g.dh * cols + kx * g.dw}",
+                  f"%vx{t}.at = getelementptr inbounds i16, ptr %plane, i64 %vx{t}.o",
+                  f"%vx{t}.h = load <{LANES} x i16>, ptr %vx{t}.at, align 2",
+                  f"%vx{t}.s = sext <{LANES} x i16> %vx{t}.h to <{LANES} x i32>",
+                  f"%vx{t} = bitcast <{LANES} x i32> %vx{t}.s to <16 x i16>",
+                  *gemm.pair_product(f"%vp{t}", f"%vx{t}", f"%wv{t}", avx2),
+                  f"%vs{t} = add <{LANES} x i32> {previous}, %vp{t}"]
+    body = "\n  ".join(lines)
+    return f"""
+vpixel:
+  %vox = phi i64 [ 0, %row ], [ %vox.next, %vpixel ]
+  %vcorner = add nuw nsw i64 %top, %vox
+  {body}
+  %va.at = getelementptr inbounds i32, ptr %arow, i64 %vox
+  store <{LANES} x i32> %vs{g.taps - 1}, ptr %va.at, align 4
+  %vox.next = add nuw nsw i64 %vox, {LANES}
+  %vox.more = icmp slt i64 %vox.next, {vec}
+  br i1 %vox.more, label %vpixel, label %tail
+
+tail:
+  br i1 {"true" if vec < g.ow else "false"}, label %pixel, label %row.end
+"""
+
+
 def depthwise_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Call:
     """The depthwise kernel's call: items are (image, output channel)."""
     mg = g.m // g.group
@@ -147,7 +184,8 @@ def depthwise_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Ca
     bias = np.zeros(g.m, np.int32) if o.bias is None else np.ascontiguousarray(
         np.broadcast_to(o.bias.reshape(-1), (g.m,)), np.int32)
     out = g.oh * g.ow
-    shape = (g, o.x_zp, o.x_signed, o.rescale.key)
+    vec = g.ow // LANES * LANES if g.sw == 1 else 0  # pixels of the vector loop
+    shape = (g, o.x_zp, o.x_signed, o.rescale.key, ctx.avx2)
 
     def ir(name: str) -> str:
         loads, products = [], []
@@ -155,7 +193,12 @@ def depthwise_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Ca
             ky, kx = divmod(t, g.kw)
             loads += [f"%w{t}.at = getelementptr inbounds i16, ptr %wrow, i64 {t}",
                       f"%w{t}.h = load i16, ptr %w{t}.at, align 2",
-                      f"%w{t} = sext i16 %w{t}.h to i32"]
+                      f"%w{t} = sext i16 %w{t}.h to i32",
+                      f"%w{t}.z = zext i16 %w{t}.h to i32",  # (w, 0): one product per pair
+                      f"%wv{t}.i = insertelement <8 x i32> poison, i32 %w{t}.z, i64 0",
+                      f"%wv{t}.s = shufflevector <8 x i32> %wv{t}.i, <8 x i32> poison, "
+                      f"<8 x i32> zeroinitializer",
+                      f"%wv{t} = bitcast <8 x i32> %wv{t}.s to <16 x i16>"]
             previous = "%b" if t == 0 else f"%sum{t - 1}"
             products += [f"%x{t}.o = add nuw nsw i64 %corner, {ky * g.dh * cols + kx * g.dw}",
                          f"%x{t}.at = getelementptr inbounds i16, ptr %plane, i64 %x{t}.o",
@@ -163,8 +206,13 @@ def depthwise_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Ca
                          f"%x{t} = sext i16 %x{t}.h to i32",
                          f"%p{t} = mul nsw i32 %x{t}, %w{t}",
                          f"%sum{t} = add i32 {previous}, %p{t}"]
+        fn, width = gemm.PMADDWD[ctx.avx2]
         return _FUNCTION.format(
             weights="\n  ".join(loads), taps_ir="\n  ".join(products), last=g.taps - 1,
+            vec=vec, first="vpixel" if vec else "pixel", before="tail" if vec else "row",
+            vector=_vector_loop(g, cols, vec, ctx.avx2) if vec else "",
+            declaration=f"declare <{LANES * width // 16} x i32> @{fn}(<{width} x i16>, "
+                        f"<{width} x i16>)",
             store=store_ir(f"{name}.store", o.rescale, 1, 0, out), name=name, m=g.m, mg=mg,
             c=g.c, plane_in=g.h * g.w, x_zp=o.x_zp, plane_size=rows * cols,
             copies="true" if copy_rows > 0 and copy_cols > 0 else "false",
