@@ -6,11 +6,13 @@ bytes around every buffer): drawn 1-D and 2-D shapes not multiple of any tile, k
 multipliers, both roundings, qmin/qmax clamps, the fused residual, weights at the int8 limits
 (pair sums beyond int16: where the saturating u8*s8 pair instruction would be wrong) and
 accumulators next to the int32 limits. Each drawn example holds several convolutions in one
-graph (one compile for all of them); every feature is counted."""
+graph (one compile for all of them); every feature is counted. The quantized digits model
+runs its IntConv and IntMatMul nodes natively, bit for bit, in both roundings."""
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from llvm_harness import assert_native_exact
 from qcompiler.backends.llvm import bound
 from qcompiler.backends.llvm.runtime import Program
 
+import qcompiler as qc
 from qcompiler.graph import Graph
 from qcompiler.types import TensorType
 
@@ -201,3 +204,16 @@ def test_a_3d_convolution_runs_through_numpy_with_the_reason():
     reasons = [f.reason for f in program.fallbacks]
     program.close()
     assert len(reasons) == 1 and "3-D" in reasons[0]
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("rounding", ["fixed_point", "float"])
+def test_a_quantized_model_runs_its_convolutions_and_products_natively(rounding):
+    data = dict(np.load(EXAMPLES / "digits.npz"))
+    lowered = qc.quantize(qc.load_onnx(EXAMPLES / "digits_convnet.onnx"), [data["calib_x"]],
+                          qc.QuantConfig(rounding=rounding), progress=False)
+    assert lowered.op_counts()["IntConv"] == 3 and lowered.op_counts()["IntMatMul"] == 2
+    feed = {lowered.inputs[0].name: data["calib_x"][:5]}
+    assert assert_native_exact(lowered, [feed], native=["IntConv", "IntMatMul"]) == 4
