@@ -6,11 +6,13 @@ bytes around every buffer): drawn 1-D and 2-D shapes not multiple of any tile, k
 multipliers, both roundings, qmin/qmax clamps, the fused residual, weights at the int8 limits
 (pair sums beyond int16: where the saturating u8*s8 pair instruction would be wrong) and
 accumulators next to the int32 limits. Each drawn example holds several convolutions in one
-graph (one compile for all of them); every feature is counted."""
+graph (one compile for all of them); every feature is counted. The quantized digits model
+runs its IntConv and IntMatMul nodes natively, bit for bit, in both roundings."""
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +22,13 @@ from llvm_harness import assert_native_exact
 from qcompiler.backends.llvm import bound
 from qcompiler.backends.llvm.runtime import Program
 
+import qcompiler as qc
 from qcompiler.graph import Graph
 from qcompiler.types import TensorType
 
 DTYPES = {np.int8: "i8", np.uint8: "u8"}
 INT32_MAX = 2**31 - 1
-LAYERS = 3  # convolutions per drawn graph
+LAYERS = 4  # convolutions per drawn graph
 
 
 def codes(rng, dtype, shape, extreme: bool = False) -> np.ndarray:
@@ -152,14 +155,14 @@ def output_shape(shape, x_dtype, inputs, attrs) -> tuple[int, ...]:
 def test_int_conv_is_the_numpy_backends_bit_for_bit():
     seen, compared = Counter(), Counter()
 
-    @settings(max_examples=max(12, settings.default.max_examples // 2), deadline=None)
+    @settings(max_examples=max(8, settings.default.max_examples // 4), deadline=None)
     @given(st.lists(layers(seen), min_size=LAYERS, max_size=LAYERS), st.integers(0, 2**32 - 1))
     def check(cases, seed):
         graph, feed = conv_graph(cases, np.random.default_rng(seed))
         compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
 
     check()
-    assert compared["runs"] >= 4 * 12
+    assert compared["runs"] >= 4 * 8
     features = ["rank 1", "rank 2", "dense", "grouped", "depthwise", "kernel 1", "kernel 3",
                 "kernel 7", "kernel 2", "kernel 5", "pads", "SAME_UPPER", "SAME_LOWER", "VALID",
                 "fixed_point", "float", "x int8", "x uint8", "y int8", "y uint8",
@@ -185,8 +188,11 @@ def _single_conv(shape, w_shape, **attrs) -> Graph:
 def test_the_host_code_uses_exact_products_only(w_shape, group):
     program = Program(bound(_single_conv((1, 4, 9, 9), w_shape, group=group), ((1, 4, 9, 9),)))
     assembly = program.assembly()
+    names = [call.function.name for segment in program.segments for _, call in segment.calls]
     program.close()
     assert not program.fallbacks
+    assert names == [f"qc_int_conv_{'pmaddwd' if group == 1 else 'depthwise_i16'}_"
+                     f"{names[0].rsplit('_', 1)[1]}"]
     assert "pmaddubsw" not in assembly
     if group == 1:  # the GEMM's 16-bit pair products
         assert "vpmaddwd" in assembly
@@ -198,3 +204,16 @@ def test_a_3d_convolution_runs_through_numpy_with_the_reason():
     reasons = [f.reason for f in program.fallbacks]
     program.close()
     assert len(reasons) == 1 and "3-D" in reasons[0]
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("rounding", ["fixed_point", "float"])
+def test_a_quantized_model_runs_its_convolutions_and_products_natively(rounding):
+    data = dict(np.load(EXAMPLES / "digits.npz"))
+    lowered = qc.quantize(qc.load_onnx(EXAMPLES / "digits_convnet.onnx"), [data["calib_x"]],
+                          qc.QuantConfig(rounding=rounding), progress=False)
+    assert lowered.op_counts()["IntConv"] == 3 and lowered.op_counts()["IntMatMul"] == 2
+    feed = {lowered.inputs[0].name: data["calib_x"][:5]}
+    assert assert_native_exact(lowered, [feed], native=["IntConv", "IntMatMul"]) == 4

@@ -180,7 +180,7 @@ def _accumulator_bounds(m0: int, t: int, low: int, high: int) -> tuple[int, int]
 PMADDWD = {True: ("llvm.x86.avx2.pmadd.wd", 16), False: ("llvm.x86.sse2.pmadd.wd", 8)}
 
 
-def _pair_product(out: str, a: str, b: str, avx2: bool) -> list[str]:
+def pair_product(out: str, a: str, b: str, avx2: bool) -> list[str]:
     """``out = a . b`` by int16 pairs: lane i of <8 x i32> is ``a[2i]*b[2i] + a[2i+1]*b[2i+1]``,
     exact (``pmaddwd``: one ymm with AVX2, two xmm halves with SSE2, which every x86-64 has)."""
     fn, width = PMADDWD[avx2]
@@ -327,7 +327,7 @@ def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int, rounding: str | 
                  f"  %a{r} = bitcast {v} %a{r}.v to <16 x i16>"]
         for h in range(vecs):
             step += ["  " + line
-                     for line in _pair_product(f"%p{r}_{h}", f"%a{r}", f"%b{h}", avx2)]
+                     for line in pair_product(f"%p{r}_{h}", f"%a{r}", f"%b{h}", avx2)]
             step.append(f"  %next{r}_{h} = add {v} %acc{r}_{h}, %p{r}_{h}")
     init = []
     for h in range(vecs):

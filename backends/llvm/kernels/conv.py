@@ -7,8 +7,10 @@ own order; pads read as ``x_zero_point``), runs the exact int8 GEMM of ``gemm.py
 group's packed weights (centred by ``w_zero_point``, the bias in the accumulators' seed) into
 an int32 scratch tile ``[pixels, M/group]``, then the store (``store_ir``) requantizes each
 channel's pixels into y's NCHW rows. Products are 16-bit pair products summed in int32
-(``pmaddwd``), exact for any weights: the saturating u8*s8 pair instruction is never used.
-A convolution with one input channel per group (depthwise) runs ``depthwise.py``'s kernel.
+(``pmaddwd``), exact for any weights: the saturating u8*s8 pair instruction is never used (it
+buys nothing on this CPU, BENCHMARKS.md), and every layer's function says so in its name
+(``qc_int_conv_pmaddwd_*``, ``qc_int_conv_depthwise_i16_*``). A convolution with one input
+channel per group (depthwise) runs ``depthwise.py``'s kernel.
 """
 
 from __future__ import annotations
@@ -96,9 +98,9 @@ def geometry(node: Node) -> Geometry:
 
 @dataclass(frozen=True)
 class Rescale:
-    """The store's per-channel constants (``k0..k3``: ``M0``, ``M0z``, ``t``, ``half`` as int64
-    for "fixed_point"; ``M``, ``Mz`` as float32 and two unused for "float") and the literals
-    baked into its code."""
+    """The store's per-channel constants (``k0..k3``: ``M0``, ``M0z`` as int32, ``t``,
+    ``half`` as int64 for "fixed_point"; ``M``, ``Mz`` as float32 and two unused for "float")
+    and the literals baked into its code."""
 
     rounding: str
     consts: tuple[np.ndarray, ...]
@@ -134,8 +136,9 @@ def rescale_constants(m: int, multiplier: np.ndarray, y_zero_point: np.ndarray, 
             raise NotNative(f"the multipliers: {exc}") from None
         m0z = m0s[1] if len(m0s) > 1 else np.zeros(m, np.int64)
         half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
-        consts = tuple(np.ascontiguousarray(np.broadcast_to(c, (m,)), np.int64)
-                       for c in (m0s[0], m0z, shift, half))
+        consts = tuple(np.ascontiguousarray(np.broadcast_to(c, (m,)), dtype)  # M0 < 2^31
+                       for c, dtype in ((m0s[0], np.int32), (m0z, np.int32), (shift, np.int64),
+                                        (half, np.int64)))
     residual = z_zero_point is not None
     return Rescale(rounding, consts, lo - zp, hi - zp, zp,
                    int(z_zero_point) if residual else None,
@@ -164,7 +167,8 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
                         "declare float @llvm.minnum.f32(float, float)")
         element = "float"
     else:
-        load = ["%m = load i64, ptr %m.at, align 8", "%mz = load i64, ptr %mz.at, align 8",
+        load = ["%m.n = load i32, ptr %m.at, align 4", "%m = sext i32 %m.n to i64",
+                "%mz.n = load i32, ptr %mz.at, align 4", "%mz = sext i32 %mz.n to i64",
                 "%t.at = getelementptr inbounds i64, ptr %k2, i64 %ch",
                 "%t = load i64, ptr %t.at, align 8",
                 "%half.at = getelementptr inbounds i64, ptr %k3, i64 %ch",
@@ -180,12 +184,24 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
                   "%b = trunc i64 %sh to i8"]
         declarations = ("declare i64 @llvm.smax.i64(i64, i64)\n"
                         "declare i64 @llvm.smin.i64(i64, i64)")
-        element = "i64"
+        element = "i32"
     zload = []
     if residual:
         ext = "sext" if r.z_signed else "zext"
         zload = ["%z.at = getelementptr inbounds i8, ptr %zrow, i64 %p",
                  "%zv = load i8, ptr %z.at, align 1", f"%z32 = {ext} i8 %zv to i32"]
+    per_channel = ["%ch = add nuw nsw i64 %c0, %c",
+                   f"%m.at = getelementptr inbounds {element}, ptr %k0, i64 %ch",
+                   f"%mz.at = getelementptr inbounds {element}, ptr %k1, i64 %ch", *load,
+                   f"%arow.o = mul nuw nsw i64 %c, {channel_step}",
+                   "%arow = getelementptr inbounds i32, ptr %acc, i64 %arow.o",
+                   f"%row.o = mul nuw nsw i64 %c, {row}",
+                   "%yrow = getelementptr inbounds i8, ptr %y, i64 %row.o",
+                   "%zrow = getelementptr inbounds i8, ptr %z, i64 %row.o"]
+    # the inner loop runs along the accumulators' contiguous axis (LLVM vectorises it)
+    outer, inner = ("c", "p") if pixel_step == 1 else ("p", "c")
+    per_outer, per_inner = (per_channel, []) if outer == "c" else ([], per_channel)
+    limits = {"c": "%channels", "p": "%pixels"}
     body = "\n  ".join
     return f"""
 {declarations}
@@ -196,23 +212,16 @@ define internal void @{name}(ptr noalias nocapture readonly %acc, i64 %pixels, i
                              %k0, ptr noalias nocapture readonly %k1, ptr noalias nocapture
                              readonly %k2, ptr noalias nocapture readonly %k3) {{
 entry:
-  br label %channel
+  br label %outer
 
-channel:
-  %c = phi i64 [ 0, %entry ], [ %c.next, %channel.end ]
-  %ch = add nuw nsw i64 %c0, %c
-  %m.at = getelementptr inbounds {element}, ptr %k0, i64 %ch
-  %mz.at = getelementptr inbounds {element}, ptr %k1, i64 %ch
-  {body(load)}
-  %arow.o = mul nuw nsw i64 %c, {channel_step}
-  %arow = getelementptr inbounds i32, ptr %acc, i64 %arow.o
-  %row.o = mul nuw nsw i64 %c, {row}
-  %yrow = getelementptr inbounds i8, ptr %y, i64 %row.o
-  %zrow = getelementptr inbounds i8, ptr %z, i64 %row.o
-  br label %pixel
+outer:
+  %{outer} = phi i64 [ 0, %entry ], [ %{outer}.next, %outer.end ]
+  {body(per_outer)}
+  br label %inner
 
-pixel:
-  %p = phi i64 [ 0, %channel ], [ %p.next, %pixel ]
+inner:
+  %{inner} = phi i64 [ 0, %outer ], [ %{inner}.next, %inner ]
+  {body(per_inner)}
   %a.o = mul nuw nsw i64 %p, {pixel_step}
   %a.at = getelementptr inbounds i32, ptr %arow, i64 %a.o
   %a = load i32, ptr %a.at, align 4
@@ -221,14 +230,14 @@ pixel:
   %o = add i8 %b, {byte(r.zp)}
   %y.at = getelementptr inbounds i8, ptr %yrow, i64 %p
   store i8 %o, ptr %y.at, align 1
-  %p.next = add nuw nsw i64 %p, 1
-  %p.more = icmp slt i64 %p.next, %pixels
-  br i1 %p.more, label %pixel, label %channel.end
+  %{inner}.next = add nuw nsw i64 %{inner}, 1
+  %{inner}.more = icmp slt i64 %{inner}.next, {limits[inner]}
+  br i1 %{inner}.more, label %inner, label %outer.end
 
-channel.end:
-  %c.next = add nuw nsw i64 %c, 1
-  %c.more = icmp slt i64 %c.next, %channels
-  br i1 %c.more, label %channel, label %exit
+outer.end:
+  %{outer}.next = add nuw nsw i64 %{outer}, 1
+  %{outer}.more = icmp slt i64 %{outer}.next, {limits[outer]}
+  br i1 %{outer}.more, label %outer, label %exit
 
 exit:
   ret void
@@ -437,7 +446,7 @@ def _gemm_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Call:
             x_image=g.c * g.h * g.w, x_group=cg * g.h * g.w, w_group=packed[0].size,
             b_group=biases.shape[1], k=k, mg=mg, y_image=g.m * out)
 
-    fn = ctx.function("int_conv", shape, ir, needs=(product,))
+    fn = ctx.function("int_conv_pmaddwd", shape, ir, needs=(product,))
     y = node.outputs[0].name
     args = (Buffer(node.inputs[0].name), Buffer(y), Buffer(o.residual or y), Const(packed),
             Const(biases), *(Const(c) for c in o.rescale.consts), Scratch(pixels * k),

@@ -114,7 +114,7 @@ def int_matmul(node: Node, ctx: Context) -> list[Call]:
             name=name, panel=ROWS, rows=rows, k=k, n=n, low=requant.low, high=requant.high,
             zp=requant.zp)
 
-    fn = ctx.function("int_matmul", shape, ir, needs=(product,))
+    fn = ctx.function("int_matmul_pmaddwd", shape, ir, needs=(product,))
     args = (Buffer(a.name), Buffer(y.name), Const(weights.data), Const(weights.bias),
             *(Const(c) for c in (requant.mult, requant.shift, requant.half, requant.acc_low,
                                  requant.acc_high)),
