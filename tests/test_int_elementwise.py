@@ -259,16 +259,8 @@ def test_binary_ops_match_the_oracle(op_type):
     stats = Counter()
     n_multipliers = 2 if op_type == "IntAdd" else 1
 
-    @given(data=st.data())
-    def check(data):
-        shapes = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=4,
-                                                             max_side=4))
-        ta, tb, ty = (data.draw(st.sampled_from(DTYPES)) for _ in range(3))
-        a_zp, b_zp, y_zp = (data.draw(zero_points(t)) for t in (ta, tb, ty))
-        a = data.draw(codes(ta, shapes.input_shapes[0], a_zp))
-        b = data.draw(codes(tb, shapes.input_shapes[1], b_zp))
-        multipliers = [data.draw(MULTIPLIERS) for _ in range(n_multipliers)]
-        qmin, qmax = data.draw(clamps(ty))
+    def compare(a, b, zero_points, dtypes, multipliers, qmin, qmax):
+        (ta, tb, ty), (a_zp, b_zp, y_zp) = dtypes, zero_points
         inputs = [a, b, ta(a_zp), tb(b_zp), *map(np.float64, multipliers), ty(y_zp)]
         inputs = [np.asarray(v) for v in inputs]
         for rounding in ROUNDINGS:
@@ -278,8 +270,24 @@ def test_binary_ops_match_the_oracle(op_type):
             np.testing.assert_array_equal(got, want, err_msg=rounding)
         stats["M > 1"] += max(multipliers) > 1
         stats["M < 2^-32"] += min(multipliers) < 2.0**-32
-        stats["broadcast"] += shapes.input_shapes[0] != shapes.input_shapes[1]
+        stats["broadcast"] += a.shape != b.shape
 
+    @given(data=st.data())
+    def check(data):
+        shapes = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=4,
+                                                             max_side=4))
+        dtypes = [data.draw(st.sampled_from(DTYPES)) for _ in range(3)]
+        zps = [data.draw(zero_points(t)) for t in dtypes]
+        a = data.draw(codes(dtypes[0], shapes.input_shapes[0], zps[0]))
+        b = data.draw(codes(dtypes[1], shapes.input_shapes[1], zps[1]))
+        multipliers = [data.draw(MULTIPLIERS) for _ in range(n_multipliers)]
+        compare(a, b, zps, dtypes, multipliers, *data.draw(clamps(dtypes[2])))
+
+    check()
+    # the flushing regime, always (what hypothesis draws moves with the constants it collects)
+    a = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
+    compare(a, a[:1], (3, -2, 5), (np.int8, np.int8, np.uint8), [2.0**-33] * n_multipliers,
+            0, 255)
     check()
     assert_reached(stats, "tie fixed_point", "tie float", "saturated low", "saturated high",
                    "M > 1", "M < 2^-32", "broadcast")

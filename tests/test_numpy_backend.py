@@ -167,7 +167,7 @@ def test_a_failing_kernel_names_the_node_and_operands():
 
 def test_unknown_backend_lists_the_registered_ones():
     with pytest.raises(qc.BackendError, match="unknown backend 'tpu'; the registered backends "
-                                              "are: numpy"):
+                                              "are: llvm, numpy"):
         qc.compile(small_graph(), backend="tpu")
 
 
