@@ -170,7 +170,7 @@ def test_every_pair_of_codes(ta, tb, ty):
 
 def kernel_assembly(program: Program, base: str) -> str:
     """The assembly of the program's first kernel function named ``qc_<base>_...``."""
-    text = program.jit.assembly(program.module)
+    text = program.assembly()
     start = re.search(rf"^qc_{base}_\w+:$", text, re.MULTILINE).end()
     return text[start:text.index(".Lfunc_end", start)]
 

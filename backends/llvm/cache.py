@@ -1,9 +1,9 @@
 """Compiled code kept on the user's machine, so a model compiled once loads without LLVM.
 
 A program's object code is stored under a key that holds everything the code depends on: the
-graph with concrete shapes (its text and every constant's bytes), the CPU it was compiled for
-(triple, name, features), the thread count (each thread's scratch is laid out in the arena),
-whether it is a checking build, and the version of the code generator
+graph with concrete shapes (its nodes, attributes, types and every constant's bytes), the CPU
+it was compiled for (triple, name, features), the thread count (each thread's scratch is laid
+out in the arena), whether it is a checking build, and the version of the code generator
 (a hash of the sources of this backend and of the op registry's numerics). The ``.qcx`` saved
 format stays data-only: a cache entry is an optimisation the loader may use, never needed.
 
@@ -21,6 +21,8 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from qcompiler.graph import Graph
 
@@ -55,12 +57,38 @@ def key(graph: Graph, target: Target, threads: int, check: bool) -> str:
     """The entry's name for ``graph`` (concrete shapes) compiled for ``target`` and
     ``threads`` (the arena's layout depends on it)."""
     digest = hashlib.sha256()
-    for part in (generator_version(), target.key, str(threads), str(check), graph.to_text()):
+    for part in (generator_version(), target.key, str(threads), str(check)):
         digest.update(part.encode() + b"\0")
+    for value in graph.inputs:
+        digest.update(f"in {value.name}: {value.type}\0".encode())
     for name, array in sorted(graph.constant_arrays().items()):
-        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(f"const {name}:{array.dtype.str}:{array.shape}\0".encode())
         digest.update(memoryview(array.tobytes()))
+    for node in graph.nodes:
+        digest.update(f"{node.op} {node.name}\0".encode())
+        for name, attr in sorted(node.attrs.items()):
+            digest.update(f"{name}=".encode())
+            _add(digest, attr)
+        for value in node.inputs:
+            digest.update(b"-" if value is None else f"{value.name}\0".encode())
+        for value in node.outputs:
+            digest.update(f"out {value.name}: {value.type}\0".encode())
+    digest.update(" ".join(v.name for v in graph.outputs).encode())
     return digest.hexdigest()
+
+
+def _add(digest, attr: object) -> None:
+    """An attribute into ``digest``: arrays by their bytes (``repr`` elides long ones)."""
+    if isinstance(attr, np.ndarray):
+        digest.update(f"array {attr.dtype.str} {attr.shape}:".encode())
+        digest.update(memoryview(np.ascontiguousarray(attr).tobytes()))
+    elif isinstance(attr, (tuple, list)):
+        digest.update(b"[")
+        for item in attr:
+            _add(digest, item)
+        digest.update(b"]")
+    else:
+        digest.update(f"{type(attr).__name__}:{attr!r}\0".encode())
 
 
 def load(name: str) -> bytes | None:
