@@ -341,4 +341,5 @@ def test_large_copies_split_into_parts():
                np.array([2], I64)]
     assert _parts("Slice", [strided], slicing, {}) == [2]  # 70001 entries: 65536 + 4465
     flat = data((3, 200, 131), "f32", 4)
-    assert _parts("Reshape", [flat], [np.array([-1], I64)], {}) == [5]
+    # a reshape of a computed value is an alias of its bytes in the arena: nothing is copied
+    assert _parts("Reshape", [flat], [np.array([-1], I64)], {}) == []
