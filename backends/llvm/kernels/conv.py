@@ -198,10 +198,9 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
                    f"%row.o = mul nuw nsw i64 %c, {row}",
                    "%yrow = getelementptr inbounds i8, ptr %y, i64 %row.o",
                    "%zrow = getelementptr inbounds i8, ptr %z, i64 %row.o"]
-    # the inner loop runs along the accumulators' contiguous axis (LLVM vectorises it)
-    outer, inner = ("c", "p") if pixel_step == 1 else ("p", "c")
-    per_outer, per_inner = (per_channel, []) if outer == "c" else ([], per_channel)
-    limits = {"c": "%channels", "p": "%pixels"}
+    # one channel per outer step, its pixels in the inner loop: the channel's constants (its
+    # shift above all: AVX2 has no per-lane arithmetic 64-bit shift) are uniform there and y's
+    # bytes contiguous, so LLVM vectorises along the pixels
     body = "\n  ".join
     return f"""
 {declarations}
@@ -212,16 +211,15 @@ define internal void @{name}(ptr noalias nocapture readonly %acc, i64 %pixels, i
                              %k0, ptr noalias nocapture readonly %k1, ptr noalias nocapture
                              readonly %k2, ptr noalias nocapture readonly %k3) {{
 entry:
-  br label %outer
+  br label %channel
 
-outer:
-  %{outer} = phi i64 [ 0, %entry ], [ %{outer}.next, %outer.end ]
-  {body(per_outer)}
-  br label %inner
+channel:
+  %c = phi i64 [ 0, %entry ], [ %c.next, %channel.end ]
+  {body(per_channel)}
+  br label %pixel
 
-inner:
-  %{inner} = phi i64 [ 0, %outer ], [ %{inner}.next, %inner ]
-  {body(per_inner)}
+pixel:
+  %p = phi i64 [ 0, %channel ], [ %p.next, %pixel ]
   %a.o = mul nuw nsw i64 %p, {pixel_step}
   %a.at = getelementptr inbounds i32, ptr %arow, i64 %a.o
   %a = load i32, ptr %a.at, align 4
@@ -230,14 +228,14 @@ inner:
   %o = add i8 %b, {byte(r.zp)}
   %y.at = getelementptr inbounds i8, ptr %yrow, i64 %p
   store i8 %o, ptr %y.at, align 1
-  %{inner}.next = add nuw nsw i64 %{inner}, 1
-  %{inner}.more = icmp slt i64 %{inner}.next, {limits[inner]}
-  br i1 %{inner}.more, label %inner, label %outer.end
+  %p.next = add nuw nsw i64 %p, 1
+  %p.more = icmp slt i64 %p.next, %pixels
+  br i1 %p.more, label %pixel, label %channel.end
 
-outer.end:
-  %{outer}.next = add nuw nsw i64 %{outer}, 1
-  %{outer}.more = icmp slt i64 %{outer}.next, {limits[outer]}
-  br i1 %{outer}.more, label %outer, label %exit
+channel.end:
+  %c.next = add nuw nsw i64 %c, 1
+  %c.more = icmp slt i64 %c.next, %channels
+  br i1 %c.more, label %channel, label %exit
 
 exit:
   ret void
