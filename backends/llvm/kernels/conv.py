@@ -248,11 +248,74 @@ def byte(code: int) -> int:
     return (code + 128) % 256 - 128
 
 
+def _taps_ir(prefix: str, g: Geometry, cg: int, x_zp: int, checked: bool) -> str:
+    """One pixel's window into its row of cols (``_im2col_ir``), blocks ``{prefix}.*`` ending
+    at ``%pixel.end``: each tap bounds-checked (x_zp outside the image) when ``checked``, else
+    plain copies (every tap inside: no compare, no select)."""
+    if checked:
+        row_check = [f"%{prefix}.iy.ok = icmp ult i64 %{prefix}.iy, {g.h}"]
+        tap = [f"%{prefix}.ix.ok = icmp ult i64 %{prefix}.ix, {g.w}",
+               f"%{prefix}.ok = and i1 %{prefix}.iy.ok, %{prefix}.ix.ok",
+               f"%{prefix}.at.i = add nsw i64 %{prefix}.line.o, %{prefix}.ix",
+               f"%{prefix}.at = select i1 %{prefix}.ok, i64 %{prefix}.at.i, i64 0",
+               f"%{prefix}.v.at = getelementptr inbounds i8, ptr %{prefix}.plane, i64 %{prefix}.at",
+               f"%{prefix}.v.x = load i8, ptr %{prefix}.v.at, align 1",
+               f"%{prefix}.v = select i1 %{prefix}.ok, i8 %{prefix}.v.x, i8 {byte(x_zp)}"]
+    else:
+        row_check = []
+        tap = [f"%{prefix}.at = add nsw i64 %{prefix}.line.o, %{prefix}.ix",
+               f"%{prefix}.v.at = getelementptr inbounds i8, ptr %{prefix}.plane, i64 %{prefix}.at",
+               f"%{prefix}.v = load i8, ptr %{prefix}.v.at, align 1"]
+    body = "\n  ".join
+    q = prefix
+    return f"""
+{q}.channel:
+  %{q}.c = phi i64 [ 0, %pixel.go ], [ %{q}.c.next, %{q}.channel.end ]
+  %{q}.plane.o = mul nuw nsw i64 %{q}.c, {g.h * g.w}
+  %{q}.plane = getelementptr inbounds i8, ptr %x, i64 %{q}.plane.o
+  %{q}.ctap = mul nuw nsw i64 %{q}.c, {g.taps}
+  br label %{q}.ky
+
+{q}.ky:
+  %{q}.ky.i = phi i64 [ 0, %{q}.channel ], [ %{q}.ky.next, %{q}.ky.end ]
+  %{q}.iy.d = mul nuw nsw i64 %{q}.ky.i, {g.dh}
+  %{q}.iy = add nsw i64 %y0, %{q}.iy.d
+  {body(row_check)}
+  %{q}.line.o = mul nsw i64 %{q}.iy, {g.w}
+  %{q}.tap.y = mul nuw nsw i64 %{q}.ky.i, {g.kw}
+  %{q}.tap.yc = add nuw nsw i64 %{q}.ctap, %{q}.tap.y
+  br label %{q}.kx
+
+{q}.kx:
+  %{q}.kx.i = phi i64 [ 0, %{q}.ky ], [ %{q}.kx.next, %{q}.kx ]
+  %{q}.ix.d = mul nuw nsw i64 %{q}.kx.i, {g.dw}
+  %{q}.ix = add nsw i64 %x0, %{q}.ix.d
+  {body(tap)}
+  %{q}.tap = add nuw nsw i64 %{q}.tap.yc, %{q}.kx.i
+  %{q}.out.at = getelementptr inbounds i8, ptr %crow, i64 %{q}.tap
+  store i8 %{q}.v, ptr %{q}.out.at, align 1
+  %{q}.kx.next = add nuw nsw i64 %{q}.kx.i, 1
+  %{q}.kx.more = icmp slt i64 %{q}.kx.next, {g.kw}
+  br i1 %{q}.kx.more, label %{q}.kx, label %{q}.ky.end
+
+{q}.ky.end:
+  %{q}.ky.next = add nuw nsw i64 %{q}.ky.i, 1
+  %{q}.ky.more = icmp slt i64 %{q}.ky.next, {g.kh}
+  br i1 %{q}.ky.more, label %{q}.ky, label %{q}.channel.end
+
+{q}.channel.end:
+  %{q}.c.next = add nuw nsw i64 %{q}.c, 1
+  %{q}.c.more = icmp slt i64 %{q}.c.next, {cg}
+  br i1 %{q}.c.more, label %{q}.channel, label %pixel.end
+"""
+
+
 def _im2col_ir(name: str, g: Geometry, cg: int, x_zp: int) -> str:
     """``@name(ptr x, i64 p0, i64 pixels, ptr cols)``: for output pixels ``p0 + i`` (``i <
     pixels``) of one image and group (``x`` at its first channel), the window's codes into
     ``cols[i * K + (c * kh + i_h) * kw + i_w]`` (W's order), ``x_zp`` outside the image. Every
-    load is inside x (a padded tap reads x[0] and is replaced)."""
+    load is inside x (a padded tap reads x[0] and is replaced). A pixel whose whole window
+    lies inside the image (most of them) copies its taps without any check."""
     k = cg * g.taps
     return f"""
 define internal void @{name}(ptr noalias nocapture readonly %x, i64 %p0, i64 %pixels,
@@ -271,53 +334,21 @@ pixel:
   %x0 = sub nsw i64 %x0.s, {g.pw}
   %crow.o = mul nuw nsw i64 %i, {k}
   %crow = getelementptr inbounds i8, ptr %cols, i64 %crow.o
-  br label %channel
+  %y1 = add nsw i64 %y0, {(g.kh - 1) * g.dh}
+  %x1 = add nsw i64 %x0, {(g.kw - 1) * g.dw}
+  %y0.in = icmp sge i64 %y0, 0
+  %y1.in = icmp slt i64 %y1, {g.h}
+  %x0.in = icmp sge i64 %x0, 0
+  %x1.in = icmp slt i64 %x1, {g.w}
+  %y.in = and i1 %y0.in, %y1.in
+  %x.in = and i1 %x0.in, %x1.in
+  %inside = and i1 %y.in, %x.in
+  br label %pixel.go
 
-channel:
-  %c = phi i64 [ 0, %pixel ], [ %c.next, %channel.end ]
-  %plane.o = mul nuw nsw i64 %c, {g.h * g.w}
-  %plane = getelementptr inbounds i8, ptr %x, i64 %plane.o
-  %ctap = mul nuw nsw i64 %c, {g.taps}
-  br label %ky
-
-ky:
-  %ky.i = phi i64 [ 0, %channel ], [ %ky.next, %ky.end ]
-  %iy.d = mul nuw nsw i64 %ky.i, {g.dh}
-  %iy = add nsw i64 %y0, %iy.d
-  %iy.ok = icmp ult i64 %iy, {g.h}
-  %line.o = mul nsw i64 %iy, {g.w}
-  %tap.y = mul nuw nsw i64 %ky.i, {g.kw}
-  %tap.yc = add nuw nsw i64 %ctap, %tap.y
-  br label %kx
-
-kx:
-  %kx.i = phi i64 [ 0, %ky ], [ %kx.next, %kx ]
-  %ix.d = mul nuw nsw i64 %kx.i, {g.dw}
-  %ix = add nsw i64 %x0, %ix.d
-  %ix.ok = icmp ult i64 %ix, {g.w}
-  %ok = and i1 %iy.ok, %ix.ok
-  %at.i = add nsw i64 %line.o, %ix
-  %at = select i1 %ok, i64 %at.i, i64 0
-  %v.at = getelementptr inbounds i8, ptr %plane, i64 %at
-  %v.x = load i8, ptr %v.at, align 1
-  %v = select i1 %ok, i8 %v.x, i8 {byte(x_zp)}
-  %tap = add nuw nsw i64 %tap.yc, %kx.i
-  %out.at = getelementptr inbounds i8, ptr %crow, i64 %tap
-  store i8 %v, ptr %out.at, align 1
-  %kx.next = add nuw nsw i64 %kx.i, 1
-  %kx.more = icmp slt i64 %kx.next, {g.kw}
-  br i1 %kx.more, label %kx, label %ky.end
-
-ky.end:
-  %ky.next = add nuw nsw i64 %ky.i, 1
-  %ky.more = icmp slt i64 %ky.next, {g.kh}
-  br i1 %ky.more, label %ky, label %channel.end
-
-channel.end:
-  %c.next = add nuw nsw i64 %c, 1
-  %c.more = icmp slt i64 %c.next, {cg}
-  br i1 %c.more, label %channel, label %pixel.end
-
+pixel.go:
+  br i1 %inside, label %inner.channel, label %edge.channel
+{_taps_ir("inner", g, cg, x_zp, False)}
+{_taps_ir("edge", g, cg, x_zp, True)}
 pixel.end:
   %i.next = add nuw nsw i64 %i, 1
   %i.more = icmp slt i64 %i.next, %pixels
