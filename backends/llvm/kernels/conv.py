@@ -15,6 +15,7 @@ channel per group (depthwise) runs ``depthwise.py``'s kernel.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,6 +167,7 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
                         "declare float @llvm.maxnum.f32(float, float)\n"
                         "declare float @llvm.minnum.f32(float, float)")
         element = "float"
+        fast = None
     else:
         load = ["%m.n = load i32, ptr %m.at, align 4", "%m = sext i32 %m.n to i64",
                 "%mz.n = load i32, ptr %mz.at, align 4", "%mz = sext i32 %mz.n to i64",
@@ -178,12 +180,22 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
             math_ += [f"%zc = sub nsw i32 %z32, {r.z_zp}", "%zc64 = sext i32 %zc to i64",
                       "%zm = mul nsw i64 %zc64, %mz", "%at = add nsw i64 %am, %zm"]
         total = "%at" if residual else "%am"
-        math_ += [f"%sr = add nsw i64 {total}, %half", "%ss = ashr i64 %sr, %t",
+        math_.append(f"%sr = add nsw i64 {total}, %half")
+        # a shift t >= 32 (the usual one): s = (sum >> 32) >> (t - 32) fits in int32, so its
+        # high half, an int32 arithmetic shift and int32 clamps (AVX2 has none for int64)
+        fast = [*math_, "%hi.w = ashr i64 %sr, 32", "%hi = trunc i64 %hi.w to i32",
+                "%s32 = ashr i32 %hi, %t32",
+                f"%sl = call i32 @llvm.smax.i32(i32 %s32, i32 {r.low})",
+                f"%sh = call i32 @llvm.smin.i32(i32 %sl, i32 {r.high})",
+                "%b = trunc i32 %sh to i8"]
+        math_ += ["%ss = ashr i64 %sr, %t",
                   f"%sl = call i64 @llvm.smax.i64(i64 %ss, i64 {r.low})",
                   f"%sh = call i64 @llvm.smin.i64(i64 %sl, i64 {r.high})",
                   "%b = trunc i64 %sh to i8"]
         declarations = ("declare i64 @llvm.smax.i64(i64, i64)\n"
-                        "declare i64 @llvm.smin.i64(i64, i64)")
+                        "declare i64 @llvm.smin.i64(i64, i64)\n"
+                        "declare i32 @llvm.smax.i32(i32, i32)\n"
+                        "declare i32 @llvm.smin.i32(i32, i32)")
         element = "i32"
     zload = []
     if residual:
@@ -202,6 +214,33 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
     # shift above all: AVX2 has no per-lane arithmetic 64-bit shift) are uniform there and y's
     # bytes contiguous, so LLVM vectorises along the pixels
     body = "\n  ".join
+
+    def pixel_loop(label: str, math: list[str]) -> str:
+        """The pixel loop ``label`` of one channel, its values suffixed by the label."""
+        loop = f"""
+{label}:
+  %p = phi i64 [ 0, %{label}.pre ], [ %p.next, %{label} ]
+  %a.o = mul nuw nsw i64 %p, {pixel_step}
+  %a.at = getelementptr inbounds i32, ptr %arow, i64 %a.o
+  %a = load i32, ptr %a.at, align 4
+  {body(zload)}
+  {body(math)}
+  %o = add i8 %b, {byte(r.zp)}
+  %y.at = getelementptr inbounds i8, ptr %yrow, i64 %p
+  store i8 %o, ptr %y.at, align 1
+  %p.next = add nuw nsw i64 %p, 1
+  %p.more = icmp slt i64 %p.next, %pixels
+  br i1 %p.more, label %{label}, label %channel.end
+"""
+        for value in set(re.findall(r"^\s*%([\w.]+) =", loop, re.M)):
+            loop = re.sub(rf"%{re.escape(value)}(?![\w.])", f"%{value}.{label}", loop)
+        return loop
+
+    branch = "br label %pixel.pre\npixel.pre:\n  br label %pixel"
+    if fast is not None:
+        branch = ("%wide.t = icmp sge i64 %t, 32\n  br i1 %wide.t, label %wide.pre, label "
+                  "%pixel.pre\nwide.pre:\n  %t.w = sub nsw i64 %t, 32\n  %t32 = trunc i64 "
+                  "%t.w to i32\n  br label %wide\npixel.pre:\n  br label %pixel")
     return f"""
 {declarations}
 
@@ -216,22 +255,9 @@ entry:
 channel:
   %c = phi i64 [ 0, %entry ], [ %c.next, %channel.end ]
   {body(per_channel)}
-  br label %pixel
-
-pixel:
-  %p = phi i64 [ 0, %channel ], [ %p.next, %pixel ]
-  %a.o = mul nuw nsw i64 %p, {pixel_step}
-  %a.at = getelementptr inbounds i32, ptr %arow, i64 %a.o
-  %a = load i32, ptr %a.at, align 4
-  {body(zload)}
-  {body(math_)}
-  %o = add i8 %b, {byte(r.zp)}
-  %y.at = getelementptr inbounds i8, ptr %yrow, i64 %p
-  store i8 %o, ptr %y.at, align 1
-  %p.next = add nuw nsw i64 %p, 1
-  %p.more = icmp slt i64 %p.next, %pixels
-  br i1 %p.more, label %pixel, label %channel.end
-
+  {branch}
+{pixel_loop("pixel", math_)}
+{"" if fast is None else pixel_loop("wide", fast)}
 channel.end:
   %c.next = add nuw nsw i64 %c, 1
   %c.more = icmp slt i64 %c.next, %channels
