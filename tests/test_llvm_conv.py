@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llvm_harness import assert_native_exact
 from qcompiler.backends.llvm import bound
-from qcompiler.backends.llvm.kernels.conv import geometry
+from qcompiler.backends.llvm.kernels.conv import conv_operands, geometry
 from qcompiler.backends.llvm.runtime import Program
 
 import qcompiler as qc
@@ -166,6 +166,15 @@ def im2col_windows(g) -> set[str]:
     return kinds | ({"im2col window on the border"} if not (all(rows) and all(cols)) else set())
 
 
+def store_shifts(node) -> set[str]:
+    """Which of the "fixed_point" store's two loops the node's channels take: a shift of 32 or
+    more (int32 after the high half) or a smaller one (the general int64 loop)."""
+    if node.attrs.get("rounding", "fixed_point") != "fixed_point":
+        return set()
+    shift = conv_operands(node, node.inputs[1].shape[0]).rescale.consts[2]
+    return {f"store shift {'>= 32' if t >= 32 else '< 32'}" for t in shift}
+
+
 def test_int_conv_is_the_numpy_backends_bit_for_bit():
     seen, compared = Counter(), Counter()
 
@@ -176,6 +185,7 @@ def test_int_conv_is_the_numpy_backends_bit_for_bit():
         compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
         for node in graph.nodes:
             seen.update(im2col_windows(geometry(node)))
+            seen.update(store_shifts(node))
 
     check()
     assert compared["runs"] >= 4 * 8
@@ -185,7 +195,8 @@ def test_int_conv_is_the_numpy_backends_bit_for_bit():
                 "w zp none", "w zp scalar", "w zp per channel", "strided", "dilated",
                 "extreme weights", "per-channel multiplier", "per-tensor multiplier", "clamp",
                 "residual", "near int32 limits", "channel multiplier",
-                "im2col window inside", "im2col window on the border"]
+                "im2col window inside", "im2col window on the border", "store shift >= 32",
+                "store shift < 32"]
     assert not [f for f in features if not seen[f]], seen
 
 
