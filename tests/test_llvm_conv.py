@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llvm_harness import assert_native_exact
 from qcompiler.backends.llvm import bound
+from qcompiler.backends.llvm.kernels.conv import conv_operands, geometry
 from qcompiler.backends.llvm.runtime import Program
 
 import qcompiler as qc
@@ -152,6 +153,28 @@ def output_shape(shape, x_dtype, inputs, attrs) -> tuple[int, ...]:
     return tuple(g.add_node("IntConv", operands, attrs).outputs[0].shape)
 
 
+def im2col_windows(g) -> set[str]:
+    """Which of the im2col's two paths a GEMM convolution's pixels take: a window inside the
+    image (copied unchecked) and one on the border (each tap checked)."""
+    if g.c == g.group:  # depthwise: no im2col
+        return set()
+    rows = [0 <= o * g.sh - g.ph and o * g.sh - g.ph + (g.kh - 1) * g.dh < g.h
+            for o in range(g.oh)]
+    cols = [0 <= o * g.sw - g.pw and o * g.sw - g.pw + (g.kw - 1) * g.dw < g.w
+            for o in range(g.ow)]
+    kinds = {"im2col window inside"} if any(rows) and any(cols) else set()
+    return kinds | ({"im2col window on the border"} if not (all(rows) and all(cols)) else set())
+
+
+def store_shifts(node) -> set[str]:
+    """Which of the "fixed_point" store's two loops the node's channels take: a shift of 32 or
+    more (int32 after the high half) or a smaller one (the general int64 loop)."""
+    if node.attrs.get("rounding", "fixed_point") != "fixed_point":
+        return set()
+    shift = conv_operands(node, node.inputs[1].shape[0]).rescale.consts[2]
+    return {f"store shift {'>= 32' if t >= 32 else '< 32'}" for t in shift}
+
+
 def test_int_conv_is_the_numpy_backends_bit_for_bit():
     seen, compared = Counter(), Counter()
 
@@ -160,6 +183,9 @@ def test_int_conv_is_the_numpy_backends_bit_for_bit():
     def check(cases, seed):
         graph, feed = conv_graph(cases, np.random.default_rng(seed))
         compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
+        for node in graph.nodes:
+            seen.update(im2col_windows(geometry(node)))
+            seen.update(store_shifts(node))
 
     check()
     assert compared["runs"] >= 4 * 8
@@ -168,7 +194,9 @@ def test_int_conv_is_the_numpy_backends_bit_for_bit():
                 "fixed_point", "float", "x int8", "x uint8", "y int8", "y uint8",
                 "w zp none", "w zp scalar", "w zp per channel", "strided", "dilated",
                 "extreme weights", "per-channel multiplier", "per-tensor multiplier", "clamp",
-                "residual", "near int32 limits", "channel multiplier"]
+                "residual", "near int32 limits", "channel multiplier",
+                "im2col window inside", "im2col window on the border", "store shift >= 32",
+                "store shift < 32"]
     assert not [f for f in features if not seen[f]], seen
 
 

@@ -15,6 +15,7 @@ channel per group (depthwise) runs ``depthwise.py``'s kernel.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,6 +167,7 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
                         "declare float @llvm.maxnum.f32(float, float)\n"
                         "declare float @llvm.minnum.f32(float, float)")
         element = "float"
+        fast = None
     else:
         load = ["%m.n = load i32, ptr %m.at, align 4", "%m = sext i32 %m.n to i64",
                 "%mz.n = load i32, ptr %mz.at, align 4", "%mz = sext i32 %mz.n to i64",
@@ -178,12 +180,22 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
             math_ += [f"%zc = sub nsw i32 %z32, {r.z_zp}", "%zc64 = sext i32 %zc to i64",
                       "%zm = mul nsw i64 %zc64, %mz", "%at = add nsw i64 %am, %zm"]
         total = "%at" if residual else "%am"
-        math_ += [f"%sr = add nsw i64 {total}, %half", "%ss = ashr i64 %sr, %t",
+        math_.append(f"%sr = add nsw i64 {total}, %half")
+        # a shift t >= 32 (the usual one): s = (sum >> 32) >> (t - 32) fits in int32, so its
+        # high half, an int32 arithmetic shift and int32 clamps (AVX2 has none for int64)
+        fast = [*math_, "%hi.w = ashr i64 %sr, 32", "%hi = trunc i64 %hi.w to i32",
+                "%s32 = ashr i32 %hi, %t32",
+                f"%sl = call i32 @llvm.smax.i32(i32 %s32, i32 {r.low})",
+                f"%sh = call i32 @llvm.smin.i32(i32 %sl, i32 {r.high})",
+                "%b = trunc i32 %sh to i8"]
+        math_ += ["%ss = ashr i64 %sr, %t",
                   f"%sl = call i64 @llvm.smax.i64(i64 %ss, i64 {r.low})",
                   f"%sh = call i64 @llvm.smin.i64(i64 %sl, i64 {r.high})",
                   "%b = trunc i64 %sh to i8"]
         declarations = ("declare i64 @llvm.smax.i64(i64, i64)\n"
-                        "declare i64 @llvm.smin.i64(i64, i64)")
+                        "declare i64 @llvm.smin.i64(i64, i64)\n"
+                        "declare i32 @llvm.smax.i32(i32, i32)\n"
+                        "declare i32 @llvm.smin.i32(i32, i32)")
         element = "i32"
     zload = []
     if residual:
@@ -198,11 +210,37 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
                    f"%row.o = mul nuw nsw i64 %c, {row}",
                    "%yrow = getelementptr inbounds i8, ptr %y, i64 %row.o",
                    "%zrow = getelementptr inbounds i8, ptr %z, i64 %row.o"]
-    # the inner loop runs along the accumulators' contiguous axis (LLVM vectorises it)
-    outer, inner = ("c", "p") if pixel_step == 1 else ("p", "c")
-    per_outer, per_inner = (per_channel, []) if outer == "c" else ([], per_channel)
-    limits = {"c": "%channels", "p": "%pixels"}
+    # one channel per outer step, its pixels in the inner loop: the channel's constants (its
+    # shift above all: AVX2 has no per-lane arithmetic 64-bit shift) are uniform there and y's
+    # bytes contiguous, so LLVM vectorises along the pixels
     body = "\n  ".join
+
+    def pixel_loop(label: str, math: list[str]) -> str:
+        """The pixel loop ``label`` of one channel, its values suffixed by the label."""
+        loop = f"""
+{label}:
+  %p = phi i64 [ 0, %{label}.pre ], [ %p.next, %{label} ]
+  %a.o = mul nuw nsw i64 %p, {pixel_step}
+  %a.at = getelementptr inbounds i32, ptr %arow, i64 %a.o
+  %a = load i32, ptr %a.at, align 4
+  {body(zload)}
+  {body(math)}
+  %o = add i8 %b, {byte(r.zp)}
+  %y.at = getelementptr inbounds i8, ptr %yrow, i64 %p
+  store i8 %o, ptr %y.at, align 1
+  %p.next = add nuw nsw i64 %p, 1
+  %p.more = icmp slt i64 %p.next, %pixels
+  br i1 %p.more, label %{label}, label %channel.end
+"""
+        for value in set(re.findall(r"^\s*%([\w.]+) =", loop, re.M)):
+            loop = re.sub(rf"%{re.escape(value)}(?![\w.])", f"%{value}.{label}", loop)
+        return loop
+
+    branch = "br label %pixel.pre\npixel.pre:\n  br label %pixel"
+    if fast is not None:
+        branch = ("%wide.t = icmp sge i64 %t, 32\n  br i1 %wide.t, label %wide.pre, label "
+                  "%pixel.pre\nwide.pre:\n  %t.w = sub nsw i64 %t, 32\n  %t32 = trunc i64 "
+                  "%t.w to i32\n  br label %wide\npixel.pre:\n  br label %pixel")
     return f"""
 {declarations}
 
@@ -212,32 +250,18 @@ define internal void @{name}(ptr noalias nocapture readonly %acc, i64 %pixels, i
                              %k0, ptr noalias nocapture readonly %k1, ptr noalias nocapture
                              readonly %k2, ptr noalias nocapture readonly %k3) {{
 entry:
-  br label %outer
+  br label %channel
 
-outer:
-  %{outer} = phi i64 [ 0, %entry ], [ %{outer}.next, %outer.end ]
-  {body(per_outer)}
-  br label %inner
-
-inner:
-  %{inner} = phi i64 [ 0, %outer ], [ %{inner}.next, %inner ]
-  {body(per_inner)}
-  %a.o = mul nuw nsw i64 %p, {pixel_step}
-  %a.at = getelementptr inbounds i32, ptr %arow, i64 %a.o
-  %a = load i32, ptr %a.at, align 4
-  {body(zload)}
-  {body(math_)}
-  %o = add i8 %b, {byte(r.zp)}
-  %y.at = getelementptr inbounds i8, ptr %yrow, i64 %p
-  store i8 %o, ptr %y.at, align 1
-  %{inner}.next = add nuw nsw i64 %{inner}, 1
-  %{inner}.more = icmp slt i64 %{inner}.next, {limits[inner]}
-  br i1 %{inner}.more, label %inner, label %outer.end
-
-outer.end:
-  %{outer}.next = add nuw nsw i64 %{outer}, 1
-  %{outer}.more = icmp slt i64 %{outer}.next, {limits[outer]}
-  br i1 %{outer}.more, label %outer, label %exit
+channel:
+  %c = phi i64 [ 0, %entry ], [ %c.next, %channel.end ]
+  {body(per_channel)}
+  {branch}
+{pixel_loop("pixel", math_)}
+{"" if fast is None else pixel_loop("wide", fast)}
+channel.end:
+  %c.next = add nuw nsw i64 %c, 1
+  %c.more = icmp slt i64 %c.next, %channels
+  br i1 %c.more, label %channel, label %exit
 
 exit:
   ret void
@@ -250,11 +274,74 @@ def byte(code: int) -> int:
     return (code + 128) % 256 - 128
 
 
+def _taps_ir(prefix: str, g: Geometry, cg: int, x_zp: int, checked: bool) -> str:
+    """One pixel's window into its row of cols (``_im2col_ir``), blocks ``{prefix}.*`` ending
+    at ``%pixel.end``: each tap bounds-checked (x_zp outside the image) when ``checked``, else
+    plain copies (every tap inside: no compare, no select)."""
+    if checked:
+        row_check = [f"%{prefix}.iy.ok = icmp ult i64 %{prefix}.iy, {g.h}"]
+        tap = [f"%{prefix}.ix.ok = icmp ult i64 %{prefix}.ix, {g.w}",
+               f"%{prefix}.ok = and i1 %{prefix}.iy.ok, %{prefix}.ix.ok",
+               f"%{prefix}.at.i = add nsw i64 %{prefix}.line.o, %{prefix}.ix",
+               f"%{prefix}.at = select i1 %{prefix}.ok, i64 %{prefix}.at.i, i64 0",
+               f"%{prefix}.v.at = getelementptr inbounds i8, ptr %{prefix}.plane, i64 %{prefix}.at",
+               f"%{prefix}.v.x = load i8, ptr %{prefix}.v.at, align 1",
+               f"%{prefix}.v = select i1 %{prefix}.ok, i8 %{prefix}.v.x, i8 {byte(x_zp)}"]
+    else:
+        row_check = []
+        tap = [f"%{prefix}.at = add nsw i64 %{prefix}.line.o, %{prefix}.ix",
+               f"%{prefix}.v.at = getelementptr inbounds i8, ptr %{prefix}.plane, i64 %{prefix}.at",
+               f"%{prefix}.v = load i8, ptr %{prefix}.v.at, align 1"]
+    body = "\n  ".join
+    q = prefix
+    return f"""
+{q}.channel:
+  %{q}.c = phi i64 [ 0, %pixel.go ], [ %{q}.c.next, %{q}.channel.end ]
+  %{q}.plane.o = mul nuw nsw i64 %{q}.c, {g.h * g.w}
+  %{q}.plane = getelementptr inbounds i8, ptr %x, i64 %{q}.plane.o
+  %{q}.ctap = mul nuw nsw i64 %{q}.c, {g.taps}
+  br label %{q}.ky
+
+{q}.ky:
+  %{q}.ky.i = phi i64 [ 0, %{q}.channel ], [ %{q}.ky.next, %{q}.ky.end ]
+  %{q}.iy.d = mul nuw nsw i64 %{q}.ky.i, {g.dh}
+  %{q}.iy = add nsw i64 %y0, %{q}.iy.d
+  {body(row_check)}
+  %{q}.line.o = mul nsw i64 %{q}.iy, {g.w}
+  %{q}.tap.y = mul nuw nsw i64 %{q}.ky.i, {g.kw}
+  %{q}.tap.yc = add nuw nsw i64 %{q}.ctap, %{q}.tap.y
+  br label %{q}.kx
+
+{q}.kx:
+  %{q}.kx.i = phi i64 [ 0, %{q}.ky ], [ %{q}.kx.next, %{q}.kx ]
+  %{q}.ix.d = mul nuw nsw i64 %{q}.kx.i, {g.dw}
+  %{q}.ix = add nsw i64 %x0, %{q}.ix.d
+  {body(tap)}
+  %{q}.tap = add nuw nsw i64 %{q}.tap.yc, %{q}.kx.i
+  %{q}.out.at = getelementptr inbounds i8, ptr %crow, i64 %{q}.tap
+  store i8 %{q}.v, ptr %{q}.out.at, align 1
+  %{q}.kx.next = add nuw nsw i64 %{q}.kx.i, 1
+  %{q}.kx.more = icmp slt i64 %{q}.kx.next, {g.kw}
+  br i1 %{q}.kx.more, label %{q}.kx, label %{q}.ky.end
+
+{q}.ky.end:
+  %{q}.ky.next = add nuw nsw i64 %{q}.ky.i, 1
+  %{q}.ky.more = icmp slt i64 %{q}.ky.next, {g.kh}
+  br i1 %{q}.ky.more, label %{q}.ky, label %{q}.channel.end
+
+{q}.channel.end:
+  %{q}.c.next = add nuw nsw i64 %{q}.c, 1
+  %{q}.c.more = icmp slt i64 %{q}.c.next, {cg}
+  br i1 %{q}.c.more, label %{q}.channel, label %pixel.end
+"""
+
+
 def _im2col_ir(name: str, g: Geometry, cg: int, x_zp: int) -> str:
     """``@name(ptr x, i64 p0, i64 pixels, ptr cols)``: for output pixels ``p0 + i`` (``i <
     pixels``) of one image and group (``x`` at its first channel), the window's codes into
     ``cols[i * K + (c * kh + i_h) * kw + i_w]`` (W's order), ``x_zp`` outside the image. Every
-    load is inside x (a padded tap reads x[0] and is replaced)."""
+    load is inside x (a padded tap reads x[0] and is replaced). A pixel whose whole window
+    lies inside the image (most of them) copies its taps without any check."""
     k = cg * g.taps
     return f"""
 define internal void @{name}(ptr noalias nocapture readonly %x, i64 %p0, i64 %pixels,
@@ -273,53 +360,21 @@ pixel:
   %x0 = sub nsw i64 %x0.s, {g.pw}
   %crow.o = mul nuw nsw i64 %i, {k}
   %crow = getelementptr inbounds i8, ptr %cols, i64 %crow.o
-  br label %channel
+  %y1 = add nsw i64 %y0, {(g.kh - 1) * g.dh}
+  %x1 = add nsw i64 %x0, {(g.kw - 1) * g.dw}
+  %y0.in = icmp sge i64 %y0, 0
+  %y1.in = icmp slt i64 %y1, {g.h}
+  %x0.in = icmp sge i64 %x0, 0
+  %x1.in = icmp slt i64 %x1, {g.w}
+  %y.in = and i1 %y0.in, %y1.in
+  %x.in = and i1 %x0.in, %x1.in
+  %inside = and i1 %y.in, %x.in
+  br label %pixel.go
 
-channel:
-  %c = phi i64 [ 0, %pixel ], [ %c.next, %channel.end ]
-  %plane.o = mul nuw nsw i64 %c, {g.h * g.w}
-  %plane = getelementptr inbounds i8, ptr %x, i64 %plane.o
-  %ctap = mul nuw nsw i64 %c, {g.taps}
-  br label %ky
-
-ky:
-  %ky.i = phi i64 [ 0, %channel ], [ %ky.next, %ky.end ]
-  %iy.d = mul nuw nsw i64 %ky.i, {g.dh}
-  %iy = add nsw i64 %y0, %iy.d
-  %iy.ok = icmp ult i64 %iy, {g.h}
-  %line.o = mul nsw i64 %iy, {g.w}
-  %tap.y = mul nuw nsw i64 %ky.i, {g.kw}
-  %tap.yc = add nuw nsw i64 %ctap, %tap.y
-  br label %kx
-
-kx:
-  %kx.i = phi i64 [ 0, %ky ], [ %kx.next, %kx ]
-  %ix.d = mul nuw nsw i64 %kx.i, {g.dw}
-  %ix = add nsw i64 %x0, %ix.d
-  %ix.ok = icmp ult i64 %ix, {g.w}
-  %ok = and i1 %iy.ok, %ix.ok
-  %at.i = add nsw i64 %line.o, %ix
-  %at = select i1 %ok, i64 %at.i, i64 0
-  %v.at = getelementptr inbounds i8, ptr %plane, i64 %at
-  %v.x = load i8, ptr %v.at, align 1
-  %v = select i1 %ok, i8 %v.x, i8 {byte(x_zp)}
-  %tap = add nuw nsw i64 %tap.yc, %kx.i
-  %out.at = getelementptr inbounds i8, ptr %crow, i64 %tap
-  store i8 %v, ptr %out.at, align 1
-  %kx.next = add nuw nsw i64 %kx.i, 1
-  %kx.more = icmp slt i64 %kx.next, {g.kw}
-  br i1 %kx.more, label %kx, label %ky.end
-
-ky.end:
-  %ky.next = add nuw nsw i64 %ky.i, 1
-  %ky.more = icmp slt i64 %ky.next, {g.kh}
-  br i1 %ky.more, label %ky, label %channel.end
-
-channel.end:
-  %c.next = add nuw nsw i64 %c, 1
-  %c.more = icmp slt i64 %c.next, {cg}
-  br i1 %c.more, label %channel, label %pixel.end
-
+pixel.go:
+  br i1 %inside, label %inner.channel, label %edge.channel
+{_taps_ir("inner", g, cg, x_zp, False)}
+{_taps_ir("edge", g, cg, x_zp, True)}
 pixel.end:
   %i.next = add nuw nsw i64 %i, 1
   %i.more = icmp slt i64 %i.next, %pixels
