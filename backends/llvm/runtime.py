@@ -307,13 +307,14 @@ class Program:
                       f"  %e{j}.t = add i64 %tid, 1",
                       f"  %e{j}.m = mul i64 %e{j}.t, {items}",
                       f"  %e{j} = udiv i64 %e{j}.m, %threads",
-                      f"  call void @{fn}({', '.join(args)})"]
+                      f"  call void @{fn}({', '.join(args)}) #0"]
             if j + 1 < len(segment.calls):
                 lines.append("  call void @qc_barrier(ptr %arena, i64 %threads)")
         body = "\n".join(lines)
         return ("declare void @qc_barrier(ptr, i64)\n" + "\n".join(declared.values()) +
                 f"\n\ndefine void @{segment.name}(ptr %arena, ptr %consts, i64 %tid, "
-                f"i64 %threads) {{\nentry:\n{body}\n  ret void\n}}\n")
+                f"i64 %threads) {{\nentry:\n{body}\n  ret void\n}}\n"
+                "attributes #0 = { noinline }\n")
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -444,9 +445,11 @@ def _nbytes(value: Value) -> int:
 
 # A barrier for ``threads`` threads over two i64 words (arrivals, generation) at ``%b``: the
 # last thread to arrive resets the count and moves the generation on; the others spin (with
-# the x86 pause hint) until it moves. One thread passes straight through.
+# the x86 pause hint) until it moves, then yield the core between looks when it has not moved
+# after some 16k spins (more threads than free cores). One thread passes straight through.
 _BARRIER = """
 declare void @llvm.x86.sse2.pause()
+declare i32 @sched_yield()
 
 define void @qc_barrier(ptr %b, i64 %threads) {
 entry:
@@ -468,10 +471,20 @@ release:
   br label %done
 
 wait:
+  %spins = phi i64 [ 0, %arrive ], [ %spins.next, %again ], [ %spins.next, %yield ]
   call void @llvm.x86.sse2.pause()
   %now = load atomic i64, ptr %gen.at acquire, align 8
   %same = icmp eq i64 %now, %gen
-  br i1 %same, label %wait, label %done
+  br i1 %same, label %again, label %done
+
+again:
+  %spins.next = add i64 %spins, 1
+  %patient = icmp ult i64 %spins, 16384
+  br i1 %patient, label %wait, label %yield
+
+yield:
+  %ignored = call i32 @sched_yield()
+  br label %wait
 
 done:
   ret void
