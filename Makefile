@@ -15,7 +15,7 @@ demo: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/qcompiler demo
 
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/numpy_backend.py --repeats 30
