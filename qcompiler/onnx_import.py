@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,9 @@ def from_onnx(model: onnx.ModelProto, input_shapes: InputShapes | None = None) -
     model's dynamic dimensions; a rank or a fixed dimension that disagrees is an error.
     """
     if not isinstance(model, onnx.ModelProto):
-        raise TypeError(f"from_onnx takes an onnx.ModelProto, not {type(model).__name__}")
+        hint = "; read a file with qc.load_onnx(path)" if isinstance(
+            model, str | bytes | os.PathLike) else ""
+        raise TypeError(f"from_onnx takes an onnx.ModelProto, not {type(model).__name__}{hint}")
     return _import(model, input_shapes, "the model")
 
 

@@ -646,3 +646,8 @@ def test_an_attribute_of_the_wrong_type_is_a_load_error() -> None:
         qc.from_onnx(model)
     for word in ("Gather node 'gather_node'", "'axis'", "floats", "int"):
         assert word in str(info.value)
+
+
+def test_from_onnx_given_a_path_points_to_load_onnx():
+    with pytest.raises(TypeError, match=r"qc\.load_onnx"):
+        qc.from_onnx("model.onnx")
