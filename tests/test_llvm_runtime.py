@@ -134,6 +134,43 @@ def test_compiled_code_is_cached_and_a_damaged_entry_is_compiled_again(tmp_path,
     assert Program(g).cached  # replaced by a whole entry
 
 
+def _parallel_convs(count: int = 4) -> Graph:
+    """``count`` equal convolutions of one input: many workspace blocks of equal sizes."""
+    rng = np.random.default_rng(1)
+    g = Graph("convs")
+    x = g.add_input("x", TensorType("u8", (1, 6, 9, 9)))
+    outs = []
+    for i in range(count):
+        w = rng.integers(-128, 128, (5, 6, 3, 3)).astype(np.int8)
+        node = g.add_node("IntConv", [x, g.add_constant(w, f"w{i}"),
+                                      g.add_constant(np.float64(1e-3)),
+                                      g.add_constant(np.uint8(7)), g.add_constant(np.int8(0))],
+                          {"pads": (1, 1, 1, 1)})
+        outs.append(node.outputs[0])
+    g.set_outputs(outs)
+    return g
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_graph_is_laid_out_the_same_by_every_compilation(tmp_path, monkeypatch, check):
+    """The arena's offsets are baked into the machine code that the cache shares between
+    processes: two compilations of one graph (both alive, so nothing of this process such as
+    an object's id can coincide) must place every block, workspaces included, at the same
+    offsets, and the code loaded from the cache must run exactly, guards intact."""
+    monkeypatch.setenv("QCOMPILER_CACHE_DIR", str(tmp_path))
+    first = Program(bound(_parallel_convs(), ((1, 6, 9, 9),)), check=check)
+    second = Program(bound(_parallel_convs(), ((1, 6, 9, 9),)), check=check)
+    assert not first.cached and second.cached
+    assert len([n for n in first.plan.offsets if n.startswith("scratch.")]) >= 8
+    assert first.plan.offsets == second.plan.offsets
+    assert sorted(first._scratch_at.values()) == sorted(second._scratch_at.values())
+    x = [np.random.default_rng(2).integers(0, 256, (1, 6, 9, 9)).astype(np.uint8)]
+    for a, b in zip(first.run(x), second.run(x), strict=True):
+        np.testing.assert_array_equal(a, b)
+    first.close()
+    second.close()
+
+
 def test_the_cache_can_be_off(monkeypatch, tmp_path):
     monkeypatch.setenv("QCOMPILER_CACHE_DIR", "off")
     g = bound(_lookups(), ((2, 7),))

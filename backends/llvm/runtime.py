@@ -206,7 +206,9 @@ class Program:
                     if isinstance(arg, Const):
                         self.constants.offset(arg.array)
                     elif isinstance(arg, Scratch):
-                        name = f"scratch.{step}.{id(arg)}"
+                        # named by its order, never by anything of this process (an id): the
+                        # layout is baked into the code, which the cache shares between runs
+                        name = f"scratch.{step}.{len(self.scratch)}"
                         self.scratch[id(arg)] = name
                         payload[name] = arg.nbytes
                         blocks[name] = (self._stride(arg) * self.threads, (step, step))
