@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llvm_harness import assert_native_exact
 from qcompiler.backends.llvm import bound
+from qcompiler.backends.llvm.kernels import winograd
 from qcompiler.backends.llvm.kernels.conv import conv_operands, geometry
 from qcompiler.backends.llvm.runtime import Program
 
@@ -200,6 +201,129 @@ def test_int_conv_is_the_numpy_backends_bit_for_bit():
     assert not [f for f in features if not seen[f]], seen
 
 
+@st.composite
+def winograd_layers(draw, seen: Counter):
+    """One 3x3 stride-1 IntConv that the Winograd kernel computes (``winograd.applies``):
+    output sizes odd and even, from 2x2 to several bands of tiles, every padding, odd and even
+    channel counts, both x dtypes, weight zero points and weights at the int8 limits, both
+    roundings, the fused residual, clamps and accumulators next to the int32 limits."""
+    c = draw(st.one_of(st.integers(winograd.MIN_CHANNELS, 9), st.integers(10, 40)), label="C")
+    m = draw(st.one_of(st.integers(1, 20), st.integers(21, 40)), label="M")
+    size = st.one_of(st.integers(2, 11), st.integers(12, 30))
+    padding = draw(st.sampled_from(["pads", "SAME_UPPER", "SAME_LOWER", "VALID"]),
+                   label="padding")
+    attrs = {"group": 1, "strides": (1, 1), "dilations": (1, 1), "kernel_shape": (3, 3)}
+    if padding == "pads":
+        pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
+        attrs["pads"] = pads
+    else:
+        attrs["auto_pad"] = padding
+        pads = (0,) * 4 if padding == "VALID" else (1,) * 4
+    # the input size that gives a drawn output size (at least 2 by 2)
+    spatial = tuple(max(1, draw(size) + 2 - pads[i] - pads[i + 2]) for i in range(2))
+    x_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="x dtype")
+    w_dtype = draw(st.sampled_from([np.int8, np.int8, np.uint8]), label="w dtype")
+    y_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="y dtype")
+    extreme = draw(st.booleans(), label="weights at the int8 limits")
+    w_zp = draw(st.sampled_from(["none", "scalar", "per channel"]), label="w zero point")
+    per_channel = draw(st.booleans(), label="per-channel multiplier")
+    rounding = draw(st.sampled_from(["fixed_point", "float"]), label="rounding")
+    clamp = draw(st.booleans(), label="qmin/qmax clamp")
+    residual = draw(st.booleans(), label="residual")
+    near_limits = draw(st.booleans(), label="accumulator near the int32 limits")
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    w = codes(rng, w_dtype, (m, c, 3, 3), extreme)
+    wz = None if w_zp == "none" else codes(rng, w_dtype, () if w_zp == "scalar" else (m,))
+    centred = w.reshape(m, -1).astype(np.int64) - (0 if wz is None else
+                                                   np.asarray(wz, np.int64).reshape(-1, 1))
+    widest = max(-int(np.iinfo(x_dtype).min), int(np.iinfo(x_dtype).max))
+    bound_ = widest * np.abs(centred).sum(axis=1)
+    if near_limits:
+        bias = (rng.choice([-1, 1], m) * (INT32_MAX - bound_)).astype(np.int32)
+    else:
+        bias = None if draw(st.booleans(), label="no bias") else rng.integers(
+            -(2**20), 2**20, m).astype(np.int32)
+    mult = rng.uniform(0.5, 60.0, m if per_channel else ()) / max(1, int(np.median(bound_)))
+    inputs = {"w": w, "multiplier": mult, "x_zero_point": scalar(rng, x_dtype),
+              "y_zero_point": scalar(rng, y_dtype), "bias": bias, "w_zero_point": wz}
+    z_dtype = None
+    if residual:
+        z_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="z dtype")
+        inputs.update(z_zero_point=scalar(rng, z_dtype), z_multiplier=np.float64(
+            rng.uniform(0.05, 2.0)))
+    attrs["rounding"] = rounding
+    if clamp:
+        info = np.iinfo(y_dtype)
+        lo = int(rng.integers(info.min, int(info.max) - 10))
+        attrs.update(qmin=lo, qmax=int(rng.integers(lo, int(info.max) + 1)))
+    for feature in (padding, rounding, f"x {x_dtype.__name__}", f"w zp {w_zp}"):
+        seen[feature] += 1
+    seen["odd C"] += c % 2
+    seen["extreme weights"] += extreme
+    seen["residual"] += residual
+    seen["clamp"] += clamp
+    seen["near int32 limits"] += near_limits
+    seen["M beyond one GEMM panel"] += m > 16
+    return (draw(st.integers(1, 2)), c, *spatial), x_dtype, inputs, attrs, z_dtype
+
+
+def test_the_winograd_convolution_is_the_numpy_backends_bit_for_bit():
+    """Every drawn layer runs the Winograd kernel (its function is in the program) and gives
+    the numpy backend's IntConv outputs bit for bit on this CPU (1 and 2 threads) and on
+    baseline x86-64; the tiles' edges and bands are counted."""
+    seen, compared = Counter(), Counter()
+
+    @settings(max_examples=max(8, settings.default.max_examples // 4), deadline=None)
+    @given(st.lists(winograd_layers(seen), min_size=3, max_size=3), st.integers(0, 2**32 - 1))
+    def check(cases, seed):
+        graph, feed = conv_graph(cases, np.random.default_rng(seed))
+        for node in graph.nodes:
+            g = geometry(node)
+            assert winograd.applies(g, conv_operands(node, g.m)), g
+            tiles_wide, tiles_high = -(-g.ow // 2), -(-g.oh // 2)
+            seen["odd output width"] += g.ow % 2
+            seen["even output width"] += g.ow % 2 == 0
+            seen["odd output height"] += g.oh % 2
+            seen["several bands"] += winograd.band_rows(tiles_wide, tiles_high) < tiles_high
+        program = Program(bound(graph, tuple(feed[v.name].shape for v in graph.inputs)))
+        names = [call.function.name for segment in program.segments for _, call in segment.calls]
+        program.close()
+        assert all(name.startswith("qc_int_conv_winograd_") for name in names), names
+        compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
+
+    check()
+    assert compared["runs"] >= 3 * 8
+    features = ["pads", "SAME_UPPER", "SAME_LOWER", "VALID", "fixed_point", "float", "x int8",
+                "x uint8", "w zp none", "w zp scalar", "w zp per channel", "odd C",
+                "extreme weights", "residual", "clamp", "near int32 limits",
+                "M beyond one GEMM panel", "odd output width", "even output width",
+                "odd output height", "several bands"]
+    assert not [f for f in features if not seen[f]], seen
+
+
+def test_winograd_refuses_a_layer_whose_transformed_sums_could_leave_int32():
+    """4 x the largest sum of 1000 channels of uint8 weights 255 over uint8 codes leaves int32
+    (the sum itself does not): the layer runs the im2col GEMM, exactly; one channel fewer of
+    weights at half the size is within the bound and runs Winograd."""
+    for c, top, kernel in ((1000, 255, "pmaddwd"), (999, 127, "winograd")):
+        g = Graph("wide")
+        x = g.add_input("x", TensorType("u8", (1, c, 2, 2)))
+        w = np.full((2, c, 3, 3), top, np.uint8)
+        node = g.add_node("IntConv", [x, g.add_constant(w), g.add_constant(np.float64(1e-9)),
+                                      g.add_constant(np.uint8(0)), g.add_constant(np.int8(0)),
+                                      None, g.add_constant(np.uint8(0))],
+                          {"pads": (1, 1, 1, 1)})
+        g.set_outputs([node.outputs[0]])
+        geo = geometry(node)
+        assert winograd.applies(geo, conv_operands(node, 2)) == (kernel == "winograd")
+        program = Program(bound(g, ((1, c, 2, 2),)))
+        names = [call.function.name for segment in program.segments for _, call in segment.calls]
+        program.close()
+        assert [name.rsplit("_", 1)[0] for name in names] == [f"qc_int_conv_{kernel}"]
+        feed = {"x": np.full((1, c, 2, 2), 255, np.uint8)}
+        assert assert_native_exact(g, [feed], native=["IntConv"]) == 3
+
+
 def _single_conv(shape, w_shape, **attrs) -> Graph:
     rng = np.random.default_rng(0)
     g = Graph("conv")
@@ -212,15 +336,17 @@ def _single_conv(shape, w_shape, **attrs) -> Graph:
     return g
 
 
-@pytest.mark.parametrize("w_shape, group", [((8, 4, 3, 3), 1), ((4, 1, 3, 3), 4)])
-def test_the_host_code_uses_exact_products_only(w_shape, group):
-    program = Program(bound(_single_conv((1, 4, 9, 9), w_shape, group=group), ((1, 4, 9, 9),)))
+@pytest.mark.parametrize("w_shape, group, strides, kernel", [
+    ((8, 4, 3, 3), 1, (2, 2), "pmaddwd"), ((8, 4, 3, 3), 1, (1, 1), "winograd"),
+    ((4, 1, 3, 3), 4, (1, 1), "depthwise_i16")])
+def test_the_host_code_uses_exact_products_only(w_shape, group, strides, kernel):
+    program = Program(bound(_single_conv((1, 4, 9, 9), w_shape, group=group, strides=strides),
+                            ((1, 4, 9, 9),)))
     assembly = program.assembly()
     names = [call.function.name for segment in program.segments for _, call in segment.calls]
     program.close()
     assert not program.fallbacks
-    assert names == [f"qc_int_conv_{'pmaddwd' if group == 1 else 'depthwise_i16'}_"
-                     f"{names[0].rsplit('_', 1)[1]}"]
+    assert names == [f"qc_int_conv_{kernel}_{names[0].rsplit('_', 1)[1]}"]
     assert "pmaddubsw" not in assembly
     if group == 1:  # the GEMM's 16-bit pair products
         assert "vpmaddwd" in assembly

@@ -18,7 +18,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from qcompiler.backends.llvm import gemm
 from qcompiler.backends.llvm.requantize import Requantizer
@@ -89,6 +89,8 @@ def test_the_gemm_is_bit_exact_with_an_int64_product(kernels):
 
     @settings(max_examples=max(100, settings.default.max_examples), deadline=None)
     @given(problems())
+    @example((np.arange(2 * gemm.MR * 5, dtype=np.uint8).reshape(2 * gemm.MR, 5),
+              np.arange(5 * gemm.NR, dtype=np.int8).reshape(5, gemm.NR), None, None))
     def check(problem):
         a, b, b_zp, bias = problem
         got = kernels[a.dtype == np.int8](a, gemm.pack_weights(b, b_zp, bias))
@@ -108,6 +110,49 @@ def test_the_gemm_is_bit_exact_with_an_int64_product(kernels):
     assert all(reached[key] for key in ("pair sums beyond int16", "row remainder",
                                         "column remainder", "odd K", "whole tiles", "1x1",
                                         "uint8 weights")), reached
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_the_int16_gemm_is_an_int64_product_modulo_2_32(target):
+    """The GEMM of int16 activations (Winograd's transformed codes) over int16 weights: every
+    pair product sum is exact (no operand is -32768) and the sums wrap, so the int32 result
+    is the int64 product modulo 2^32; rows of A may be strided (in int16 elements)."""
+    wide = gemm.Gemm(Jit(TARGETS[target]()), True, wide=True)
+    reached: Counter[str] = Counter()
+
+    @settings(max_examples=max(60, settings.default.max_examples // 2), deadline=None)
+    @given(st.one_of(st.integers(1, 70), st.sampled_from(EDGES)),
+           st.one_of(st.integers(1, 70), st.sampled_from(EDGES)), st.integers(1, 40),
+           st.integers(0, 3), st.booleans(), st.integers(0, 2**32 - 1))
+    @example(gemm.MR, gemm.NR, 3, 0, False, 0)  # whole tiles only
+    def check(m, n, pairs, slack, extreme, seed):
+        rng = np.random.default_rng(seed)
+        k, limit = 2 * pairs, int(INT16.max)
+        if extreme:
+            a = rng.choice(np.array([-limit, limit], np.int16), (m, k + slack))
+            b = rng.choice(np.array([-limit, limit], np.int16), (k, n))
+        else:
+            a = rng.integers(-limit, limit + 1, (m, k + slack)).astype(np.int16)
+            b = rng.integers(-limit, limit + 1, (k, n)).astype(np.int16)
+        out = np.empty((m, n), np.int32)
+        wide.bind(a[:, :k], gemm.pack_wide_weights(b), out)()
+        want = (a[:, :k].astype(np.int64) @ b.astype(np.int64)) & 0xFFFFFFFF
+        np.testing.assert_array_equal(out.view(np.uint32), want.astype(np.uint32))
+        reached["wrapped"] += bool((np.abs(a[:, :k].astype(np.int64) @ b.astype(np.int64))
+                                    > 2**31 - 1).any())
+        reached["strided rows"] += slack > 0
+        reached["row remainder"] += m % gemm.MR != 0
+        reached["column remainder"] += n % gemm.NR != 0
+        reached["whole tiles"] += m % gemm.MR == 0 and n % gemm.NR == 0
+
+    check()
+    assert all(reached[key] for key in ("wrapped", "strided rows", "row remainder",
+                                        "column remainder", "whole tiles")), reached
+    with pytest.raises(BackendError, match="K must be even"):
+        wide.bind(np.zeros((2, 3), np.int16), gemm.pack_wide_weights(np.ones((3, 2), np.int16)),
+                  np.empty((2, 2), np.int32))
+    with pytest.raises(BackendError, match="int16"):
+        gemm.pack_wide_weights(np.ones((4, 2), np.int8))
 
 
 @pytest.mark.parametrize("a_dtype", [np.int8, np.uint8])

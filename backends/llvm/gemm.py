@@ -80,15 +80,33 @@ def pack_weights(b: np.ndarray, b_zero_point=None, bias=None, nr: int = NR,
     centred = b.astype(np.int16)
     if b_zero_point is not None:
         centred -= np.asarray(b_zero_point, np.int16)
+    full_bias = np.zeros(n, np.int64)
+    if bias is not None:
+        full_bias[:] = np.broadcast_to(np.asarray(bias, np.int32).reshape(-1), (n,))
+    if a_zero_point is not None:
+        full_bias -= int(a_zero_point) * b.sum(axis=0, dtype=np.int64)
+    return _pack(centred, full_bias, nr)
+
+
+def pack_wide_weights(b: np.ndarray, nr: int = NR) -> PackedWeights:
+    """``b`` ([K, N] int16 values, used as they are: no zero point, no bias) in the
+    micro-kernel's layout, for the GEMM of int16 activations (``kernel_ir(..., wide=True)``)."""
+    if b.ndim != 2 or b.dtype != np.int16:
+        raise BackendError(f"the wide GEMM's weights must be [K, N] int16, got "
+                           f"{list(b.shape)} {b.dtype}")
+    return _pack(b, np.zeros(b.shape[1], np.int64), nr)
+
+
+def _pack(centred: np.ndarray, bias: np.ndarray, nr: int) -> PackedWeights:
+    """int16 ``centred`` [K, N] panel by panel and the int64 ``bias`` [N] (modulo 2^32: the
+    kernel's adds wrap, so only the accumulator must fit) padded to the panels."""
+    k, n = centred.shape
     pairs, panels = (k + 1) // 2, -(-n // nr)
     padded = np.zeros((2 * pairs, panels * nr), np.int16)
     padded[:k, :n] = centred
     data = padded.reshape(pairs, 2, panels, nr).transpose(2, 0, 3, 1)
     full_bias = np.zeros(panels * nr, np.int64)
-    if bias is not None:
-        full_bias[:n] = np.broadcast_to(np.asarray(bias, np.int32).reshape(-1), (n,))
-    if a_zero_point is not None:
-        full_bias[:n] -= int(a_zero_point) * b.sum(axis=0, dtype=np.int64)
+    full_bias[:n] = bias
     full_bias = (full_bias & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
     return PackedWeights(np.ascontiguousarray(data), full_bias, k, n)
 
@@ -305,10 +323,12 @@ declare <{LANES} x float> @llvm.maxnum.v{LANES}f32(<{LANES} x float>, <{LANES} x
 declare <{LANES} x float> @llvm.minnum.v{LANES}f32(<{LANES} x float>, <{LANES} x float>)"""}
 
 
-def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int, rounding: str | None) -> str:
+def _rows_ir(name: str, ext: str | None, avx2: bool, mr: int, nr: int,
+             rounding: str | None) -> str:
     """``@name``: ``mr`` whole rows of C (``n >= 1``): A's rows widened to int16 into the
-    workspace, then each column panel through the ``mr x nr`` register tile, stored as int32
-    (``rounding`` None) or requantized to bytes (``_requantize``)."""
+    workspace (``ext`` the widening; None: A is int16 already, rows ``lda`` int16 apart and K
+    even, read in place), then each column panel through the ``mr x nr`` register tile,
+    stored as int32 (``rounding`` None) or requantized to bytes (``_requantize``)."""
     vecs = nr // LANES
     v = f"<{LANES} x i32>"
     et = "i32" if rounding is None else "i8"  # an element of C
@@ -354,9 +374,14 @@ def _rows_ir(name: str, ext: str, avx2: bool, mr: int, nr: int, rounding: str | 
             f"  store {ov} %out{r}_{h}, ptr %t{r}_{h}.at, align {size}"]
     crows = []
     for r in range(mr):
-        crows += [f"  %crow{r} = mul nsw i64 %ldc, {r}",
-                  f"  %apairs{r}.o = mul nuw nsw i64 %pairs, {r}",
-                  f"  %apairs{r} = getelementptr inbounds i32, ptr %work, i64 %apairs{r}.o"]
+        crows.append(f"  %crow{r} = mul nsw i64 %ldc, {r}")
+        if ext is None:
+            crows += [f"  %apairs{r}.o = mul nsw i64 %lda, {r}",
+                      f"  %apairs{r} = getelementptr inbounds i16, ptr %a, i64 %apairs{r}.o"]
+        else:
+            crows += [f"  %apairs{r}.o = mul nuw nsw i64 %pairs, {r}",
+                      f"  %apairs{r} = getelementptr inbounds i32, ptr %work, i64 %apairs{r}.o"]
+    first = "packrow" if ext is not None else "rowsdone"
     body = "\n".join
     return f"""
 define internal void @{name}(ptr noalias nocapture readonly %a, i64 %lda,
@@ -375,44 +400,12 @@ entry:
   %kpad = shl nuw nsw i64 %pairs, 1
   %some.k = icmp sgt i64 %k, 0
   %tail.odd = icmp ne i64 %k.odd, 0
-  br label %packrow
-
-; A's rows widened to int16, row r at work[r * 2 * pairs] (a zero after an odd K)
-packrow:
-  %r = phi i64 [ 0, %entry ], [ %r.next, %packtail ]
-  %arow.o = mul nsw i64 %r, %lda
-  %arow = getelementptr inbounds i8, ptr %a, i64 %arow.o
-  %wrow.o = mul nuw nsw i64 %r, %kpad
-  %wrow = getelementptr inbounds i16, ptr %work, i64 %wrow.o
-  br i1 %some.k, label %packcode, label %packtail.check
-
-packcode:
-  %i = phi i64 [ 0, %packrow ], [ %i.next, %packcode ]
-  %x.at = getelementptr inbounds i8, ptr %arow, i64 %i
-  %x = load i8, ptr %x.at, align 1
-  %x16 = {ext} i8 %x to i16
-  %w.at = getelementptr inbounds i16, ptr %wrow, i64 %i
-  store i16 %x16, ptr %w.at, align 2
-  %i.next = add nuw nsw i64 %i, 1
-  %i.more = icmp slt i64 %i.next, %k
-  br i1 %i.more, label %packcode, label %packtail.check
-
-packtail.check:
-  br i1 %tail.odd, label %packlast, label %packtail
-
-packlast:
-  %last.at = getelementptr inbounds i16, ptr %wrow, i64 %k
-  store i16 0, ptr %last.at, align 2
-  br label %packtail
-
-packtail:
-  %r.next = add nuw nsw i64 %r, 1
-  %r.more = icmp slt i64 %r.next, {mr}
-  br i1 %r.more, label %packrow, label %rowsdone
-
+  br label %{first}
+{"" if ext is None else _widen_ir(ext, mr)}
 rowsdone:
 {body(crows)}
   br label %npanel
+
 
 npanel:
   %j = phi i64 [ 0, %rowsdone ], [ %j.next, %npanel.end ]
@@ -484,14 +477,54 @@ exit:
 """
 
 
+def _widen_ir(ext: str, mr: int) -> str:
+    """The blocks ``packrow..packtail`` of ``_rows_ir``: the ``mr`` rows of A widened (``ext``)
+    to int16 into the workspace, then on to ``rowsdone``."""
+    return f"""
+; A's rows widened to int16, row r at work[r * 2 * pairs] (a zero after an odd K)
+packrow:
+  %r = phi i64 [ 0, %entry ], [ %r.next, %packtail ]
+  %arow.o = mul nsw i64 %r, %lda
+  %arow = getelementptr inbounds i8, ptr %a, i64 %arow.o
+  %wrow.o = mul nuw nsw i64 %r, %kpad
+  %wrow = getelementptr inbounds i16, ptr %work, i64 %wrow.o
+  br i1 %some.k, label %packcode, label %packtail.check
+
+packcode:
+  %i = phi i64 [ 0, %packrow ], [ %i.next, %packcode ]
+  %x.at = getelementptr inbounds i8, ptr %arow, i64 %i
+  %x = load i8, ptr %x.at, align 1
+  %x16 = {ext} i8 %x to i16
+  %w.at = getelementptr inbounds i16, ptr %wrow, i64 %i
+  store i16 %x16, ptr %w.at, align 2
+  %i.next = add nuw nsw i64 %i, 1
+  %i.more = icmp slt i64 %i.next, %k
+  br i1 %i.more, label %packcode, label %packtail.check
+
+packtail.check:
+  br i1 %tail.odd, label %packlast, label %packtail
+
+packlast:
+  %last.at = getelementptr inbounds i16, ptr %wrow, i64 %k
+  store i16 0, ptr %last.at, align 2
+  br label %packtail
+
+packtail:
+  %r.next = add nuw nsw i64 %r, 1
+  %r.more = icmp slt i64 %r.next, {mr}
+  br i1 %r.more, label %packrow, label %rowsdone
+
+"""
+
+
 def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: str,
-              rounding: str | None) -> str:
+              rounding: str | None, wide: bool) -> str:
     """IR that calls ``rows_fn`` for the rows ``[first, last)`` by steps of ``mr``."""
     return f"""
 {label}:
   %{label}.i = phi i64 [ {first}, %{label}.check ], [ %{label}.next, %{label} ]
   %{label}.ao = mul nsw i64 %{label}.i, %lda
-  %{label}.a = getelementptr inbounds i8, ptr %a, i64 %{label}.ao
+  %{label}.a = getelementptr inbounds {"i16" if wide else "i8"}, ptr %a, i64 %{label}.ao
   %{label}.co = mul nsw i64 %{label}.i, %ldc
   %{label}.c = getelementptr inbounds {"i32" if rounding is None else "i8"}, ptr %c, i64 %{label}.co
   call void @{rows_fn}(ptr %{label}.a, i64 %lda, ptr %packed, ptr %bias, ptr %{label}.c,
@@ -503,9 +536,11 @@ def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: s
 
 
 def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR,
-              rounding: str | None = None) -> str:
+              rounding: str | None = None, wide: bool = False) -> str:
     """The GEMM ``name`` for int8 (``signed``) or uint8 activation codes, tile ``mr x nr``,
-    with AVX2 or with SSE2 only:
+    with AVX2 or with SSE2 only (``wide``: for int16 activations, A [m, k] int16 with a row
+    stride ``lda`` in int16 elements and an even ``k``, read in place: ``signed`` is unused
+    and the workspace too):
     ``void name(ptr a, i64 lda, ptr packed, ptr bias, ptr c, i64 ldc, i64 m, i64 n, i64 k,
     ptr work)`` with A [m, k] bytes (row stride ``lda``), C [m, n] int32 (row stride ``ldc``),
     the packed weights and bias of ``pack_weights(..., nr=nr)`` and a workspace of
@@ -520,7 +555,7 @@ def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR,
         raise BackendError(f"the tile {mr}x{nr}: its width must be a multiple of {LANES}")
     if rounding is not None and rounding not in ROUNDINGS:
         raise BackendError(f"no requantizing GEMM for the rounding {rounding!r}")
-    ext = "sext" if signed else "zext"
+    ext = None if wide else "sext" if signed else "zext"
     fn, width = PMADDWD[avx2]
     tiles, single = f"{name}.rows{mr}", f"{name}.rows1"
     helpers = _rows_ir(tiles, ext, avx2, mr, nr, rounding)
@@ -533,7 +568,7 @@ declare <{LANES * width // 16} x i32> @{fn}(<{width} x i16>, <{width} x i16>)
 define void @{name}(ptr noalias nocapture readonly %a, i64 %lda, ptr noalias nocapture readonly
                     %packed, ptr noalias nocapture readonly %bias, ptr noalias nocapture %c,
                     i64 %ldc, i64 %m, i64 %n, i64 %k,
-                    ptr noalias nocapture %work{_params(rounding)}) {{
+                    ptr noalias nocapture %work{_params(rounding)}) noinline {{
 entry:
   %some.n = icmp sgt i64 %n, 0
   %tiled.n = sdiv i64 %m, {mr}
@@ -544,12 +579,12 @@ tiles.check:
   %some.tiles = icmp sgt i64 %tiled, 0
   %go.tiles = and i1 %some.n, %some.tiles
   br i1 %go.tiles, label %tiles, label %rest.check
-{_row_loop("tiles", "0", "%tiled", mr, tiles, "rest.check", rounding)}
+{_row_loop("tiles", "0", "%tiled", mr, tiles, "rest.check", rounding, wide)}
 rest.check:
   %some.rest = icmp slt i64 %tiled, %m
   %go.rest = and i1 %some.n, %some.rest
   br i1 %go.rest, label %rest, label %exit
-{_row_loop("rest", "%tiled", "%m", 1, single, "exit", rounding)}
+{_row_loop("rest", "%tiled", "%m", 1, single, "exit", rounding, wide)}
 exit:
   ret void
 }}
@@ -574,16 +609,21 @@ def _call(fn: ctypes._CFuncPtr, _operands: tuple, *pointers_and_sizes) -> None:
 
 class Gemm:
     """The compiled GEMM for int8 or uint8 activation codes on one ``Jit``: int32 output, or
-    with a ``rounding`` the requantizing one (int8/uint8 codes out)."""
+    with a ``rounding`` the requantizing one (int8/uint8 codes out); ``wide``: for int16
+    activations (int32 out, weights from ``pack_wide_weights``, an even K)."""
 
     def __init__(self, jit: Jit, signed: bool, mr: int = MR, nr: int = NR,
-                 rounding: str | None = None):
+                 rounding: str | None = None, wide: bool = False):
+        if wide and rounding is not None:
+            raise BackendError("the GEMM of int16 activations stores int32 only")
         self.jit = jit  # the machine code lives as long as its engine
         self.signed, self.mr, self.nr, self.rounding = signed, mr, nr, rounding
-        self.name = f"qc_gemm_{'s8' if signed else 'u8'}_{mr}x{nr}" + (
-            "" if rounding is None else f"_{rounding}")
+        self.wide = wide
+        source = "i16" if wide else "s8" if signed else "u8"
+        self.name = f"qc_gemm_{source}_{mr}x{nr}" + ("" if rounding is None else f"_{rounding}")
         avx2 = jit.target.has("avx2")
-        self.module = jit.add(kernel_ir(self.name, signed, avx2, mr, nr, rounding), self.name)
+        self.module = jit.add(kernel_ir(self.name, signed, avx2, mr, nr, rounding, wide),
+                              self.name)
         extra = () if rounding is None else (_P, _P, _P, _P, _P, _I64, _I64, _I64)
         self._fn = jit.function(self.name, None, _P, _I64, _P, _P, _P, _I64, _I64, _I64, _I64,
                                 _P, *extra)
@@ -597,12 +637,15 @@ class Gemm:
         pointers taken once (the call keeps the arrays alive). The requantizing GEMM needs
         ``requant`` (of its rounding, ``requantization(..., n=N, nr=self.nr)``) and stores
         its codes into ``out`` ([M, N] of ``requant.dtype``, rows may be strided)."""
-        expected = np.dtype(np.int8 if self.signed else np.uint8)
+        expected = np.dtype(np.int16 if self.wide else np.int8 if self.signed else np.uint8)
         m = a.shape[0] if a.ndim == 2 else -1
         if (a.dtype != expected or a.ndim != 2 or a.shape[1] != weights.k
-                or (a.size and a.strides[1] != 1)):
+                or (a.size and (a.strides[1] != a.itemsize or a.strides[0] % a.itemsize))):
             raise BackendError(f"{self.name}: A must be [M, {weights.k}] {expected} with "
                                f"contiguous rows, got {list(a.shape)} {a.dtype}")
+        if self.wide and weights.k % 2:
+            raise BackendError(f"{self.name}: K must be even for int16 activations, not "
+                               f"{weights.k}")
         if weights.data.shape[2] != self.nr:
             raise BackendError(f"{self.name}: weights packed for a tile width of "
                                f"{weights.data.shape[2]}, not {self.nr}")
@@ -619,7 +662,8 @@ class Gemm:
             raise BackendError(f"{self.name}: the workspace needs "
                                f"{workspace_bytes(weights.k, self.mr)} bytes, not {work.nbytes}")
         return partial(_call, self._fn, (a, weights, out, work, requant), a.ctypes.data,
-                       a.strides[0], weights.data.ctypes.data, weights.bias.ctypes.data,
+                       a.strides[0] // a.itemsize, weights.data.ctypes.data,
+                       weights.bias.ctypes.data,
                        out.ctypes.data, out.strides[0] // size, m, weights.n, weights.k,
                        work.ctypes.data, *extra)
 

@@ -124,9 +124,11 @@ class Call:
 
 @dataclass
 class Context:
-    """What emitters share while one graph is compiled: the target and the functions made."""
+    """What emitters share while one graph is compiled: the target, the number of threads the
+    calls' items are split across, and the functions made."""
 
     target: Target
+    threads: int = 1
     functions: dict[str, Function] = field(default_factory=dict)
 
     @property

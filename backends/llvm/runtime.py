@@ -137,7 +137,7 @@ class Program:
         self.threads = threads
         self.check = check
         self.profile = profile  # one segment per node, so ``timings`` can time each
-        self.context = Context(target or host())
+        self.context = Context(target or host(), threads)
         self.steps: list[Segment | Fallback] = []
         self._emit()
         self._place()

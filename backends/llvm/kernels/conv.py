@@ -9,8 +9,10 @@ an int32 scratch tile ``[pixels, M/group]``, then the store (``store_ir``) requa
 channel's pixels into y's NCHW rows. Products are 16-bit pair products summed in int32
 (``pmaddwd``), exact for any weights: the saturating u8*s8 pair instruction is never used (it
 buys nothing on this CPU, BENCHMARKS.md), and every layer's function says so in its name
-(``qc_int_conv_pmaddwd_*``, ``qc_int_conv_depthwise_i16_*``). A convolution with one input
-channel per group (depthwise) runs ``depthwise.py``'s kernel.
+(``qc_int_conv_pmaddwd_*``, ``qc_int_conv_depthwise_i16_*``, ``qc_int_conv_winograd_*``). A
+convolution with one input channel per group (depthwise) runs ``depthwise.py``'s kernel; a 3x3
+one with unit strides and dilations that ``winograd.applies`` to runs ``winograd.py``'s
+(16 products per 2x2 outputs and input channel instead of 36).
 """
 
 from __future__ import annotations
@@ -521,4 +523,8 @@ def int_conv(node: Node, ctx: Context) -> list[Call]:
         from .depthwise import depthwise_call  # it builds on this module's store
 
         return [depthwise_call(node, ctx, g, o)]
+    from . import winograd  # it builds on this module's store
+
+    if winograd.applies(g, o):
+        return [winograd.winograd_call(ctx, node.inputs[0].name, node.outputs[0].name, g, o)]
     return [_gemm_call(node, ctx, g, o)]
