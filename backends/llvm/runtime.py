@@ -18,7 +18,9 @@ Building a program:
 
 Threads: with ``threads=N`` the segment function runs on N threads at once (``tid`` 0..N-1);
 each call gives thread ``tid`` the parts ``[items*tid/N, items*(tid+1)/N)`` of its work and all
-threads meet at a barrier (in the arena) before the next call. Two threads may ``run`` the same
+threads meet at a barrier (in the arena) before the next call. A segment with too little work
+to pay for waking the other threads (``PARALLEL_WORK``, about the multiply-adds of its nodes)
+runs on the calling thread alone. Two threads may ``run`` the same
 program at once: each run takes its own arena from a pool (a lock guards only the pool).
 """
 
@@ -47,6 +49,10 @@ _I64 = ctypes.c_int64
 SEGMENT_ARGS = (_P, _P, _I64, _I64)
 BARRIER_BYTES = 64  # the arena's first cache line: the threads' barrier
 GUARD = 64  # bytes of canary around every buffer when a program is built with check=True
+# a segment runs on several threads when its nodes' work (``node_work``: multiply-adds, or
+# elements moved) reaches this: below it, handing the other threads their share and meeting
+# them costs more than it saves (measured on the demo model: 166k multiply-adds per image)
+PARALLEL_WORK = 1 << 21
 CANARY = 0xA5
 
 
@@ -64,6 +70,7 @@ class Segment:
     calls: list[tuple[int, Call]]  # (step, call)
     name: str = ""
     fn: ctypes._CFuncPtr | None = None
+    work: int = 0  # node_work of its nodes
 
 
 @dataclass
@@ -131,12 +138,14 @@ class Program:
     """``graph`` (every shape concrete) compiled for ``target``: ``run(arrays)`` runs it."""
 
     def __init__(self, graph: Graph, target: Target | None = None, threads: int = 1,
-                 check: bool = False, profile: bool = False):
+                 check: bool = False, profile: bool = False,
+                 parallel_work: int = PARALLEL_WORK):
         load_kernels()
         self.graph = graph
         self.threads = threads
         self.check = check
         self.profile = profile  # one segment per node, so ``timings`` can time each
+        self.parallel_work = parallel_work  # a segment's work that is split across threads
         self.context = Context(target or host(), threads)
         self.steps: list[Segment | Fallback] = []
         self._emit()
@@ -245,6 +254,7 @@ class Program:
         generated then), else generated, compiled and stored."""
         for i, segment in enumerate(self.segments):
             segment.name = f"qc_segment{i}"
+            segment.work = sum(node_work(node) for node in segment.nodes)
         self.jit = Jit(self.context.target)
         self.cache_key = cache.key(self.graph, self.context.target, self.threads,
                                    self.check)
@@ -377,7 +387,7 @@ class Program:
             raise BackendError("a kernel wrote into the constants")
 
     def _run_segment(self, segment: Segment, arena: _Arena) -> None:
-        if self._pool is None:
+        if self._pool is None or segment.work < self.parallel_work:
             segment.fn(arena.address, self._constants_address, 0, 1)
             return
         others = [self._pool.submit(segment.fn, arena.address, self._constants_address, tid,
@@ -411,6 +421,17 @@ class Program:
 
 # Ops whose output is their input's bytes under another shape: no kernel, no copy.
 ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def node_work(node: Node) -> int:
+    """About the operations a node costs: its output elements, times the multiply-adds per
+    element of a convolution or a matrix product."""
+    elements = sum(int(np.prod(_shape(v))) for v in node.outputs)
+    if node.op == "IntConv":
+        return elements * int(np.prod(node.inputs[1].shape[1:]))
+    if node.op == "IntMatMul":
+        return elements * int(node.inputs[0].shape[-1])
+    return elements
 
 
 def _is_alias(node: Node) -> bool:
