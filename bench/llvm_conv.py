@@ -8,7 +8,9 @@ numpy backend's IntConv on the same node.
 Each layer is one IntConv node (uint8 activations, int8 per-channel weights, bias, fixed-point
 requantization; one also with the fused residual) compiled by the LLVM runtime; a figure is the
 median of ``--repeats`` timed runs of the whole program (its Python call included, well below
-1% at these sizes).
+1% at these sizes). The kernel column names the function the layer runs (``pmaddwd``: im2col
+and the GEMM; ``winograd``: F(2x2, 3x3), whose GOPS, counted as the direct convolution's
+multiply-adds, can exceed the peak; ``depthwise_i16``).
 """
 
 from __future__ import annotations
@@ -76,15 +78,17 @@ def main() -> None:
     ops_per_step, step = next(iter(PEAK_STEPS.values()))  # the exact one
     exact = peak(step, ops_per_step, args.repeats)
     print(f"register-only exact peak (one thread): {exact:.1f} GOPS")
-    print("| layer | GOPS 1 thread | % of exact peak | GOPS 2 threads | numpy IntConv GOPS "
-          "| llvm 1 thread / numpy |")
-    print("|---|---|---|---|---|---|")
+    print("| layer | kernel | GOPS 1 thread | % of exact peak | GOPS 2 threads "
+          "| numpy IntConv GOPS | llvm 1 thread / numpy |")
+    print("|---|---|---|---|---|---|---|")
     for name, shape in LAYERS.items():
         g, inputs, ops = layer(*shape)
         gops = {}
         for threads in (1, 2):
             program = Program(bound(g, tuple(a.shape for a in inputs)), target, threads)
             assert not program.fallbacks, program.fallbacks
+            (_, call), = program.segments[0].calls
+            kernel = call.function.name.removeprefix("qc_int_conv_").rsplit("_", 1)[0]
             gops[threads] = ops / median_time(lambda p=program, i=inputs: p.run(i),
                                               args.repeats) / 1e9
             program.close()
@@ -92,7 +96,8 @@ def main() -> None:
         feed = {v.name: a for v, a in zip(g.inputs, inputs, strict=True)}
         numpy_gops = ops / median_time(lambda r=reference, f=feed: r.run(f),
                                        max(3, args.repeats // 3)) / 1e9
-        print(f"| {name} | {gops[1]:.1f} | {100 * gops[1] / exact:.0f}% | {gops[2]:.1f} | "
+        print(f"| {name} | {kernel} | {gops[1]:.1f} | {100 * gops[1] / exact:.0f}% | "
+              f"{gops[2]:.1f} | "
               f"{numpy_gops:.2f} | {gops[1] / numpy_gops:.1f}x |")
 
 
