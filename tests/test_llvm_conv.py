@@ -45,31 +45,11 @@ def scalar(rng, dtype):
     return dtype(codes(rng, dtype, ()))
 
 
-@st.composite
-def layers(draw, seen: Counter):
-    """One IntConv: (x's shape and dtype, the node's inputs as arrays or None, its attrs, z's
-    dtype or None); features counted in ``seen``."""
-    rank = draw(st.sampled_from([2, 2, 2, 1]), label="rank")
-    kind = draw(st.sampled_from(["dense", "grouped", "depthwise"]), label="kind")
-    kernel = draw(st.sampled_from([1, 3, 7, 2, 5]), label="kernel")
-    group = {"dense": 1, "grouped": draw(st.integers(2, 3)),
-             "depthwise": draw(st.integers(1, 9))}[kind]
-    cg = 1 if kind == "depthwise" else draw(st.integers(1, 5))
-    mg = draw(st.sampled_from([1, 2, 3])) if kind == "depthwise" else draw(st.integers(1, 19))
-    c, m = cg * group, mg * group
-    strides = tuple(draw(st.integers(1, 3)) for _ in range(rank))
-    dilations = tuple(draw(st.sampled_from([1, 1, 2])) for _ in range(rank))
-    spatial = tuple((kernel - 1) * d + draw(st.integers(1, 12)) for d in dilations)
-    n = draw(st.integers(1, 2))
-    padding = draw(st.sampled_from(["pads", "SAME_UPPER", "SAME_LOWER", "VALID"]),
-                   label="padding")
-    attrs = {"group": group, "strides": strides, "dilations": dilations,
-             "kernel_shape": (kernel,) * rank}
-    if padding == "pads":
-        attrs["pads"] = tuple(draw(st.integers(0, kernel - 1 if kernel > 1 else 1))
-                              for _ in range(2 * rank))
-    else:
-        attrs["auto_pad"] = padding
+def drawn_operands(draw, seen: Counter, w_shape: tuple[int, ...], attrs: dict):
+    """An IntConv's operands for weights of ``w_shape`` ([M, C/group, *kernel]): x's dtype,
+    the node's inputs as arrays or None, z's dtype or None; the rounding and clamp go into
+    ``attrs``, the features into ``seen``."""
+    m = w_shape[0]
     x_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="x dtype")
     w_dtype = draw(st.sampled_from([np.int8, np.int8, np.uint8]), label="w dtype")
     y_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="y dtype")
@@ -81,7 +61,7 @@ def layers(draw, seen: Counter):
     residual = draw(st.booleans(), label="residual")
     near_limits = draw(st.booleans(), label="accumulator near the int32 limits")
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    w = codes(rng, w_dtype, (m, cg) + (kernel,) * rank, extreme)
+    w = codes(rng, w_dtype, w_shape, extreme)
     wz = None if w_zp == "none" else codes(rng, w_dtype, () if w_zp == "scalar" else (m,))
     centred = w.reshape(m, -1).astype(np.int64) - (0 if wz is None else
                                                    np.asarray(wz, np.int64).reshape(-1, 1))
@@ -108,17 +88,47 @@ def layers(draw, seen: Counter):
         info = np.iinfo(y_dtype)
         lo = int(rng.integers(info.min, int(info.max) - 10))
         attrs.update(qmin=lo, qmax=int(rng.integers(lo, int(info.max) + 1)))
-    for feature in (f"rank {rank}", kind, f"kernel {kernel}", padding, rounding,
-                    f"x {x_dtype.__name__}", f"y {y_dtype.__name__}", f"w zp {w_zp}"):
+    for feature in (rounding, f"x {x_dtype.__name__}", f"y {y_dtype.__name__}", f"w zp {w_zp}"):
         seen[feature] += 1
-    seen["strided"] += any(s > 1 for s in strides)
-    seen["dilated"] += any(d > 1 for d in dilations)
     seen["extreme weights"] += extreme
     seen["per-channel multiplier"] += per_channel
     seen["per-tensor multiplier"] += not per_channel
     seen["clamp"] += clamp
     seen["residual"] += residual
     seen["near int32 limits"] += near_limits
+    return x_dtype, inputs, z_dtype
+
+
+@st.composite
+def layers(draw, seen: Counter):
+    """One IntConv: (x's shape and dtype, the node's inputs as arrays or None, its attrs, z's
+    dtype or None); features counted in ``seen``."""
+    rank = draw(st.sampled_from([2, 2, 2, 1]), label="rank")
+    kind = draw(st.sampled_from(["dense", "grouped", "depthwise"]), label="kind")
+    kernel = draw(st.sampled_from([1, 3, 7, 2, 5]), label="kernel")
+    group = {"dense": 1, "grouped": draw(st.integers(2, 3)),
+             "depthwise": draw(st.integers(1, 9))}[kind]
+    cg = 1 if kind == "depthwise" else draw(st.integers(1, 5))
+    mg = draw(st.sampled_from([1, 2, 3])) if kind == "depthwise" else draw(st.integers(1, 19))
+    c, m = cg * group, mg * group
+    strides = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    dilations = tuple(draw(st.sampled_from([1, 1, 2])) for _ in range(rank))
+    spatial = tuple((kernel - 1) * d + draw(st.integers(1, 12)) for d in dilations)
+    n = draw(st.integers(1, 2))
+    padding = draw(st.sampled_from(["pads", "SAME_UPPER", "SAME_LOWER", "VALID"]),
+                   label="padding")
+    attrs = {"group": group, "strides": strides, "dilations": dilations,
+             "kernel_shape": (kernel,) * rank}
+    if padding == "pads":
+        attrs["pads"] = tuple(draw(st.integers(0, kernel - 1 if kernel > 1 else 1))
+                              for _ in range(2 * rank))
+    else:
+        attrs["auto_pad"] = padding
+    x_dtype, inputs, z_dtype = drawn_operands(draw, seen, (m, cg) + (kernel,) * rank, attrs)
+    for feature in (f"rank {rank}", kind, f"kernel {kernel}", padding):
+        seen[feature] += 1
+    seen["strided"] += any(s > 1 for s in strides)
+    seen["dilated"] += any(d > 1 for d in dilations)
     seen["channel multiplier"] += kind == "depthwise" and mg > 1
     return (n, c, *spatial), x_dtype, inputs, attrs, z_dtype
 
@@ -221,48 +231,9 @@ def winograd_layers(draw, seen: Counter):
         pads = (0,) * 4 if padding == "VALID" else (1,) * 4
     # the input size that gives a drawn output size (at least 2 by 2)
     spatial = tuple(max(1, draw(size) + 2 - pads[i] - pads[i + 2]) for i in range(2))
-    x_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="x dtype")
-    w_dtype = draw(st.sampled_from([np.int8, np.int8, np.uint8]), label="w dtype")
-    y_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="y dtype")
-    extreme = draw(st.booleans(), label="weights at the int8 limits")
-    w_zp = draw(st.sampled_from(["none", "scalar", "per channel"]), label="w zero point")
-    per_channel = draw(st.booleans(), label="per-channel multiplier")
-    rounding = draw(st.sampled_from(["fixed_point", "float"]), label="rounding")
-    clamp = draw(st.booleans(), label="qmin/qmax clamp")
-    residual = draw(st.booleans(), label="residual")
-    near_limits = draw(st.booleans(), label="accumulator near the int32 limits")
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    w = codes(rng, w_dtype, (m, c, 3, 3), extreme)
-    wz = None if w_zp == "none" else codes(rng, w_dtype, () if w_zp == "scalar" else (m,))
-    centred = w.reshape(m, -1).astype(np.int64) - (0 if wz is None else
-                                                   np.asarray(wz, np.int64).reshape(-1, 1))
-    widest = max(-int(np.iinfo(x_dtype).min), int(np.iinfo(x_dtype).max))
-    bound_ = widest * np.abs(centred).sum(axis=1)
-    if near_limits:
-        bias = (rng.choice([-1, 1], m) * (INT32_MAX - bound_)).astype(np.int32)
-    else:
-        bias = None if draw(st.booleans(), label="no bias") else rng.integers(
-            -(2**20), 2**20, m).astype(np.int32)
-    mult = rng.uniform(0.5, 60.0, m if per_channel else ()) / max(1, int(np.median(bound_)))
-    inputs = {"w": w, "multiplier": mult, "x_zero_point": scalar(rng, x_dtype),
-              "y_zero_point": scalar(rng, y_dtype), "bias": bias, "w_zero_point": wz}
-    z_dtype = None
-    if residual:
-        z_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="z dtype")
-        inputs.update(z_zero_point=scalar(rng, z_dtype), z_multiplier=np.float64(
-            rng.uniform(0.05, 2.0)))
-    attrs["rounding"] = rounding
-    if clamp:
-        info = np.iinfo(y_dtype)
-        lo = int(rng.integers(info.min, int(info.max) - 10))
-        attrs.update(qmin=lo, qmax=int(rng.integers(lo, int(info.max) + 1)))
-    for feature in (padding, rounding, f"x {x_dtype.__name__}", f"w zp {w_zp}"):
-        seen[feature] += 1
+    x_dtype, inputs, z_dtype = drawn_operands(draw, seen, (m, c, 3, 3), attrs)
+    seen[padding] += 1
     seen["odd C"] += c % 2
-    seen["extreme weights"] += extreme
-    seen["residual"] += residual
-    seen["clamp"] += clamp
-    seen["near int32 limits"] += near_limits
     seen["M beyond one GEMM panel"] += m > 16
     return (draw(st.integers(1, 2)), c, *spatial), x_dtype, inputs, attrs, z_dtype
 
@@ -284,7 +255,11 @@ def test_the_winograd_convolution_is_the_numpy_backends_bit_for_bit():
             seen["odd output width"] += g.ow % 2
             seen["even output width"] += g.ow % 2 == 0
             seen["odd output height"] += g.oh % 2
+            # bands: one thread's (about winograd.TILES tiles) and two threads' (the harness
+            # runs both; with one image, each thread gets bands of its own)
             seen["several bands"] += winograd.band_rows(tiles_wide, tiles_high) < tiles_high
+            seen["bands for two threads"] += (winograd.band_rows(tiles_wide, tiles_high, g.n, 2)
+                                              < tiles_high)
         program = Program(bound(graph, tuple(feed[v.name].shape for v in graph.inputs)))
         names = [call.function.name for segment in program.segments for _, call in segment.calls]
         program.close()
@@ -297,7 +272,7 @@ def test_the_winograd_convolution_is_the_numpy_backends_bit_for_bit():
                 "x uint8", "w zp none", "w zp scalar", "w zp per channel", "odd C",
                 "extreme weights", "residual", "clamp", "near int32 limits",
                 "M beyond one GEMM panel", "odd output width", "even output width",
-                "odd output height", "several bands"]
+                "odd output height", "several bands", "bands for two threads"]
     assert not [f for f in features if not seen[f]], seen
 
 
