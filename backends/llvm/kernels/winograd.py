@@ -338,21 +338,30 @@ def _transform(matrix: np.ndarray, inputs: list[list[str]], prefix: str, ty: str
     return lines, result
 
 
+def _load_grid(prefix: str, ty: str, base: str, index: str, offset) -> tuple[list[str],
+                                                                           list[list[str]]]:
+    """The 4x4 values ``%{prefix}{i}{j}`` of type ``ty`` loaded from ``base`` at ``index`` plus
+    ``offset(i, j)`` elements: the IR lines and the values' names, row by row."""
+    lines, grid = [], []
+    for i in range(4):
+        row = []
+        for j in range(4):
+            name = f"%{prefix}{i}{j}"
+            lines += [f"{name}.o = add nuw nsw i64 {index}, {offset(i, j)}",
+                      f"{name}.at = getelementptr inbounds {ty}, ptr {base}, i64 {name}.o",
+                      f"{name} = load {ty}, ptr {name}.at, align {int(ty[1:]) // 8}"]
+            row.append(name)
+        grid.append(row)
+    return lines, grid
+
+
 def _input_transform(band_w: int, cp: int, tiles: int) -> str:
     """The body of the ``vin.c`` loop: code ``%vc`` (a tile's x and a channel) of the tile
     row's patches at ``%patch`` (the band's rows as even and odd columns) into the 16
     positions of ``V`` at ``%vt``."""
-    lines, d = [], []
     half = band_w // 2 * cp
-    for i in range(4):
-        row = []
-        for j in range(4):
-            lines += [f"%d{i}{j}.o = add nuw nsw i64 %vc, "
-                      f"{i * band_w * cp + (j % 2) * half + (j // 2) * cp}",
-                      f"%d{i}{j}.at = getelementptr inbounds i16, ptr %patch, i64 %d{i}{j}.o",
-                      f"%d{i}{j} = load i16, ptr %d{i}{j}.at, align 2"]
-            row.append(f"%d{i}{j}")
-        d.append(row)
+    lines, d = _load_grid("d", "i16", "%patch", "%vc",
+                          lambda i, j: i * band_w * cp + (j % 2) * half + (j // 2) * cp)
     body, v = _transform(BT, d, "vi", "i16")
     lines += body
     for i in range(4):
@@ -366,15 +375,7 @@ def _input_transform(band_w: int, cp: int, tiles: int) -> str:
 def _output_transform(m: int, mp: int, tiles: int, acc_w: int) -> str:
     """The body of the ``yout.m`` loop: channel ``%om``'s 16 sums at ``%st`` into its 4
     accumulators at ``%out`` (``>> 2``, plus ``%bias.v``)."""
-    lines, s = [], []
-    for i in range(4):
-        row = []
-        for j in range(4):
-            lines += [f"%s{i}{j}.o = add nuw nsw i64 %om, {(4 * i + j) * tiles * mp}",
-                      f"%s{i}{j}.at = getelementptr inbounds i32, ptr %st, i64 %s{i}{j}.o",
-                      f"%s{i}{j} = load i32, ptr %s{i}{j}.at, align 4"]
-            row.append(f"%s{i}{j}")
-        s.append(row)
+    lines, s = _load_grid("s", "i32", "%st", "%om", lambda i, j: (4 * i + j) * tiles * mp)
     body, y = _transform(AT, s, "yo", "i32")
     lines += body
     for i in range(2):
