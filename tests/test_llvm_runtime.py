@@ -160,14 +160,17 @@ def test_compiled_code_is_cached_and_a_damaged_entry_is_compiled_again(tmp_path,
     assert Program(g).cached  # replaced by a whole entry
 
 
-def _parallel_convs(count: int = 4) -> Graph:
-    """``count`` equal convolutions of one input: many workspace blocks of equal sizes."""
+def _parallel_convs(count: int = 4, weights: np.ndarray | None = None,
+                    copies: bool = False) -> Graph:
+    """``count`` equal convolutions of one input: many workspace blocks of equal sizes; with
+    ``weights``, every convolution's weights are that array (one object), or copies of it."""
     rng = np.random.default_rng(1)
     g = Graph("convs")
     x = g.add_input("x", TensorType("u8", (1, 6, 9, 9)))
     outs = []
     for i in range(count):
-        w = rng.integers(-128, 128, (5, 6, 3, 3)).astype(np.int8)
+        w = (rng.integers(-128, 128, (5, 6, 3, 3)).astype(np.int8) if weights is None
+             else weights.copy() if copies else weights)
         node = g.add_node("IntConv", [x, g.add_constant(w, f"w{i}"),
                                       g.add_constant(np.float64(1e-3)),
                                       g.add_constant(np.uint8(7)), g.add_constant(np.int8(0))],
@@ -195,6 +198,31 @@ def test_a_graph_is_laid_out_the_same_by_every_compilation(tmp_path, monkeypatch
         np.testing.assert_array_equal(a, b)
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize("first_shared", [True, False])
+def test_equal_constants_are_laid_out_alike_whether_or_not_they_are_one_array(
+        tmp_path, monkeypatch, first_shared):
+    """The cache key sees constants by name and bytes: a graph whose layers share one weight
+    array and the same graph with copies of it have one key, so they must have one constants
+    layout (the offsets are baked into the shared code), and each must run exactly with the
+    code the other compiled."""
+    monkeypatch.setenv("QCOMPILER_CACHE_DIR", str(tmp_path))
+    w = np.random.default_rng(3).integers(-128, 128, (5, 6, 3, 3)).astype(np.int8)
+    w.setflags(write=False)  # kept as it is by add_constant: one object for every layer
+
+    first = _parallel_convs(2, w, copies=not first_shared)
+    second = _parallel_convs(2, w, copies=first_shared)
+    compiled = Program(bound(first, ((1, 6, 9, 9),)))
+    loaded = Program(bound(second, ((1, 6, 9, 9),)))
+    assert not compiled.cached and loaded.cached
+    assert compiled.constants.size == loaded.constants.size
+    x = np.random.default_rng(4).integers(0, 256, (1, 6, 9, 9)).astype(np.uint8)
+    want = qc.compile(second).run({"x": x})
+    for value, got in zip(second.outputs, loaded.run([x]), strict=True):
+        np.testing.assert_array_equal(got, want[value.name])
+    compiled.close()
+    loaded.close()
 
 
 def test_the_cache_can_be_off(monkeypatch, tmp_path):

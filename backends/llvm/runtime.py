@@ -27,6 +27,7 @@ program at once: each run takes its own arena from a pool (a lock guards only th
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import pkgutil
 import time
@@ -93,11 +94,15 @@ class Where:
 
 
 class _Constants:
-    """The constants block: arrays placed at aligned offsets, each array once."""
+    """The constants block: arrays placed at aligned offsets, equal arrays (dtype, shape and
+    bytes) once. Merged by content, never by object: the offsets are baked into the machine
+    code the disk cache shares, whose key sees the graph's constants by name and bytes only,
+    so whether two equal constants are one numpy object must not change the layout."""
 
     def __init__(self) -> None:
         self.arrays: list[tuple[int, np.ndarray]] = []
-        self._by_id: dict[int, int] = {}
+        self._by_content: dict[tuple, int] = {}
+        self._by_id: dict[int, int] = {}  # a faster path to the same answer, for repeats
         self._held: list[np.ndarray] = []  # keeps each id() unique while the block is built
         self.size = 0
 
@@ -105,12 +110,15 @@ class _Constants:
         known = self._by_id.get(id(array))
         if known is not None:
             return known
-        at = _aligned(self.size)
         data = np.ascontiguousarray(array)
-        self.arrays.append((at, data))
+        content = (data.dtype.str, data.shape, hashlib.sha256(data.tobytes()).digest())
+        at = self._by_content.get(content)
+        if at is None:
+            at = self._by_content[content] = _aligned(self.size)
+            self.arrays.append((at, data))
+            self.size = at + data.nbytes
         self._by_id[id(array)] = at
         self._held.append(array)
-        self.size = at + data.nbytes
         return at
 
     def block(self) -> np.ndarray:
