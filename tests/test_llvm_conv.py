@@ -276,26 +276,31 @@ def test_the_winograd_convolution_is_the_numpy_backends_bit_for_bit():
     assert not [f for f in features if not seen[f]], seen
 
 
-def test_winograd_refuses_a_layer_whose_transformed_sums_could_leave_int32():
-    """4 x the largest sum of 1000 channels of uint8 weights 255 over uint8 codes leaves int32
-    (the sum itself does not): the layer runs the im2col GEMM, exactly; one channel fewer of
-    weights at half the size is within the bound and runs Winograd."""
-    for c, top, kernel in ((1000, 255, "pmaddwd"), (999, 127, "winograd")):
-        g = Graph("wide")
-        x = g.add_input("x", TensorType("u8", (1, c, 2, 2)))
-        w = np.full((2, c, 3, 3), top, np.uint8)
-        node = g.add_node("IntConv", [x, g.add_constant(w), g.add_constant(np.float64(1e-9)),
-                                      g.add_constant(np.uint8(0)), g.add_constant(np.int8(0)),
-                                      None, g.add_constant(np.uint8(0))],
-                          {"pads": (1, 1, 1, 1)})
+@pytest.mark.parametrize("x_dtype", [np.uint8, np.int8])
+def test_winograd_takes_a_layer_up_to_its_int32_bound_and_refuses_one_past_it(x_dtype):
+    """Weights all 127 and codes all at x's widest value (255, or -128): the kernel's bound is
+    4 * 9 * C * 127 * |x| <= 2^31 - 1. The widest C within it runs Winograd and the next one
+    the im2col GEMM, both exactly; the centre pixel (all 9 taps inside) is offset by the bias
+    to a small code, so an error in its sum shows."""
+    widest = 255 if x_dtype == np.uint8 else -128
+    limit = INT32_MAX // (4 * 9 * 127 * abs(widest))
+    for c, kernel in ((limit, "winograd"), (limit + 1, "pmaddwd")):
+        centre = 9 * c * 127 * widest  # the centre pixel's sum
+        g = Graph("edge")
+        x = g.add_input("x", TensorType(DTYPES[x_dtype], (1, c, 3, 3)))
+        node = g.add_node("IntConv", [
+            x, g.add_constant(np.full((2, c, 3, 3), 127, np.int8)),
+            g.add_constant(np.float64(0.25)), g.add_constant(x_dtype(0)),
+            g.add_constant(np.int8(0)), g.add_constant(np.full(2, -centre + 100, np.int32))],
+            {"pads": (1, 1, 1, 1)})
         g.set_outputs([node.outputs[0]])
-        geo = geometry(node)
-        assert winograd.applies(geo, conv_operands(node, 2)) == (kernel == "winograd")
-        program = Program(bound(g, ((1, c, 2, 2),)))
+        assert winograd.applies(geometry(node), conv_operands(node, 2)) == (kernel == "winograd")
+        program = Program(bound(g, ((1, c, 3, 3),)))
         names = [call.function.name for segment in program.segments for _, call in segment.calls]
         program.close()
         assert [name.rsplit("_", 1)[0] for name in names] == [f"qc_int_conv_{kernel}"]
-        feed = {"x": np.full((1, c, 2, 2), 255, np.uint8)}
+        feed = {"x": np.full((1, c, 3, 3), widest, x_dtype)}
+        assert qc.compile(g).run(feed)[node.outputs[0].name][0, :, 1, 1].tolist() == [25, 25]
         assert assert_native_exact(g, [feed], native=["IntConv"]) == 3
 
 

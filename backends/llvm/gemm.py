@@ -538,9 +538,9 @@ def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: s
 def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR,
               rounding: str | None = None, wide: bool = False) -> str:
     """The GEMM ``name`` for int8 (``signed``) or uint8 activation codes, tile ``mr x nr``,
-    with AVX2 or with SSE2 only (``wide``: for int16 activations, A [m, k] int16 with a row
-    stride ``lda`` in int16 elements and an even ``k``, read in place: ``signed`` is unused
-    and the workspace too):
+    with AVX2 or with SSE2 only (``wide``: for int16 activations, A [m, k] int16 4-byte
+    aligned with an even row stride ``lda`` in int16 elements and an even ``k``, read in place
+    as int32 pairs: ``signed`` is unused and the workspace too):
     ``void name(ptr a, i64 lda, ptr packed, ptr bias, ptr c, i64 ldc, i64 m, i64 n, i64 k,
     ptr work)`` with A [m, k] bytes (row stride ``lda``), C [m, n] int32 (row stride ``ldc``),
     the packed weights and bias of ``pack_weights(..., nr=nr)`` and a workspace of
@@ -643,9 +643,10 @@ class Gemm:
                 or (a.size and (a.strides[1] != a.itemsize or a.strides[0] % a.itemsize))):
             raise BackendError(f"{self.name}: A must be [M, {weights.k}] {expected} with "
                                f"contiguous rows, got {list(a.shape)} {a.dtype}")
-        if self.wide and weights.k % 2:
-            raise BackendError(f"{self.name}: K must be even for int16 activations, not "
-                               f"{weights.k}")
+        if self.wide and (weights.k % 2 or (m > 1 and a.strides[0] // a.itemsize % 2)):
+            raise BackendError(f"{self.name}: K and A's row stride must be even for int16 "
+                               f"activations (pairs are read as aligned int32), not "
+                               f"{weights.k} and {a.strides[0] // a.itemsize}")
         if weights.data.shape[2] != self.nr:
             raise BackendError(f"{self.name}: weights packed for a tile width of "
                                f"{weights.data.shape[2]}, not {self.nr}")
