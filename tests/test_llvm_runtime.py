@@ -229,6 +229,29 @@ def test_equal_constants_are_laid_out_alike_whether_or_not_they_are_one_array(
     loaded.close()
 
 
+def test_a_program_specialised_differently_never_loads_another_ones_code(tmp_path,
+                                                                         monkeypatch):
+    """The cache key holds the program's segment functions (kernels and offsets), not only the
+    graph: the same graph emitted another way (here Winograd's channel threshold moved, so its
+    convolutions take the im2col GEMM) must compile its own code, and run exactly."""
+    from qcompiler.backends.llvm.kernels import winograd
+
+    monkeypatch.setenv("QCOMPILER_CACHE_DIR", str(tmp_path))
+    winograd_program = Program(bound(_parallel_convs(2), ((1, 6, 9, 9),)))
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 10**9)
+    gemm_program = Program(bound(_parallel_convs(2), ((1, 6, 9, 9),)))
+    names = [{call.function.name.rsplit("_", 1)[0] for segment in p.segments
+              for _, call in segment.calls} for p in (winograd_program, gemm_program)]
+    assert names == [{"qc_int_conv_winograd"}, {"qc_int_conv_pmaddwd"}]
+    assert not gemm_program.cached and gemm_program.cache_key != winograd_program.cache_key
+    x = np.random.default_rng(5).integers(0, 256, (1, 6, 9, 9)).astype(np.uint8)
+    want = qc.compile(_parallel_convs(2)).run({"x": x})
+    for program in (winograd_program, gemm_program):
+        for value, got in zip(_parallel_convs(2).outputs, program.run([x]), strict=True):
+            np.testing.assert_array_equal(got, want[value.name])
+        program.close()
+
+
 def test_the_cache_can_be_off(monkeypatch, tmp_path):
     monkeypatch.setenv("QCOMPILER_CACHE_DIR", "off")
     g = bound(_lookups(), ((2, 7),))

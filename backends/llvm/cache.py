@@ -3,8 +3,11 @@
 A program's object code is stored under a key that holds everything the code depends on: the
 graph with concrete shapes (its nodes, attributes, types and every constant's bytes), the CPU
 it was compiled for (triple, name, features), the thread count (each thread's scratch is laid
-out in the arena), whether it is a checking build, and the version of the code generator
-(a hash of the sources of this backend and of the op registry's numerics). The ``.qcx`` saved
+out in the arena), whether it is a checking build, the version of the code generator
+(a hash of the sources of this backend and of the op registry's numerics), and the program's
+own segment functions (their IR text: every kernel they call, named by its specialisation,
+and every offset in the arena and the constants block baked into the calls), so an entry is
+never loaded for a program laid out or specialised differently. The ``.qcx`` saved
 format stays data-only: a cache entry is an optimisation the loader may use, never needed.
 
 The cache directory is ``$QCOMPILER_CACHE_DIR`` (``off`` disables the cache), else
@@ -53,11 +56,13 @@ def directory() -> Path | None:
     return Path(base) / "qcompiler" / "llvm"
 
 
-def key(graph: Graph, target: Target, threads: int, check: bool) -> str:
+def key(graph: Graph, target: Target, threads: int, check: bool,
+        segments: list[str] = ()) -> str:
     """The entry's name for ``graph`` (concrete shapes) compiled for ``target`` and
-    ``threads`` (the arena's layout depends on it)."""
+    ``threads`` (the arena's layout depends on it), whose segment functions are the IR texts
+    ``segments``."""
     digest = hashlib.sha256()
-    for part in (generator_version(), target.key, str(threads), str(check)):
+    for part in (generator_version(), target.key, str(threads), str(check), *segments):
         digest.update(part.encode() + b"\0")
     for value in graph.inputs:
         digest.update(f"in {value.name}: {value.type}\0".encode())

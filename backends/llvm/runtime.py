@@ -20,8 +20,8 @@ Threads: with ``threads=N`` the segment function runs on N threads at once (``ti
 each call gives thread ``tid`` the parts ``[items*tid/N, items*(tid+1)/N)`` of its work and all
 threads meet at a barrier (in the arena) before the next call. A segment with too little work
 to pay for waking the other threads (``PARALLEL_WORK``, about the multiply-adds of its nodes)
-runs on the calling thread alone. Two threads may ``run`` the same
-program at once: each run takes its own arena from a pool (a lock guards only the pool).
+runs on the calling thread alone. Two threads may ``run`` the same program at once: each run
+takes its own arena from a pool (a lock guards only the pool).
 """
 
 from __future__ import annotations
@@ -264,12 +264,14 @@ class Program:
             segment.name = f"qc_segment{i}"
             segment.work = sum(node_work(node) for node in segment.nodes)
         self.jit = Jit(self.context.target)
+        segments = [self._segment_ir(segment) for segment in self.segments]
         self.cache_key = cache.key(self.graph, self.context.target, self.threads,
-                                   self.check)
+                                   self.check, segments)
         code = cache.load(self.cache_key) if self.segments else None
         self.cached = code is not None
         if code is None and self.segments:
-            code = self.jit.object_code(self.jit.optimized(self._texts(), self.graph.name))
+            code = self.jit.object_code(self.jit.optimized(self._texts(segments),
+                                                           self.graph.name))
             cache.store(self.cache_key, code)
         if code is not None:
             self.jit.load_object(code)
@@ -279,11 +281,13 @@ class Program:
         self._constants_address = self._constant_block.ctypes.data
         self._pristine = self._constant_block.copy() if self.check else None
 
-    def _texts(self) -> list[str]:
-        """The program's LLVM IR: the barrier, the segments and every kernel they call."""
-        texts, functions = [_BARRIER], {}
+    def _texts(self, segments: list[str] | None = None) -> list[str]:
+        """The program's LLVM IR: the barrier, the segments (their texts ``segments`` when
+        made already) and every kernel they call."""
+        if segments is None:
+            segments = [self._segment_ir(segment) for segment in self.segments]
+        texts, functions = [_BARRIER, *segments], {}
         for segment in self.segments:
-            texts.append(self._segment_ir(segment))
             for _, call in segment.calls:
                 for fn in (call.function, *call.function.needs):
                     functions[fn.name] = fn
