@@ -27,6 +27,9 @@ select ``pmaddwd`` from the portable sext/mul/add form here once the activation 
 broadcast). Rows past the last whole panel go one by one through a ``1 x NR`` tile; full
 column panels are stored as vectors, the last partial one through a stack tile and a scalar
 copy of the columns inside C. The adds wrap (no ``nsw``): the lowering proves the int32 range.
+The *wide* variant (``kernel_ir(..., wide=True)``, Winograd's transformed codes) takes A as
+int16 already (even K, even row stride) and reads its pairs in place, with weights from
+``pack_wide_weights``; it is otherwise the same kernel.
 
 Requantizing store. ``Gemm(..., rounding=...)`` computes IntMatMul's output codes in the same
 call: each tile's accumulators are rescaled per column as ``fixed_point.rescale`` does (rounding
@@ -406,7 +409,6 @@ rowsdone:
 {body(crows)}
   br label %npanel
 
-
 npanel:
   %j = phi i64 [ 0, %rowsdone ], [ %j.next, %npanel.end ]
   %n0 = mul nuw nsw i64 %j, {nr}
@@ -643,10 +645,12 @@ class Gemm:
                 or (a.size and (a.strides[1] != a.itemsize or a.strides[0] % a.itemsize))):
             raise BackendError(f"{self.name}: A must be [M, {weights.k}] {expected} with "
                                f"contiguous rows, got {list(a.shape)} {a.dtype}")
-        if self.wide and (weights.k % 2 or (m > 1 and a.strides[0] // a.itemsize % 2)):
-            raise BackendError(f"{self.name}: K and A's row stride must be even for int16 "
-                               f"activations (pairs are read as aligned int32), not "
-                               f"{weights.k} and {a.strides[0] // a.itemsize}")
+        if self.wide and (weights.k % 2 or (m > 1 and a.strides[0] // a.itemsize % 2)
+                          or a.ctypes.data % 4):
+            raise BackendError(f"{self.name}: K and A's row stride must be even and A 4-byte "
+                               f"aligned for int16 activations (pairs are read as aligned "
+                               f"int32), not {weights.k}, {a.strides[0] // a.itemsize} and "
+                               f"an address {a.ctypes.data % 4} past 4")
         if weights.data.shape[2] != self.nr:
             raise BackendError(f"{self.name}: weights packed for a tile width of "
                                f"{weights.data.shape[2]}, not {self.nr}")

@@ -52,16 +52,15 @@ def applies(g: Geometry, o: ConvOperands) -> bool:
     if g.c < MIN_CHANNELS or g.oh < 2 or g.ow < 2:
         return False
     largest = 128 if o.x_signed else 255
-    w = centred(o)
-    bound = 4 * np.abs(w).reshape(g.m, -1).sum(axis=1) * largest
-    return bool(bound.max() <= _LIMIT)
+    sums = np.abs(centred(o)).reshape(g.m, -1).sum(axis=1, dtype=np.int64)
+    return bool((4 * sums * largest).max() <= _LIMIT)
 
 
 def centred(o: ConvOperands) -> np.ndarray:
-    """The weights minus their zero point, int64 [M, C, 3, 3]."""
-    w = o.w.astype(np.int64)
+    """The weights minus their zero point, int16 [M, C, 3, 3] (within [-255, 255])."""
+    w = o.w.astype(np.int16)
     if o.w_zp is not None:
-        w -= np.asarray(o.w_zp, np.int64).reshape(-1, 1, 1, 1)
+        w -= np.asarray(o.w_zp, np.int16).reshape(-1, 1, 1, 1)
     return w
 
 
@@ -69,9 +68,7 @@ def transformed_weights(o: ConvOperands) -> np.ndarray:
     """``U = 2G g (2G)^T`` per output and input channel: int16 [4, 4, C, M] (position first,
     each position's [C, M] contiguous), by additions over whole [C, M] planes (|U| <= 9 * 255:
     no step leaves int16)."""
-    g = np.ascontiguousarray(o.w.transpose(2, 3, 1, 0)).astype(np.int16)  # [3, 3, C, M]
-    if o.w_zp is not None:
-        g -= np.asarray(o.w_zp, np.int16).reshape(-1)
+    g = np.ascontiguousarray(centred(o).transpose(2, 3, 1, 0))  # [3, 3, C, M]
     half = [sum(int(G2[i, a]) * g[a] for a in range(3) if G2[i, a]) for i in range(4)]
     return np.stack([np.stack([sum(int(G2[j, b]) * half[i][b] for b in range(3) if G2[j, b])
                                for j in range(4)]) for i in range(4)]).astype(np.int16)
