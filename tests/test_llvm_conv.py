@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llvm_harness import assert_native_exact
 from qcompiler.backends.llvm import bound
-from qcompiler.backends.llvm.kernels import winograd
+from qcompiler.backends.llvm.kernels import conv, winograd
 from qcompiler.backends.llvm.kernels.conv import conv_operands, geometry
 from qcompiler.backends.llvm.runtime import Program
 
@@ -177,13 +177,18 @@ def im2col_windows(g) -> set[str]:
     return kinds | ({"im2col window on the border"} if not (all(rows) and all(cols)) else set())
 
 
-def store_shifts(node) -> set[str]:
-    """Which of the "fixed_point" store's two loops the node's channels take: a shift of 32 or
-    more (int32 after the high half) or a smaller one (the general int64 loop)."""
+STORE_LOOPS = {conv.WIDE: "store wide", conv.SHORT: "store short",
+               conv.GENERAL: "store general"}
+
+
+def store_loops(node) -> set[str]:
+    """Which of the "fixed_point" store's three loops the node's channels take (``conv.WIDE``:
+    a shift of 32 or more; ``conv.SHORT``: a smaller one, the accumulator clamped; else the
+    general int64 loop)."""
     if node.attrs.get("rounding", "fixed_point") != "fixed_point":
         return set()
-    shift = conv_operands(node, node.inputs[1].shape[0]).rescale.consts[2]
-    return {f"store shift {'>= 32' if t >= 32 else '< 32'}" for t in shift}
+    loops = conv_operands(node, node.inputs[1].shape[0]).rescale.consts[3]
+    return {STORE_LOOPS[int(mode)] for mode in loops[:, 2]}
 
 
 def test_int_conv_is_the_numpy_backends_bit_for_bit():
@@ -196,7 +201,7 @@ def test_int_conv_is_the_numpy_backends_bit_for_bit():
         compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
         for node in graph.nodes:
             seen.update(im2col_windows(geometry(node)))
-            seen.update(store_shifts(node))
+            seen.update(store_loops(node))
 
     check()
     assert compared["runs"] >= 3 * 8
@@ -206,8 +211,8 @@ def test_int_conv_is_the_numpy_backends_bit_for_bit():
                 "w zp none", "w zp scalar", "w zp per channel", "strided", "dilated",
                 "extreme weights", "per-channel multiplier", "per-tensor multiplier", "clamp",
                 "residual", "near int32 limits", "channel multiplier",
-                "im2col window inside", "im2col window on the border", "store shift >= 32",
-                "store shift < 32"]
+                "im2col window inside", "im2col window on the border", "store wide",
+                "store short"]
     assert not [f for f in features if not seen[f]], seen
 
 
@@ -302,6 +307,56 @@ def test_winograd_takes_a_layer_up_to_its_int32_bound_and_refuses_one_past_it(x_
         feed = {"x": np.full((1, c, 3, 3), widest, x_dtype)}
         assert qc.compile(g).run(feed)[node.outputs[0].name][0, :, 1, 1].tolist() == [25, 25]
         assert assert_native_exact(g, [feed], native=["IntConv"]) == 3
+
+
+def _sweep_layer(g: Graph, i: int, m: int, multiplier: float, z_multiplier: float, x, z):
+    """A 1x1 IntConv of the one-channel x (codes 0..255 along the pixels) with weights 1 and a
+    residual z, whose ``m`` channels' biases put their accumulators across the store's
+    accumulator bounds (``conv._loops``), the last two's at int32's limits."""
+    rescale = conv.rescale_constants(m, np.full(m, multiplier), np.uint8(128), "fixed_point",
+                                     None, None, np.uint8(0), np.float64(z_multiplier))
+    loops = rescale.consts[3]
+    span = np.iinfo(np.int32)
+    centres = [int(loops[c, c % 2]) for c in range(m)]  # acc_low or acc_high
+    centres[-2:] = [int(span.min) + 100, int(span.max) - 100]  # at int32's limits
+    bias = np.array([min(max(v - 128, span.min), span.max - 255) for v in centres],
+                    np.int64).astype(np.int32)  # the accumulators: bias + 0..255
+    for c in range(m):
+        if loops[c, 2] == conv.SHORT and c < m - 2:  # the sweep crosses the bound
+            assert bias[c] < loops[c, c % 2] <= int(bias[c]) + 255, (c, bias[c], loops[c])
+    node = g.add_node("IntConv", [
+        x, g.add_constant(np.ones((m, 1, 1, 1), np.int8), f"w{i}"),
+        g.add_constant(np.full(m, multiplier), f"m{i}"), g.add_constant(np.uint8(0), f"xz{i}"),
+        g.add_constant(np.uint8(128), f"yz{i}"), g.add_constant(bias, f"b{i}"), None, z,
+        g.add_constant(np.uint8(0), f"zz{i}"), g.add_constant(np.float64(z_multiplier),
+                                                               f"zm{i}")], {})
+    return node, {int(mode) for mode in loops[:, 2]}
+
+
+def test_the_store_loops_are_exact_across_their_accumulator_bounds():
+    """Every pair of an accumulator (256 consecutive values across a channel's ``acc_low`` or
+    ``acc_high``, and at int32's limit) and a residual code (all 256), for multipliers that
+    give each of the store's three loops: the shift >= 32 (WIDE), a shift below 32 with the
+    clamped accumulator (SHORT: the usual one of a fused residual) and the int64 loop
+    (GENERAL: multipliers so large that the clamp's bound does not hold), bit for bit."""
+    shape = (1, 1, 256, 256)
+    g = Graph("sweep")
+    x = g.add_input("x", TensorType("u8", shape))
+    z = g.add_input("z", TensorType("u8", (1, 8, 256, 256)))
+    outputs, modes = [], set()
+    for i, (multiplier, z_multiplier) in enumerate(((1e-3, 0.01), (1e-3, 0.7), (0.02, 3.5),
+                                                    (4.0, 0.5), (1.5, 1.0), (2.0**20, 2.0**28),
+                                                    (0.3, 2.0**-20))):
+        node, used = _sweep_layer(g, i, 8, multiplier, z_multiplier, x, z)
+        outputs.append(node.outputs[0])
+        modes |= used
+    g.set_outputs(outputs)
+    pixels = np.arange(256 * 256)
+    feed = {"x": (pixels % 256).astype(np.uint8).reshape(shape),
+            "z": np.broadcast_to((pixels // 256).astype(np.uint8).reshape(1, 1, 256, 256),
+                                 (1, 8, 256, 256)).copy()}
+    assert assert_native_exact(g, [feed], native=["IntConv"]) == 3
+    assert modes == {conv.WIDE, conv.SHORT, conv.GENERAL}, modes
 
 
 def _single_conv(shape, w_shape, **attrs) -> Graph:

@@ -97,13 +97,25 @@ def geometry(node: Node) -> Geometry:
 #                  order, half to even (no contraction: the IR has no fast-math flags)
 # then y = clamp(s, lo - zp, hi - zp) + zp, as fixed_point.rescale and saturate compute it
 # (clamping before the float conversion is exact: the bounds are integers).
+#
+# "fixed_point" runs one of three loops per channel, its ``mode`` chosen at compile time:
+#   WIDE  (t >= 32): s = (sum >> 32) >> (t - 32), the sum's high half shifted in int32 lanes
+#         (the high half of an int64 always fits in int32);
+#   SHORT (1 <= t < 32, the usual shift with a fused residual, whose multiplier is near 1):
+#         a is first clamped to the channel's [acc_low, acc_high], outside which the clamped
+#         output no longer changes whatever z is (s is monotone in a and in z), and which
+#         keeps |sum| below 2^(31 + t), so s = (sum << (32 - t)) >> 32 is exact, again the
+#         high half;
+#   GENERAL (anything else: no such bounds): the int64 shift and clamps as written above.
+# AVX2 has no 64-bit arithmetic shift nor 64-bit min/max: the first two stay in int32 lanes.
+GENERAL, SHORT, WIDE = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class Rescale:
-    """The store's per-channel constants (``k0..k3``: ``M0``, ``M0z`` as int32, ``t``,
-    ``half`` as int64 for "fixed_point"; ``M``, ``Mz`` as float32 and two unused for "float")
-    and the literals baked into its code."""
+    """The store's per-channel constants (``k0..k3``: ``M0``, ``M0z`` as int32, ``t`` as
+    int64 and ``[acc_low, acc_high, mode, 0]`` as int32 for "fixed_point"; ``M``, ``Mz`` as
+    float32 and two unused for "float") and the literals baked into its code."""
 
     rounding: str
     consts: tuple[np.ndarray, ...]
@@ -138,14 +150,49 @@ def rescale_constants(m: int, multiplier: np.ndarray, y_zero_point: np.ndarray, 
         except ValueError as exc:
             raise NotNative(f"the multipliers: {exc}") from None
         m0z = m0s[1] if len(m0s) > 1 else np.zeros(m, np.int64)
-        half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
-        consts = tuple(np.ascontiguousarray(np.broadcast_to(c, (m,)), dtype)  # M0 < 2^31
-                       for c, dtype in ((m0s[0], np.int32), (m0z, np.int32), (shift, np.int64),
-                                        (half, np.int64)))
+        codes = np.iinfo(np.asarray(z_zero_point).dtype) if z_zero_point is not None else None
+        z_range = (0, 0) if codes is None else (int(codes.min) - int(z_zero_point),
+                                                int(codes.max) - int(z_zero_point))
+        m0, m0z, shift = (np.broadcast_to(c, (m,)) for c in (m0s[0], m0z, shift))
+        loops = _loops(m0, m0z, shift, lo - zp, hi - zp, z_range)
+        consts = (np.ascontiguousarray(m0, np.int32), np.ascontiguousarray(m0z, np.int32),
+                  np.ascontiguousarray(shift, np.int64), loops)  # M0 < 2^31
     residual = z_zero_point is not None
     return Rescale(rounding, consts, lo - zp, hi - zp, zp,
                    int(z_zero_point) if residual else None,
                    residual and np.asarray(z_zero_point).dtype == np.int8)
+
+
+def _loops(m0: np.ndarray, m0z: np.ndarray, t: np.ndarray, low: int, high: int,
+           z_range: tuple[int, int]) -> np.ndarray:
+    """Each channel's ``[acc_low, acc_high, mode, 0]`` (int32; see above) for ``s(a, zc) = (a *
+    m0 + zc * m0z + 2^(t-1)) >> t`` with ``zc`` within ``z_range`` and the output clamp
+    ``[low, high]``: ``acc_high`` the smallest int32 ``a`` with ``s(a, zc_min) >= high``,
+    ``acc_low`` the largest with ``s(a, zc_max) <= low`` (every ``a`` beyond either clamps as
+    it does, for every ``zc``: ``m0, m0z >= 0`` make s monotone). In int64: for ``t < 32``
+    every term is below 2^63 (``|a * m0| < 2^62``, ``|zc * m0z| < 2^39``)."""
+    span = np.iinfo(np.int32)
+    m0, m0z, t = (np.asarray(v, np.int64) for v in (m0, m0z, t))
+    short = (t >= 1) & (t < 32)
+    ts = np.where(short, t, 1)
+    half = np.left_shift(np.int64(1), ts - 1)
+    z_low, z_high = z_range
+    divisor = np.maximum(m0, 1)
+    acc_high = -((half + z_low * m0z - np.left_shift(np.int64(high), ts)) // divisor)
+    acc_low = (np.left_shift(np.int64(low + 1), ts) - half - z_high * m0z - 1) // divisor
+    acc_low = np.where(m0 > 0, np.maximum(acc_low, span.min), span.min)
+    acc_high = np.where(m0 > 0, np.minimum(acc_high, span.max), span.max)
+    largest = np.zeros_like(m0)
+    for a in (acc_low, acc_high):
+        for zc in z_range:
+            largest = np.maximum(largest, np.abs(a * m0 + zc * m0z + half))
+    short &= (acc_low <= acc_high) & (largest < np.left_shift(np.int64(1), 31 + ts))
+    mode = np.where(t >= 32, WIDE, np.where(short, SHORT, GENERAL))
+    loops = np.zeros((t.size, 4), np.int32)
+    loops[:, 0] = np.where(short, acc_low, span.min)
+    loops[:, 1] = np.where(short, acc_high, span.max)
+    loops[:, 2] = mode
+    return loops
 
 
 def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int) -> str:
@@ -169,31 +216,45 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
                         "declare float @llvm.maxnum.f32(float, float)\n"
                         "declare float @llvm.minnum.f32(float, float)")
         element = "float"
-        fast = None
+        fast = mid = None
     else:
         load = ["%m.n = load i32, ptr %m.at, align 4", "%m = sext i32 %m.n to i64",
                 "%mz.n = load i32, ptr %mz.at, align 4", "%mz = sext i32 %mz.n to i64",
                 "%t.at = getelementptr inbounds i64, ptr %k2, i64 %ch",
                 "%t = load i64, ptr %t.at, align 8",
-                "%half.at = getelementptr inbounds i64, ptr %k3, i64 %ch",
-                "%half = load i64, ptr %half.at, align 8"]
-        math_ = ["%a64 = sext i32 %a to i64", "%am = mul nsw i64 %a64, %m"]
-        if residual:
-            math_ += [f"%zc = sub nsw i32 %z32, {r.z_zp}", "%zc64 = sext i32 %zc to i64",
-                      "%zm = mul nsw i64 %zc64, %mz", "%at = add nsw i64 %am, %zm"]
-        total = "%at" if residual else "%am"
-        math_.append(f"%sr = add nsw i64 {total}, %half")
-        # a shift t >= 32 (the usual one): s = (sum >> 32) >> (t - 32) fits in int32, so its
-        # high half, an int32 arithmetic shift and int32 clamps (AVX2 has none for int64)
-        fast = [*math_, "%hi.w = ashr i64 %sr, 32", "%hi = trunc i64 %hi.w to i32",
-                "%s32 = ashr i32 %hi, %t32",
-                f"%sl = call i32 @llvm.smax.i32(i32 %s32, i32 {r.low})",
-                f"%sh = call i32 @llvm.smin.i32(i32 %sl, i32 {r.high})",
-                "%b = trunc i32 %sh to i8"]
-        math_ += ["%ss = ashr i64 %sr, %t",
-                  f"%sl = call i64 @llvm.smax.i64(i64 %ss, i64 {r.low})",
-                  f"%sh = call i64 @llvm.smin.i64(i64 %sl, i64 {r.high})",
-                  "%b = trunc i64 %sh to i8"]
+                "%t.pos = icmp sgt i64 %t, 0", "%t.less = add nsw i64 %t, -1",
+                "%t.half = shl i64 1, %t.less",
+                "%half = select i1 %t.pos, i64 %t.half, i64 0",
+                "%loop.at = getelementptr inbounds <4 x i32>, ptr %k3, i64 %ch",
+                "%loop = load <4 x i32>, ptr %loop.at, align 16",
+                "%acc.lo = extractelement <4 x i32> %loop, i64 0",
+                "%acc.hi = extractelement <4 x i32> %loop, i64 1",
+                "%mode = extractelement <4 x i32> %loop, i64 2"]
+
+        def total(a: str) -> list[str]:
+            """``%sr``: the int64 sum for the accumulator ``a``."""
+            lines = [f"%a64 = sext i32 {a} to i64", "%am = mul nsw i64 %a64, %m"]
+            if residual:
+                lines += [f"%zc = sub nsw i32 %z32, {r.z_zp}", "%zc64 = sext i32 %zc to i64",
+                          "%zm = mul nsw i64 %zc64, %mz", "%at = add nsw i64 %am, %zm"]
+            return lines + [f"%sr = add nsw i64 {'%at' if residual else '%am'}, %half"]
+
+        def high_half(value: str) -> list[str]:
+            """``%sh``: the int32 ``value`` clamped, and ``%b`` its byte."""
+            return [f"%sl = call i32 @llvm.smax.i32(i32 {value}, i32 {r.low})",
+                    f"%sh = call i32 @llvm.smin.i32(i32 %sl, i32 {r.high})",
+                    "%b = trunc i32 %sh to i8"]
+
+        fast = [*total("%a"), "%hi.w = ashr i64 %sr, 32", "%hi = trunc i64 %hi.w to i32",
+                "%s32 = ashr i32 %hi, %t32", *high_half("%s32")]
+        mid = ["%al = call i32 @llvm.smax.i32(i32 %a, i32 %acc.lo)",
+               "%ac = call i32 @llvm.smin.i32(i32 %al, i32 %acc.hi)", *total("%ac"),
+               "%su = shl i64 %sr, %up", "%hi.w = ashr i64 %su, 32",
+               "%s32 = trunc i64 %hi.w to i32", *high_half("%s32")]
+        math_ = [*total("%a"), "%ss = ashr i64 %sr, %t",
+                 f"%sl = call i64 @llvm.smax.i64(i64 %ss, i64 {r.low})",
+                 f"%sh = call i64 @llvm.smin.i64(i64 %sl, i64 {r.high})",
+                 "%b = trunc i64 %sh to i8"]
         declarations = ("declare i64 @llvm.smax.i64(i64, i64)\n"
                         "declare i64 @llvm.smin.i64(i64, i64)\n"
                         "declare i32 @llvm.smax.i32(i32, i32)\n"
@@ -240,9 +301,11 @@ def store_ir(name: str, r: Rescale, pixel_step: int, channel_step: int, row: int
 
     branch = "br label %pixel.pre\npixel.pre:\n  br label %pixel"
     if fast is not None:
-        branch = ("%wide.t = icmp sge i64 %t, 32\n  br i1 %wide.t, label %wide.pre, label "
-                  "%pixel.pre\nwide.pre:\n  %t.w = sub nsw i64 %t, 32\n  %t32 = trunc i64 "
-                  "%t.w to i32\n  br label %wide\npixel.pre:\n  br label %pixel")
+        branch = (f"switch i32 %mode, label %pixel.pre [ i32 {WIDE}, label %wide.pre\n"
+                  f"                                        i32 {SHORT}, label %mid.pre ]\n"
+                  "wide.pre:\n  %t.w = sub nsw i64 %t, 32\n  %t32 = trunc i64 %t.w to i32\n"
+                  "  br label %wide\nmid.pre:\n  %up = sub nsw i64 32, %t\n  br label %mid\n"
+                  "pixel.pre:\n  br label %pixel")
     return f"""
 {declarations}
 
@@ -260,6 +323,7 @@ channel:
   {branch}
 {pixel_loop("pixel", math_)}
 {"" if fast is None else pixel_loop("wide", fast)}
+{"" if mid is None else pixel_loop("mid", mid)}
 channel.end:
   %c.next = add nuw nsw i64 %c, 1
   %c.more = icmp slt i64 %c.next, %channels
