@@ -10,9 +10,10 @@ requantization; one also with the fused residual) compiled by the LLVM runtime; 
 median of ``--repeats`` timed runs of the whole program (its Python call included, well below
 1% at these sizes). The kernel column names the function the layer runs (``pmaddwd``: im2col
 and the GEMM; ``winograd``: F(2x2, 3x3), whose GOPS, counted as the direct convolution's
-multiply-adds, can exceed the peak; ``depthwise_i16``). For a 3x3 stride-1 layer the other
-path is timed too at one thread (Winograd's channel threshold moved for that compile), so the
-table shows the choice the emitter makes against the one it does not.
+multiply-adds, can exceed the peak; ``pointwise``: a 1x1 stride-1 layer as channels x pixels;
+``depthwise_i16``). For a 3x3 or 1x1 stride-1 layer the other path is timed too at one thread
+(Winograd's channel threshold moved, or the pointwise kernel's test replaced, for that
+compile), so the table shows the choice the emitter makes against the one it does not.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 from llvm_gemm import PEAK_STEPS, median_time, peak  # noqa: E402
 from qcompiler.backends.llvm import bound  # noqa: E402
-from qcompiler.backends.llvm.kernels import winograd  # noqa: E402
+from qcompiler.backends.llvm.kernels import pointwise, winograd  # noqa: E402
 from qcompiler.backends.llvm.runtime import Program  # noqa: E402
 from qcompiler.backends.llvm.target import host  # noqa: E402
 
@@ -44,6 +45,8 @@ LAYERS = {
     "1x1 64->256, 56x56": (64, 56, 56, 256, 1, 1, 0, 1, False),
     "1x1 64->256, 56x56 + residual": (64, 56, 56, 256, 1, 1, 0, 1, True),
     "1x1 256->64, 56x56": (256, 56, 56, 64, 1, 1, 0, 1, False),
+    "1x1 256->1024, 14x14": (256, 14, 14, 1024, 1, 1, 0, 1, False),
+    "1x1 2048->512, 7x7": (2048, 7, 7, 512, 1, 1, 0, 1, False),
     "3x3 256->256, 14x14": (256, 14, 14, 256, 3, 1, 1, 1, False),
     "3x3 3->64, 112x112": (3, 112, 112, 64, 3, 1, 1, 1, False),
     "depthwise 3x3, 112x112x32": (32, 112, 112, 32, 3, 1, 1, 32, False),
@@ -73,18 +76,26 @@ def layer(c, h, w, m, k, stride, pad, group, residual) -> tuple[Graph, list[np.n
 
 def other_path(g: Graph, inputs: list[np.ndarray], ops: int, target, kernel: str,
                repeats: int) -> str:
-    """For a 3x3 stride-1 layer, the path the emitter did not take, timed at one thread
-    (Winograd's channel threshold moved for the compile); "-" for other layers."""
+    """For a 3x3 or 1x1 stride-1 layer, the path the emitter did not take, timed at one thread
+    (Winograd's channel threshold moved, or the pointwise kernel's test replaced, for the
+    compile); "-" for other layers."""
     (node,) = g.nodes
-    if kernel not in ("pmaddwd", "winograd") or tuple(node.inputs[1].shape[2:]) != (3, 3) \
-            or tuple(node.attrs.get("strides", (1, 1))) != (1, 1):
+    kernel_shape = tuple(node.inputs[1].shape[2:])
+    if kernel not in ("pmaddwd", "winograd", "pointwise") or kernel_shape not in (
+            (3, 3), (1, 1)) or tuple(node.attrs.get("strides", (1, 1))) != (1, 1):
         return "-"
-    threshold = winograd.MIN_CHANNELS
-    winograd.MIN_CHANNELS = 1 if kernel == "pmaddwd" else sys.maxsize
+    threshold, applies = winograd.MIN_CHANNELS, pointwise.applies
+    if kernel_shape == (3, 3):
+        winograd.MIN_CHANNELS = 1 if kernel == "pmaddwd" else sys.maxsize
+    elif kernel == "pointwise":
+        pointwise.applies = lambda geometry: False
+    else:  # every pixel count, however many columns of the GEMM's panels it leaves empty
+        pointwise.applies = lambda geometry: (geometry.group, geometry.ph, geometry.pw) == (
+            1, 0, 0)
     try:
         program = Program(bound(g, tuple(a.shape for a in inputs)), target, 1)
     finally:
-        winograd.MIN_CHANNELS = threshold
+        winograd.MIN_CHANNELS, pointwise.applies = threshold, applies
     (_, call), = program.segments[0].calls
     taken = call.function.name.removeprefix("qc_int_conv_").rsplit("_", 1)[0]
     gops = ops / median_time(lambda: program.run(inputs), repeats) / 1e9

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llvm_harness import assert_native_exact
 from qcompiler.backends.llvm import bound
-from qcompiler.backends.llvm.kernels import conv, winograd
+from qcompiler.backends.llvm.kernels import conv, pointwise, winograd
 from qcompiler.backends.llvm.kernels.conv import conv_operands, geometry
 from qcompiler.backends.llvm.runtime import Program
 
@@ -307,6 +307,89 @@ def test_winograd_takes_a_layer_up_to_its_int32_bound_and_refuses_one_past_it(x_
         feed = {"x": np.full((1, c, 3, 3), widest, x_dtype)}
         assert qc.compile(g).run(feed)[node.outputs[0].name][0, :, 1, 1].tolist() == [25, 25]
         assert assert_native_exact(g, [feed], native=["IntConv"]) == 3
+
+
+def _pointwise_geometry(width: int) -> conv.Geometry:
+    """A 1-D 1x1 convolution's geometry over ``width`` pixels."""
+    return conv.Geometry(1, 2, 1, width, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, width)
+
+
+@st.composite
+def pointwise_layers(draw, seen: Counter):
+    """One 1x1 IntConv that the pointwise kernel computes (``pointwise.applies``): 1-D and 2-D,
+    odd and even channel counts, pixel counts that fill whole item panels and ones that end in
+    a partial panel and a partial 16-pixel group, one and two images, both x dtypes, weight
+    zero points and weights at the int8 limits, both roundings, the fused residual, clamps and
+    accumulators next to the int32 limits."""
+    # one input channel is a depthwise convolution (its own kernel): C >= 2
+    c = draw(st.one_of(st.integers(2, 9), st.integers(10, 70)), label="C")
+    m = draw(st.one_of(st.integers(1, 20), st.integers(21, 40)), label="M")
+    rank = draw(st.sampled_from([2, 2, 1]), label="rank")
+    if rank == 2:
+        spatial = draw(st.sampled_from([(4, 4), (16, 2), (8, 6), (15, 17), (16, 17), (9, 30),
+                                        (20, 20), (7, 33)]), label="image")
+    else:
+        spatial = (draw(st.one_of(st.sampled_from([16, 32, 48]), st.integers(16, 300).filter(
+            lambda w: pointwise.applies(_pointwise_geometry(w))))),)
+    attrs = {"group": 1, "kernel_shape": (1,) * rank,
+             "strides": (1,) * rank, "dilations": draw(st.sampled_from([(1,), (2,)])) * rank}
+    if draw(st.booleans(), label="explicit zero pads"):
+        attrs["pads"] = (0,) * (2 * rank)
+    else:
+        attrs["auto_pad"] = draw(st.sampled_from(["VALID", "SAME_UPPER", "NOTSET"]))
+    x_dtype, inputs, z_dtype = drawn_operands(draw, seen, (m, c) + (1,) * rank, attrs)
+    out = int(np.prod(spatial))
+    seen[f"rank {rank}"] += 1
+    seen["odd C"] += c % 2
+    seen["M beyond one GEMM panel"] += m > 4 * 4
+    seen["whole item panels"] += out % pointwise.PIXELS == 0
+    seen["partial 16-pixel group"] += out % 16 != 0
+    return (draw(st.integers(1, 2)), c, *spatial), x_dtype, inputs, attrs, z_dtype
+
+
+def test_the_pointwise_convolution_is_the_numpy_backends_bit_for_bit():
+    """Every drawn 1x1 layer runs the pointwise kernel (its function is in the program) and
+    gives the numpy backend's IntConv outputs bit for bit on this CPU (1 and 2 threads) and on
+    baseline x86-64; the store's loops are counted."""
+    seen, compared = Counter(), Counter()
+
+    @settings(max_examples=max(8, settings.default.max_examples // 4), deadline=None)
+    @given(st.lists(pointwise_layers(seen), min_size=3, max_size=3), st.integers(0, 2**32 - 1))
+    def check(cases, seed):
+        graph, feed = conv_graph(cases, np.random.default_rng(seed))
+        for node in graph.nodes:
+            assert pointwise.applies(geometry(node)), geometry(node)
+            seen.update(store_loops(node))
+        program = Program(bound(graph, tuple(feed[v.name].shape for v in graph.inputs)))
+        names = [call.function.name for segment in program.segments for _, call in segment.calls]
+        program.close()
+        assert all(name.startswith("qc_int_conv_pointwise_") for name in names), names
+        compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
+
+    check()
+    assert compared["runs"] >= 3 * 8
+    features = ["rank 1", "rank 2", "odd C", "M beyond one GEMM panel",
+                "whole item panels", "partial 16-pixel group", "fixed_point", "float",
+                "x int8", "x uint8", "w zp none", "w zp scalar", "w zp per channel",
+                "extreme weights", "residual", "clamp", "near int32 limits", "store wide",
+                "store short"]
+    assert not [f for f in features if not seen[f]], seen
+
+
+def test_a_1x1_layer_with_few_pixels_keeps_the_im2col_gemm():
+    """49 pixels fill four 16-pixel columns of the pointwise GEMM at 77%: the im2col GEMM,
+    whose tile is filled by channels, takes the layer (and so does a padded or strided 1x1)."""
+    for shape, attrs, kernel in (((1, 8, 7, 7), {}, "pmaddwd"),
+                                 ((1, 8, 16, 16), {}, "pointwise"),
+                                 ((1, 8, 16, 16), {"strides": (2, 2)}, "pmaddwd"),
+                                 ((1, 8, 16, 16), {"pads": (1, 1, 1, 1)}, "pmaddwd")):
+        g = _single_conv(shape, (4, 8, 1, 1), **attrs)
+        program = Program(bound(g, (shape,)))
+        names = [call.function.name for segment in program.segments for _, call in segment.calls]
+        program.close()
+        assert [name.rsplit("_", 1)[0] for name in names] == [f"qc_int_conv_{kernel}"], attrs
+        assert assert_native_exact(g, [{"x": codes(np.random.default_rng(1), np.uint8, shape)}],
+                                   native=["IntConv"]) == 3
 
 
 def _sweep_layer(g: Graph, i: int, m: int, multiplier: float, z_multiplier: float, x, z):

@@ -327,11 +327,12 @@ declare <{LANES} x float> @llvm.minnum.v{LANES}f32(<{LANES} x float>, <{LANES} x
 
 
 def _rows_ir(name: str, ext: str | None, avx2: bool, mr: int, nr: int,
-             rounding: str | None) -> str:
+             rounding: str | None, row_bias: bool = False) -> str:
     """``@name``: ``mr`` whole rows of C (``n >= 1``): A's rows widened to int16 into the
     workspace (``ext`` the widening; None: A is int16 already, rows ``lda`` int16 apart and K
     even, read in place), then each column panel through the ``mr x nr`` register tile,
-    stored as int32 (``rounding`` None) or requantized to bytes (``_requantize``)."""
+    seeded with the bias of its columns (``row_bias``: of its rows, ``bias`` at the first
+    row), stored as int32 (``rounding`` None) or requantized to bytes (``_requantize``)."""
     vecs = nr // LANES
     v = f"<{LANES} x i32>"
     et = "i32" if rounding is None else "i8"  # an element of C
@@ -354,12 +355,22 @@ def _rows_ir(name: str, ext: str | None, avx2: bool, mr: int, nr: int,
             step.append(f"  %next{r}_{h} = add {v} %acc{r}_{h}, %p{r}_{h}")
     init = []
     for h in range(vecs):
-        init += [f"  %col{h} = add nuw nsw i64 %n0, {h * LANES}",
-                 f"  %bias{h}.at = getelementptr inbounds i32, ptr %bias, i64 %col{h}",
-                 f"  %bias{h} = load {v}, ptr %bias{h}.at, align 4"]
-    phis = [f"  %acc{r}_{h} = phi {v} [ %bias{h}, %npanel ], [ %next{r}_{h}, %kstep ]"
+        init.append(f"  %col{h} = add nuw nsw i64 %n0, {h * LANES}")
+        if not row_bias:
+            init += [f"  %bias{h}.at = getelementptr inbounds i32, ptr %bias, i64 %col{h}",
+                     f"  %bias{h} = load {v}, ptr %bias{h}.at, align 4"]
+    if row_bias:
+        for r in range(mr):
+            init += [f"  %rbias{r}.at = getelementptr inbounds i32, ptr %bias, i64 {r}",
+                     f"  %rbias{r}.s = load i32, ptr %rbias{r}.at, align 4",
+                     *("  " + line for line in _splat(f"%rbias{r}", v, f"i32 %rbias{r}.s"))]
+
+    def seed(r: int, h: int) -> str:
+        return f"%rbias{r}" if row_bias else f"%bias{h}"
+
+    phis = [f"  %acc{r}_{h} = phi {v} [ {seed(r, h)}, %npanel ], [ %next{r}_{h}, %kstep ]"
             for r, h in acc]
-    done = [f"  %done{r}_{h} = phi {v} [ %bias{h}, %npanel ], [ %next{r}_{h}, %kstep ]"
+    done = [f"  %done{r}_{h} = phi {v} [ {seed(r, h)}, %npanel ], [ %next{r}_{h}, %kstep ]"
             for r, h in acc]
     if rounding is None:
         result = [f"  %out{r}_{h} = bitcast {v} %done{r}_{h} to {v}" for r, h in acc]
@@ -520,8 +531,9 @@ packtail:
 
 
 def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: str,
-              rounding: str | None, wide: bool) -> str:
+              rounding: str | None, wide: bool, row_bias: bool) -> str:
     """IR that calls ``rows_fn`` for the rows ``[first, last)`` by steps of ``mr``."""
+    bias = f"%{label}.bias" if row_bias else "%bias"
     return f"""
 {label}:
   %{label}.i = phi i64 [ {first}, %{label}.check ], [ %{label}.next, %{label} ]
@@ -529,7 +541,8 @@ def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: s
   %{label}.a = getelementptr inbounds {"i16" if wide else "i8"}, ptr %a, i64 %{label}.ao
   %{label}.co = mul nsw i64 %{label}.i, %ldc
   %{label}.c = getelementptr inbounds {"i32" if rounding is None else "i8"}, ptr %c, i64 %{label}.co
-  call void @{rows_fn}(ptr %{label}.a, i64 %lda, ptr %packed, ptr %bias, ptr %{label}.c,
+  %{label}.bias = getelementptr inbounds i32, ptr %bias, i64 %{label}.i
+  call void @{rows_fn}(ptr %{label}.a, i64 %lda, ptr %packed, ptr {bias}, ptr %{label}.c,
                        i64 %ldc, i64 %n, i64 %k, ptr %work{_args(rounding)})
   %{label}.next = add nuw nsw i64 %{label}.i, {mr}
   %{label}.more = icmp slt i64 %{label}.next, {last}
@@ -538,7 +551,7 @@ def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: s
 
 
 def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR,
-              rounding: str | None = None, wide: bool = False) -> str:
+              rounding: str | None = None, wide: bool = False, row_bias: bool = False) -> str:
     """The GEMM ``name`` for int8 (``signed``) or uint8 activation codes, tile ``mr x nr``,
     with AVX2 or with SSE2 only (``wide``: for int16 activations, A [m, k] int16 4-byte
     aligned with an even row stride ``lda`` in int16 elements and an even ``k``, read in place
@@ -552,7 +565,13 @@ def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR,
     With a ``rounding`` (one of ``ROUNDINGS``) the tile is requantized as it is stored: C is
     [m, n] bytes (int8 or uint8 codes, row stride ``ldc`` bytes) and the call takes the
     ``Requantization``'s constants after the workspace:
-    ``ptr mult, ptr shift, ptr half, i64 low, i64 high, i64 zp``."""
+    ``ptr mult, ptr shift, ptr half, i64 low, i64 high, i64 zp``.
+
+    ``row_bias`` (int32 C only): ``bias`` holds one int32 per row of C (``m`` of them) instead
+    of the packed weights' per-column bias, the GEMM ``C = bias[:, None] + A x B`` of a
+    convolution whose activations are B (``pointwise.py``)."""
+    if row_bias and rounding is not None:
+        raise BackendError("a GEMM seeded by rows stores int32 only")
     if nr % LANES or mr < 1:
         raise BackendError(f"the tile {mr}x{nr}: its width must be a multiple of {LANES}")
     if rounding is not None and rounding not in ROUNDINGS:
@@ -560,9 +579,9 @@ def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR,
     ext = None if wide else "sext" if signed else "zext"
     fn, width = PMADDWD[avx2]
     tiles, single = f"{name}.rows{mr}", f"{name}.rows1"
-    helpers = _rows_ir(tiles, ext, avx2, mr, nr, rounding)
+    helpers = _rows_ir(tiles, ext, avx2, mr, nr, rounding, row_bias)
     if mr > 1:
-        helpers += _rows_ir(single, ext, avx2, 1, nr, rounding)
+        helpers += _rows_ir(single, ext, avx2, 1, nr, rounding, row_bias)
     return f"""
 declare <{LANES * width // 16} x i32> @{fn}(<{width} x i16>, <{width} x i16>)
 {_DECLARATIONS[rounding]}
@@ -581,12 +600,12 @@ tiles.check:
   %some.tiles = icmp sgt i64 %tiled, 0
   %go.tiles = and i1 %some.n, %some.tiles
   br i1 %go.tiles, label %tiles, label %rest.check
-{_row_loop("tiles", "0", "%tiled", mr, tiles, "rest.check", rounding, wide)}
+{_row_loop("tiles", "0", "%tiled", mr, tiles, "rest.check", rounding, wide, row_bias)}
 rest.check:
   %some.rest = icmp slt i64 %tiled, %m
   %go.rest = and i1 %some.n, %some.rest
   br i1 %go.rest, label %rest, label %exit
-{_row_loop("rest", "%tiled", "%m", 1, single, "exit", rounding, wide)}
+{_row_loop("rest", "%tiled", "%m", 1, single, "exit", rounding, wide, row_bias)}
 exit:
   ret void
 }}

@@ -9,10 +9,13 @@ an int32 scratch tile ``[pixels, M/group]``, then the store (``store_ir``) requa
 channel's pixels into y's NCHW rows. Products are 16-bit pair products summed in int32
 (``pmaddwd``), exact for any weights: the saturating u8*s8 pair instruction is never used (it
 buys nothing on this CPU, BENCHMARKS.md), and every layer's function says so in its name
-(``qc_int_conv_pmaddwd_*``, ``qc_int_conv_depthwise_i16_*``, ``qc_int_conv_winograd_*``). A
-convolution with one input channel per group (depthwise) runs ``depthwise.py``'s kernel; a 3x3
-one with unit strides and dilations that ``winograd.applies`` to runs ``winograd.py``'s
-(16 products per 2x2 outputs and input channel instead of 36).
+(``qc_int_conv_pmaddwd_*``, ``qc_int_conv_depthwise_i16_*``, ``qc_int_conv_pointwise_*``,
+``qc_int_conv_winograd_*``). A convolution with one input channel per group (depthwise) runs
+``depthwise.py``'s kernel; a 1x1 one with unit strides and no padding that
+``pointwise.applies`` to runs ``pointwise.py``'s (channels x pixels on the image as it lies:
+no transposed copy, a store that reads each channel's pixels contiguously); a 3x3 one with unit
+strides and dilations that ``winograd.applies`` to runs ``winograd.py``'s (16 products per 2x2
+outputs and input channel instead of 36).
 """
 
 from __future__ import annotations
@@ -587,8 +590,10 @@ def int_conv(node: Node, ctx: Context) -> list[Call]:
         from .depthwise import depthwise_call  # it builds on this module's store
 
         return [depthwise_call(node, ctx, g, o)]
-    from . import winograd  # it builds on this module's store
+    from . import pointwise, winograd  # they build on this module's store
 
+    if pointwise.applies(g):
+        return [pointwise.pointwise_call(ctx, node.inputs[0].name, node.outputs[0].name, g, o)]
     if winograd.applies(g, o):
         return [winograd.winograd_call(ctx, node.inputs[0].name, node.outputs[0].name, g, o)]
     return [_gemm_call(node, ctx, g, o)]
