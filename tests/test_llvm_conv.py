@@ -33,6 +33,14 @@ INT32_MAX = 2**31 - 1
 LAYERS = 4  # convolutions per drawn graph
 
 
+def kernels(graph: Graph, shapes) -> list[str]:
+    """The functions of the program compiled for ``shapes`` that its segments call."""
+    program = Program(bound(graph, tuple(shapes)))
+    names = [call.function.name for segment in program.segments for _, call in segment.calls]
+    program.close()
+    return names
+
+
 def codes(rng, dtype, shape, extreme: bool = False) -> np.ndarray:
     """Codes of ``dtype``: only its two limits when ``extreme``, else any."""
     info = np.iinfo(dtype)
@@ -265,9 +273,7 @@ def test_the_winograd_convolution_is_the_numpy_backends_bit_for_bit():
             seen["several bands"] += winograd.band_rows(tiles_wide, tiles_high) < tiles_high
             seen["bands for two threads"] += (winograd.band_rows(tiles_wide, tiles_high, g.n, 2)
                                               < tiles_high)
-        program = Program(bound(graph, tuple(feed[v.name].shape for v in graph.inputs)))
-        names = [call.function.name for segment in program.segments for _, call in segment.calls]
-        program.close()
+        names = kernels(graph, (feed[v.name].shape for v in graph.inputs))
         assert all(name.startswith("qc_int_conv_winograd_") for name in names), names
         compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
 
@@ -300,9 +306,7 @@ def test_winograd_takes_a_layer_up_to_its_int32_bound_and_refuses_one_past_it(x_
             {"pads": (1, 1, 1, 1)})
         g.set_outputs([node.outputs[0]])
         assert winograd.applies(geometry(node), conv_operands(node, 2)) == (kernel == "winograd")
-        program = Program(bound(g, ((1, c, 3, 3),)))
-        names = [call.function.name for segment in program.segments for _, call in segment.calls]
-        program.close()
+        names = kernels(g, [(1, c, 3, 3)])
         assert [name.rsplit("_", 1)[0] for name in names] == [f"qc_int_conv_{kernel}"]
         feed = {"x": np.full((1, c, 3, 3), widest, x_dtype)}
         assert qc.compile(g).run(feed)[node.outputs[0].name][0, :, 1, 1].tolist() == [25, 25]
@@ -360,9 +364,7 @@ def test_the_pointwise_convolution_is_the_numpy_backends_bit_for_bit():
         for node in graph.nodes:
             assert pointwise.applies(geometry(node)), geometry(node)
             seen.update(store_loops(node))
-        program = Program(bound(graph, tuple(feed[v.name].shape for v in graph.inputs)))
-        names = [call.function.name for segment in program.segments for _, call in segment.calls]
-        program.close()
+        names = kernels(graph, (feed[v.name].shape for v in graph.inputs))
         assert all(name.startswith("qc_int_conv_pointwise_") for name in names), names
         compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
 
@@ -384,9 +386,7 @@ def test_a_1x1_layer_with_few_pixels_keeps_the_im2col_gemm():
                                  ((1, 8, 16, 16), {"strides": (2, 2)}, "pmaddwd"),
                                  ((1, 8, 16, 16), {"pads": (1, 1, 1, 1)}, "pmaddwd")):
         g = _single_conv(shape, (4, 8, 1, 1), **attrs)
-        program = Program(bound(g, (shape,)))
-        names = [call.function.name for segment in program.segments for _, call in segment.calls]
-        program.close()
+        names = kernels(g, [shape])
         assert [name.rsplit("_", 1)[0] for name in names] == [f"qc_int_conv_{kernel}"], attrs
         assert assert_native_exact(g, [{"x": codes(np.random.default_rng(1), np.uint8, shape)}],
                                    native=["IntConv"]) == 3
