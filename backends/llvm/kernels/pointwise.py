@@ -25,14 +25,15 @@ from ..kernel import Buffer, Call, Const, Context, Scratch
 from .conv import ConvOperands, Geometry, store_ir
 
 PIXELS = 32  # output pixels per item: the GEMM's columns (a multiple of gemm.NR)
-WASTE = 16  # at most one padded column in WASTE
+WASTE = 16  # at most one padded column per WASTE pixels
 
 
 def applies(g: Geometry) -> bool:
     """Whether this kernel computes the layer: a 1x1 convolution of one group with unit
     strides and no padding (its pixels are the input's, in the same order) whose pixels fill
-    the GEMM's column panels to within ``1 / WASTE`` (a 7x7 image, 49 pixels in 4 panels of
-    16, runs faster on the im2col path, whose tile is filled by channels)."""
+    the GEMM's column panels with at most one padded column per ``WASTE`` pixels (a 7x7
+    image, 49 pixels in 4 panels of 16, runs faster on the im2col path, whose tile is filled
+    by channels)."""
     out = g.oh * g.ow
     return ((g.kh, g.kw, g.sh, g.sw, g.group, g.ph, g.pw) == (1, 1, 1, 1, 1, 0, 0)
             and (g.oh, g.ow) == (g.h, g.w) and -(-out // gemm.NR) * gemm.NR * WASTE
