@@ -533,7 +533,10 @@ packtail:
 def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: str,
               rounding: str | None, wide: bool, row_bias: bool) -> str:
     """IR that calls ``rows_fn`` for the rows ``[first, last)`` by steps of ``mr``."""
-    bias = f"%{label}.bias" if row_bias else "%bias"
+    bias, offset = "%bias", ""
+    if row_bias:  # the bias of the first row of the step
+        bias = f"%{label}.bias"
+        offset = f"{bias} = getelementptr inbounds i32, ptr %bias, i64 %{label}.i"
     return f"""
 {label}:
   %{label}.i = phi i64 [ {first}, %{label}.check ], [ %{label}.next, %{label} ]
@@ -541,7 +544,7 @@ def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: s
   %{label}.a = getelementptr inbounds {"i16" if wide else "i8"}, ptr %a, i64 %{label}.ao
   %{label}.co = mul nsw i64 %{label}.i, %ldc
   %{label}.c = getelementptr inbounds {"i32" if rounding is None else "i8"}, ptr %c, i64 %{label}.co
-  %{label}.bias = getelementptr inbounds i32, ptr %bias, i64 %{label}.i
+  {offset}
   call void @{rows_fn}(ptr %{label}.a, i64 %lda, ptr %packed, ptr {bias}, ptr %{label}.c,
                        i64 %ldc, i64 %n, i64 %k, ptr %work{_args(rounding)})
   %{label}.next = add nuw nsw i64 %{label}.i, {mr}

@@ -23,6 +23,7 @@ import numpy as np
 from .. import gemm
 from ..kernel import Buffer, Call, Const, Context, Scratch
 from .conv import ConvOperands, Geometry, store_ir
+from .winograd import shared_wide_gemm
 
 PIXELS = 32  # output pixels per item: the GEMM's columns (a multiple of gemm.NR)
 WASTE = 16  # at most one padded column per WASTE pixels
@@ -212,12 +213,6 @@ declare i64 @llvm.umin.i64(i64, i64)
 """
 
 
-def shared_gemm(ctx: Context):
-    """The int32 GEMM of int16 activations seeded by rows, one per program."""
-    return ctx.function("gemm_i16_rows", (ctx.avx2,), lambda name: gemm.kernel_ir(
-        name, True, ctx.avx2, wide=True, row_bias=True))
-
-
 def pointwise_call(ctx: Context, x: str, y: str, g: Geometry, o: ConvOperands) -> Call:
     """The call computing the layer (``applies`` must hold): items are (image, panel)."""
     k = g.c + g.c % 2
@@ -230,7 +225,7 @@ def pointwise_call(ctx: Context, x: str, y: str, g: Geometry, o: ConvOperands) -
     out = g.oh * g.ow
     panels = -(-out // PIXELS)
     pixels = min(PIXELS, -(-out // gemm.NR) * gemm.NR)
-    product = shared_gemm(ctx)
+    product = shared_wide_gemm(ctx, row_bias=True)
     ext = "sext" if o.x_signed else "zext"
     shape = (g, o.x_signed, o.rescale.key, ctx.avx2, PIXELS)
 

@@ -385,11 +385,12 @@ def _output_transform(m: int, mp: int, tiles: int, acc_w: int) -> str:
     return "\n  ".join(lines)
 
 
-def shared_wide_gemm(ctx: Context):
-    """The int32 GEMM of int16 activations (``gemm.kernel_ir(..., wide=True)``), one per
-    program."""
-    return ctx.function("gemm_i16", (ctx.avx2,), lambda name: gemm.kernel_ir(
-        name, True, ctx.avx2, wide=True))
+def shared_wide_gemm(ctx: Context, row_bias: bool = False):
+    """The int32 GEMM of int16 activations (``gemm.kernel_ir(..., wide=True)``; seeded by
+    rows with ``row_bias``), one of each per program."""
+    base = "gemm_i16_rows" if row_bias else "gemm_i16"
+    return ctx.function(base, (ctx.avx2,), lambda name: gemm.kernel_ir(
+        name, True, ctx.avx2, wide=True, row_bias=row_bias))
 
 
 def winograd_call(ctx: Context, x: str, y: str, g: Geometry, o: ConvOperands) -> Call:
