@@ -3,7 +3,7 @@ GOPS (2 * N*M*OH*OW * C/group*KH*KW / time) at one and two threads against the e
 measured in the same run (``llvm_gemm.py``'s register-only ``vpmaddwd`` loop) and against the
 numpy backend's IntConv on the same node.
 
-    .venv/bin/python bench/llvm_conv.py [--repeats 10]
+    .venv/bin/python bench/llvm_conv.py [--repeats 10] [--weights full|reduce_range]
 
 Each layer is one IntConv node (uint8 activations, int8 per-channel weights, bias, fixed-point
 requantization; one also with the fused residual) compiled by the LLVM runtime; a figure is the
@@ -14,6 +14,9 @@ multiply-adds, can exceed the peak; ``pointwise``: a 1x1 stride-1 layer as chann
 ``depthwise_i16``). For a 3x3 or 1x1 stride-1 layer the other path is timed too at one thread
 (Winograd's channel threshold moved, or the pointwise kernel's test replaced, for that
 compile), so the table shows the choice the emitter makes against the one it does not.
+``--weights reduce_range`` draws 7-bit weights ([-64, 63], as ``QuantConfig(reduce_range=True)``
+gives): their pairs always fit the u8 x s8 pair instruction, so the GEMM path runs it
+(``pmaddubsw``).
 """
 
 from __future__ import annotations
@@ -53,13 +56,18 @@ LAYERS = {
 }
 
 
-def layer(c, h, w, m, k, stride, pad, group, residual) -> tuple[Graph, list[np.ndarray], int]:
+WEIGHTS = {"full": (-127, 128), "reduce_range": (-64, 64)}  # [low, high) of the int8 weights
+
+
+def layer(c, h, w, m, k, stride, pad, group, residual,
+          weights: str = "full") -> tuple[Graph, list[np.ndarray], int]:
     """The layer as a graph, its inputs and its operation count."""
     rng = np.random.default_rng(0)
     g = Graph("layer")
     x = g.add_input("x", TensorType("u8", (1, c, h, w)))
     inputs = [rng.integers(0, 256, (1, c, h, w)).astype(np.uint8)]
-    operands = [x, g.add_constant(rng.integers(-127, 128, (m, c // group, k, k)).astype(np.int8)),
+    low, high = WEIGHTS[weights]
+    operands = [x, g.add_constant(rng.integers(low, high, (m, c // group, k, k)).astype(np.int8)),
                 g.add_constant(2.0 ** rng.uniform(-18, -14, m)), g.add_constant(np.uint8(3)),
                 g.add_constant(np.uint8(128)),
                 g.add_constant(rng.integers(-999, 999, m).astype(np.int32))]
@@ -81,12 +89,12 @@ def other_path(g: Graph, inputs: list[np.ndarray], ops: int, target, kernel: str
     compile); "-" for other layers."""
     (node,) = g.nodes
     kernel_shape = tuple(node.inputs[1].shape[2:])
-    if kernel not in ("pmaddwd", "winograd", "pointwise") or kernel_shape not in (
+    if kernel not in ("pmaddwd", "pmaddubsw", "winograd", "pointwise") or kernel_shape not in (
             (3, 3), (1, 1)) or tuple(node.attrs.get("strides", (1, 1))) != (1, 1):
         return "-"
     threshold, applies = winograd.MIN_CHANNELS, pointwise.applies
     if kernel_shape == (3, 3):
-        winograd.MIN_CHANNELS = 1 if kernel == "pmaddwd" else sys.maxsize
+        winograd.MIN_CHANNELS = 1 if kernel != "winograd" else sys.maxsize
     elif kernel == "pointwise":
         pointwise.applies = lambda geometry: False
     else:  # every pixel count, however many columns of the GEMM's panels it leaves empty
@@ -106,11 +114,12 @@ def other_path(g: Graph, inputs: list[np.ndarray], ops: int, target, kernel: str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--weights", choices=sorted(WEIGHTS), default="full")
     args = parser.parse_args()
     target = host()
     print(f"$ {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(f"numpy {np.__version__}, {platform.machine()}, LLVM CPU {target.cpu}; median of "
-          f"{args.repeats}")
+          f"{args.repeats}; {args.weights} int8 weights {WEIGHTS[args.weights]}")
     ops_per_step, step = next(iter(PEAK_STEPS.values()))  # the exact one
     exact = peak(step, ops_per_step, args.repeats)
     print(f"register-only exact peak (one thread): {exact:.1f} GOPS")
@@ -118,7 +127,7 @@ def main() -> None:
           "| numpy IntConv GOPS | llvm 1 thread / numpy | other path, GOPS 1 thread |")
     print("|---|---|---|---|---|---|---|---|")
     for name, shape in LAYERS.items():
-        g, inputs, ops = layer(*shape)
+        g, inputs, ops = layer(*shape, weights=args.weights)
         gops = {}
         for threads in (1, 2):
             program = Program(bound(g, tuple(a.shape for a in inputs)), target, threads)

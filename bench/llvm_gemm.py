@@ -11,7 +11,10 @@ calls of the kernel alone (operands bound once, the weights packed beforehand).
 
 The requantizing GEMM (IntMatMul's codes in one call: per-column rescale, zero point and clamp
 in the tile store) is timed on the same operands in both roundings, next to the int32 output:
-the difference is what the fused epilogue costs.
+the difference is what the fused epilogue costs. The pair GEMM (``gemm.PAIRS``: the u8 x s8
+pair instruction, which the compiler picks for a layer whose weights ``pairs_fit``, as
+``reduce_range`` weights in [-64, 63] always do) is timed on such weights, against the
+saturating peak and against the exact GEMM on the same operands.
 """
 
 from __future__ import annotations
@@ -138,11 +141,15 @@ def main() -> None:
     fused_jit = Jit(host())
     fused = {rounding: gemm.Gemm(fused_jit, signed=False, rounding=rounding)
              for rounding in gemm.ROUNDINGS}
+    pairs = gemm.Gemm(fused_jit, signed=False, product=gemm.PAIRS)
+    saturating = peaks[list(PEAK_STEPS)[1]]
     rng = np.random.default_rng(0)
     print("| M x K x N | llvm host GOPS | % of measured exact peak | % of issue peak "
           "| llvm x86-64 GOPS | numpy fp32 GOPS | llvm host / numpy fp32 "
-          "| fused fixed_point GOPS | fused float GOPS |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| fused fixed_point GOPS | fused float GOPS | pair GEMM GOPS (reduce_range weights) "
+          "| % of measured saturating peak | exact GEMM on the same weights GOPS "
+          "| pair / exact time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m, k, n in SIZES:
         a = rng.integers(0, 256, (m, k)).astype(np.uint8)
         b = rng.integers(-128, 128, (k, n)).astype(np.int8)
@@ -161,10 +168,16 @@ def main() -> None:
                 gemm.requantization(multiplier, np.uint8(128), rounding=rounding, n=n))),
                 args.repeats) / 1e9
             for rounding, kernel in fused.items()}
+        small = rng.integers(-64, 64, (k, n)).astype(np.int8)  # reduce_range's weights
+        pair_gops = ops / median_time(pairs.bind(a, gemm.pack_weights(small, product=gemm.PAIRS),
+                                                 out), args.repeats) / 1e9
+        small_gops = ops / median_time(kernels["host"].bind(a, gemm.pack_weights(small), out),
+                                       args.repeats) / 1e9
         print(f"| {m} x {k} x {n} | {gops['host']:.1f} | {100 * gops['host'] / exact:.0f}% | "
               f"{100 * gops['host'] / ISSUE_PEAK:.0f}% | {gops['x86-64']:.1f} | {blas:.1f} | "
               f"{gops['host'] / blas:.2f}x | {fused_gops['fixed_point']:.1f} | "
-              f"{fused_gops['float']:.1f} |")
+              f"{fused_gops['float']:.1f} | {pair_gops:.1f} | {100 * pair_gops / saturating:.0f}% "
+              f"| {small_gops:.1f} | {small_gops / pair_gops:.2f}x |")
 
 
 if __name__ == "__main__":

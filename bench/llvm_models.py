@@ -39,6 +39,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -97,12 +98,17 @@ class Model:
 
     @cached_property
     def int8(self) -> qc.Graph:
-        batch = self.fixed_batch or len(self.calib)  # a symbolic batch: one batch, as the demo
         start = time.perf_counter()
-        q = qc.quantize(self.graph, [{self.input: self.calib[i:i + batch]}
-                                     for i in range(0, len(self.calib), batch)], progress=False)
+        q = self.quantize()
         self.quantize_seconds = time.perf_counter() - start
         return q
+
+    def quantize(self, config: qc.QuantConfig | None = None) -> qc.Graph:
+        """``qc.quantize`` calibrated on ``calib`` (a symbolic batch: one batch, as the demo)."""
+        batch = self.fixed_batch or len(self.calib)
+        return qc.quantize(self.graph, [{self.input: self.calib[i:i + batch]}
+                                        for i in range(0, len(self.calib), batch)], config,
+                           progress=False)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -214,23 +220,45 @@ def digits_accuracy(model: Model) -> None:
     print(f"\n### Accuracy on the {len(x)} test images of {DIGITS_DATA.name}\n")
     print(f"llvm int8 outputs {'equal' if not wrong else 'DIFFER FROM'} the numpy backend's "
           f"bit for bit ({ours.size} logits{'' if not wrong else f', {wrong} differ'}).\n")
-    narrow_graph = qc.quantize(model.graph, [{model.input: model.calib}],
-                               qc.QuantConfig(reduce_range=True), progress=False)
-    narrow, _ = compile_llvm(narrow_graph, feeds, 1)
+    narrow, _ = compile_llvm(model.quantize(qc.QuantConfig(reduce_range=True)), feeds, 1)
     outputs["qcompiler int8, reduce_range=True (llvm backend)"] = narrow.run(feeds)[model.output]
     print("| runner | accuracy | agreement with fp32 |")
     print("|---|---|---|")
     for label, out in outputs.items():
         print(f"| {label} | {float((out.argmax(1) == y).mean()):.4f} | "
               f"{float((out.argmax(1) == fp32.argmax(1)).mean()):.4f} |")
-    # reduce_range (7-bit weights) would let a kernel use the saturating u8 x s8 pair
-    # instruction safely; the llvm backend never does (no faster on this CPU: BENCHMARKS.md),
-    # so it buys no speed here: timed to show it
-    times = timed({"default": lambda: llvm.run(feeds),
-                   "reduce_range": lambda: narrow.run(feeds)}, 5.0)
-    print(f"\nreduce_range=True on the llvm backend: {times['reduce_range'].median * 1e3:.3f} ms "
-          f"against {times['default'].median * 1e3:.3f} ms with full-range weights "
-          f"({times['reduce_range'].median / times['default'].median:.2f}x), test set at once.")
+
+
+def kernel_kinds(exe: Any, feeds: dict[str, np.ndarray]) -> Counter:
+    """How many calls of each kernel kind (``qc_int_conv_pmaddubsw``...) the program for these
+    feeds makes: the per-layer decisions the compiler recorded in the function names."""
+    program = exe.program(tuple(tuple(feeds[spec.name].shape) for spec in exe.inputs))
+    return Counter(call.function.name.rsplit("_", 1)[0] for segment in program.segments
+                   for _, call in segment.calls)
+
+
+def reduce_range_speed(case: str, model: Model, batch: int, seconds: float) -> None:
+    """One table row: the llvm executable of ``model`` quantized with ``reduce_range=True``
+    (7-bit weights: every GEMM-path layer's pairs fit the u8 x s8 pair instruction) against
+    the default one, timed interleaved with onnxruntime's exact-mode int8 on one thread."""
+    feeds = {model.input: model.images[:batch]}
+    narrow_graph = model.quantize(qc.QuantConfig(reduce_range=True))
+    narrow, _ = compile_llvm(narrow_graph, feeds, 1)
+    default, _ = compile_llvm(model.int8, feeds, 1)
+    wrong = differing(narrow.run(feeds)[model.output],
+                      qc.compile(narrow_graph, backend="numpy").run(feeds)[model.output])
+    exact = ort_int8_sessions(model.ort_int8, 1)["x64quantprecision=1"]
+    times = timed({"default": lambda: default.run(feeds),
+                   "reduce_range": lambda: narrow.run(feeds),
+                   "ort": lambda: exact.run(None, feeds)}, seconds)
+    kinds = {name: kernel_kinds(exe, feeds) for name, exe in (("default", default),
+                                                             ("narrow", narrow))}
+    pairs = sum(n for k, n in kinds["narrow"].items() if k.endswith("pmaddubsw"))
+    before = sum(n for k, n in kinds["default"].items() if k.endswith("pmaddubsw"))
+    ms = {k: v.median * 1e3 for k, v in times.items()}
+    print(f"| {case} | {ms['default']:.3f} | {ms['reduce_range']:.3f} | "
+          f"{ms['reduce_range'] / ms['default']:.2f}x | {ms['reduce_range'] / ms['ort']:.2f}x | "
+          f"{pairs} (default: {before}) | {'yes' if not wrong else f'NO ({wrong} differ)'} |")
 
 
 # -- fresh processes: cold build and loading ---------------------------------------------------
@@ -381,6 +409,15 @@ def report(cases: list[str], threads: list[int], seconds: float, calib_images: i
 
     if "digits" in models:
         digits_accuracy(models["digits"])
+
+    print("\n### reduce_range=True: what the u8 x s8 pair instruction buys (one thread, "
+          "timed interleaved)\n")
+    print("| model | llvm int8 ms | llvm int8 reduce_range ms | reduce_range / default "
+          "| reduce_range / ort int8 x64quantprecision=1 | calls on the pair instruction "
+          "| llvm == numpy backend |")
+    print("|---|---|---|---|---|---|---|")
+    for case in dict.fromkeys(cases):
+        reduce_range_speed(case, models[CASES[case][0]], CASES[case][1], seconds)
 
     if "resnet50" in models:
         cold = in_fresh_process(str(Path(cache, "cold")), cold_resnet, calib_images)

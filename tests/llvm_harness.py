@@ -21,16 +21,40 @@ TARGETS = {"host": host, "generic": generic}
 RUNS = (("host", 1), ("host", 2), ("generic", 1))
 
 
+def pair_safe_codes(rng, dtype, rows: int, k: int, zero_point: str):
+    """Weight codes ``[rows, k]`` of ``dtype`` and their zero point (``zero_point`` "none",
+    "scalar" or "per channel": one per row; uint8 codes always have one) whose centred values
+    fit the u8 x s8 pair instruction (``gemm.pairs_fit``: pairs along k) and reach its bound:
+    per pair, at random, two weights summing to +128, two summing to -128, 127 and -128, or
+    two reduce-range weights in [-64, 63]."""
+    pairs = -(-k // 2)
+    kind = rng.integers(0, 4, (rows, pairs))
+    small = rng.integers(-64, 64, (2, rows, pairs))
+    first = np.select([kind == 0, kind == 1, kind == 2],
+                      [rng.integers(1, 128, (rows, pairs)), rng.integers(-128, 1, (rows, pairs)),
+                       np.full((rows, pairs), 127)], small[0])
+    second = np.select([kind == 0, kind == 1, kind == 2],
+                       [128 - first, -128 - first, np.full((rows, pairs), -128)], small[1])
+    centred = np.stack([first, second], axis=2).reshape(rows, 2 * pairs)[:, :k]
+    if dtype == np.int8 and zero_point == "none":
+        return centred.astype(np.int8), None
+    offset = 128 if dtype == np.uint8 else 0  # int8 codes with a zero point of 0
+    zp = np.full((rows,) if zero_point == "per channel" else (), offset, dtype)
+    return (centred + offset).astype(dtype), zp
+
+
 def assert_native_exact(graph: Graph, feeds: Iterable[Mapping[str, np.ndarray]], *,
                         native: Sequence[str] | None = None,
                         targets: Sequence[str] | None = None,
-                        threads: Sequence[int] | None = None) -> int:
+                        threads: Sequence[int] | None = None,
+                        functions: Counter | None = None) -> int:
     """Compare ``graph`` compiled by the LLVM runtime with the numpy backend on every feed.
 
     ``native`` lists the op types that must run natively (default: every op of the graph).
     Runs ``RUNS``, or every pair of ``targets`` and ``threads`` when either is given. Returns
     the number of (feed, target, threads) runs compared, so a caller can check that the
-    comparison happened."""
+    comparison happened. ``functions`` (a Counter) counts the kernels the host programs call,
+    by name without the signature hash (``qc_int_conv_pmaddwd``): which kernel ran."""
     reference = qc.compile(graph)
     feeds = [dict(f) for f in feeds]
     must = set(graph.op_counts()) if native is None else set(native)
@@ -52,6 +76,10 @@ def assert_native_exact(graph: Graph, feeds: Iterable[Mapping[str, np.ndarray]],
                                if f.node.op in must)
                 assert not slow, f"ran through numpy: {dict(slow)}"
                 programs[key] = program
+                if functions is not None and target == "host" and count == 1:
+                    functions.update(call.function.name.rsplit("_", 1)[0]
+                                     for segment in program.segments
+                                     for _, call in segment.calls)
             got = programs[key].run(arrays)
             for value, array in zip(graph.outputs, got, strict=True):
                 want = expected[value.name]

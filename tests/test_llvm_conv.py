@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from llvm_harness import assert_native_exact
+from llvm_harness import assert_native_exact, pair_safe_codes
 from qcompiler.backends.llvm import bound
 from qcompiler.backends.llvm.kernels import conv, pointwise, winograd
 from qcompiler.backends.llvm.kernels.conv import conv_operands, geometry
@@ -61,7 +61,8 @@ def drawn_operands(draw, seen: Counter, w_shape: tuple[int, ...], attrs: dict):
     x_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="x dtype")
     w_dtype = draw(st.sampled_from([np.int8, np.int8, np.uint8]), label="w dtype")
     y_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="y dtype")
-    extreme = draw(st.booleans(), label="weights at the int8 limits")
+    style = draw(st.sampled_from(["any", "int8 limits", "pairs at the bound"]), label="weights")
+    extreme = style == "int8 limits"
     w_zp = draw(st.sampled_from(["none", "scalar", "per channel"]), label="w zero point")
     per_channel = draw(st.booleans(), label="per-channel multiplier")
     rounding = draw(st.sampled_from(["fixed_point", "float"]), label="rounding")
@@ -71,6 +72,9 @@ def drawn_operands(draw, seen: Counter, w_shape: tuple[int, ...], attrs: dict):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     w = codes(rng, w_dtype, w_shape, extreme)
     wz = None if w_zp == "none" else codes(rng, w_dtype, () if w_zp == "scalar" else (m,))
+    if style == "pairs at the bound":  # the u8 x s8 pair instruction may run: pairs_fit
+        w, wz = pair_safe_codes(rng, w_dtype, m, int(np.prod(w_shape[1:])), w_zp)
+        w = w.reshape(w_shape)
     centred = w.reshape(m, -1).astype(np.int64) - (0 if wz is None else
                                                    np.asarray(wz, np.int64).reshape(-1, 1))
     widest = max(-int(np.iinfo(x_dtype).min), int(np.iinfo(x_dtype).max))
@@ -99,6 +103,7 @@ def drawn_operands(draw, seen: Counter, w_shape: tuple[int, ...], attrs: dict):
     for feature in (rounding, f"x {x_dtype.__name__}", f"y {y_dtype.__name__}", f"w zp {w_zp}"):
         seen[feature] += 1
     seen["extreme weights"] += extreme
+    seen["pair-safe weights"] += style == "pairs at the bound"
     seen["per-channel multiplier"] += per_channel
     seen["per-tensor multiplier"] += not per_channel
     seen["clamp"] += clamp
@@ -206,7 +211,8 @@ def test_int_conv_is_the_numpy_backends_bit_for_bit():
     @given(st.lists(layers(seen), min_size=LAYERS, max_size=LAYERS), st.integers(0, 2**32 - 1))
     def check(cases, seed):
         graph, feed = conv_graph(cases, np.random.default_rng(seed))
-        compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"])
+        compared["runs"] += assert_native_exact(graph, [feed], native=["IntConv"],
+                                                functions=seen)
         for node in graph.nodes:
             seen.update(im2col_windows(geometry(node)))
             seen.update(store_loops(node))
@@ -220,7 +226,8 @@ def test_int_conv_is_the_numpy_backends_bit_for_bit():
                 "extreme weights", "per-channel multiplier", "per-tensor multiplier", "clamp",
                 "residual", "near int32 limits", "channel multiplier",
                 "im2col window inside", "im2col window on the border", "store wide",
-                "store short"]
+                "store short", "pair-safe weights", "qc_int_conv_pmaddwd",
+                "qc_int_conv_pmaddubsw"]
     assert not [f for f in features if not seen[f]], seen
 
 
@@ -489,3 +496,23 @@ def test_a_quantized_model_runs_its_convolutions_and_products_natively(rounding)
     assert lowered.op_counts()["IntConv"] == 3 and lowered.op_counts()["IntMatMul"] == 2
     feed = {lowered.inputs[0].name: data["calib_x"][:5]}
     assert assert_native_exact(lowered, [feed], native=["IntConv", "IntMatMul"]) == 3
+
+
+def test_a_reduce_range_model_runs_the_pair_instruction_on_its_gemm_layers():
+    """``QuantConfig(reduce_range=True)`` keeps weights within [-64, 63], so every pair fits
+    the u8 x s8 pair instruction: each IntMatMul and each layer on the GEMM path runs it, and
+    the model is still the numpy backend's bit for bit; with full-range weights none does."""
+    data = dict(np.load(EXAMPLES / "digits.npz"))
+    feed_x = data["calib_x"][:5]
+    kinds = {}
+    for narrow in (True, False):
+        lowered = qc.quantize(qc.load_onnx(EXAMPLES / "digits_convnet.onnx"),
+                              [data["calib_x"]], qc.QuantConfig(reduce_range=narrow),
+                              progress=False)
+        functions: Counter[str] = Counter()
+        assert assert_native_exact(lowered, [{lowered.inputs[0].name: feed_x}],
+                                   native=["IntConv", "IntMatMul"], functions=functions) == 3
+        kinds[narrow] = functions
+    assert kinds[True]["qc_int_matmul_pmaddubsw"] == 2 and not kinds[True]["qc_int_matmul_pmaddwd"]
+    assert not kinds[True]["qc_int_conv_pmaddwd"]  # (its convolutions: Winograd, depthwise)
+    assert not any(name.endswith("pmaddubsw") for name in kinds[False]), kinds[False]

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from llvm_harness import pair_safe_codes
 from qcompiler.backends.llvm import gemm
 from qcompiler.backends.llvm.requantize import Requantizer
 from qcompiler.backends.llvm.target import Jit, generic, host
@@ -264,7 +265,7 @@ def test_with_the_requantization_it_is_the_numpy_backends_int_matmul(kernels):
 
 
 @pytest.mark.parametrize("rounding", [None, *fixed_point.ROUNDINGS])
-def test_the_host_kernel_uses_pmaddwd_and_never_the_saturating_pair_instruction(rounding):
+def test_the_exact_kernel_never_uses_the_saturating_pair_instruction(rounding):
     for make, register in ((host, "ymm"), (generic, "xmm")):
         target = make()
         kernel = gemm.Gemm(Jit(target), signed=False, rounding=rounding)
@@ -275,6 +276,128 @@ def test_the_host_kernel_uses_pmaddwd_and_never_the_saturating_pair_instruction(
         else:
             assert "pmaddwd" in assembly and "ymm" not in assembly
             assert register in assembly
+
+
+# -- the u8 x s8 pair instruction, where the weights allow it ------------------------------------
+
+needs_avx2 = pytest.mark.skipif(not host().has("avx2"), reason="the pair kernel is AVX2 code")
+
+
+@needs_avx2
+@pytest.mark.parametrize("rounding", [None, *fixed_point.ROUNDINGS])
+def test_the_pair_kernel_uses_pmaddubsw_and_needs_avx2(rounding):
+    kernel = gemm.Gemm(Jit(host()), signed=True, rounding=rounding, product=gemm.PAIRS)
+    assembly = kernel.jit.assembly(kernel.module)
+    assert "vpmaddubsw" in assembly and "ymm" in assembly
+    with pytest.raises(BackendError, match="AVX2"):
+        gemm.kernel_ir("f", True, False, product=gemm.PAIRS)
+    with pytest.raises(BackendError, match="no GEMM product"):
+        gemm.kernel_ir("f", True, True, product="vpdpbusd")
+
+
+@pytest.fixture(scope="module")
+def pair_kernels() -> dict[tuple[bool, str | None], gemm.Gemm]:
+    """The pair GEMM per activation signedness, int32 out and requantizing in both roundings."""
+    jit = Jit(host())
+    return {(signed, rounding): gemm.Gemm(jit, signed, rounding=rounding, product=gemm.PAIRS)
+            for signed in (True, False) for rounding in (None, *fixed_point.ROUNDINGS)}
+
+
+@needs_avx2
+def test_the_pair_gemm_is_exact_where_the_weights_fit(pair_kernels):
+    """Weights whose pairs reach the bound (``pair_safe_codes``) times activations at their
+    limits: pair sums of exactly +-255 * 128 (the instruction's largest unsaturated ones) are
+    formed and the int32 result is the int64 product; with the requantizing store it is the
+    numpy backend's IntMatMul. K in every remainder modulo 4 (the zero-padded quads)."""
+    reached: Counter[str] = Counter()
+
+    @settings(max_examples=max(60, settings.default.max_examples // 2), deadline=None)
+    @given(st.one_of(st.integers(1, 70), st.sampled_from(EDGES)),
+           st.one_of(st.integers(1, 70), st.sampled_from(EDGES)),
+           st.one_of(st.integers(1, 70), st.sampled_from(EDGES)),
+           st.sampled_from([np.int8, np.uint8]), st.sampled_from([np.int8, np.uint8]),
+           st.sampled_from(["none", "scalar", "per channel"]), st.booleans(),
+           st.sampled_from([None, *fixed_point.ROUNDINGS]), st.integers(0, 2**32 - 1))
+    def check(m, n, k, a_dtype, b_dtype, b_zp, extreme, rounding, seed):
+        rng = np.random.default_rng(seed)
+        a = codes(rng, a_dtype, (m, k), extreme)
+        b_rows, zp = pair_safe_codes(rng, b_dtype, n, k, b_zp)
+        b = np.ascontiguousarray(b_rows.T)
+        bias = rng.integers(-(2**20), 2**20, n).astype(np.int32)
+        weights = gemm.pack_weights(b, zp, bias, product=gemm.PAIRS,
+                                    signed=a_dtype == np.int8)
+        kernel = pair_kernels[(a_dtype == np.int8, rounding)]
+        if rounding is None:
+            np.testing.assert_array_equal(kernel(a, weights), reference(a, b, zp, bias))
+        else:
+            multiplier = 2.0 ** rng.uniform(-16, -6, n)
+            y_zp = np.array(rng.integers(-128, 128), np.int8)
+            requant = gemm.requantization(multiplier, y_zp, rounding=rounding, n=n)
+            want = int_matmul(a, b, multiplier, y_zp, bias, None,
+                              np.zeros(n, b.dtype) if zp is None else np.broadcast_to(zp, (n,)),
+                              rounding=rounding, qmin=None, qmax=None)
+            np.testing.assert_array_equal(kernel(a, weights, requant), want)
+        flipped = a.astype(np.int64) + (128 if a_dtype == np.int8 else 0)  # as the instruction
+        w = b.astype(np.int64) - (0 if zp is None else np.asarray(zp, np.int64))  # sees them
+        even = k // 2 * 2
+        sums = flipped[:, 0:even:2, None] * w[None, 0:even:2] + \
+            flipped[:, 1:even:2, None] * w[None, 1:even:2]
+        reached["pair sum at +255*128"] += int((sums == 255 * 128).sum())
+        reached["pair sum at -255*128"] += int((sums == -255 * 128).sum())
+        reached[f"K = {k % 4} mod 4"] += 1
+        reached["row remainder"] += m % gemm.MR != 0
+        reached["column remainder"] += n % gemm.NR != 0
+        reached[f"rounding {rounding}"] += 1
+
+    check()
+    expected = ["pair sum at +255*128", "pair sum at -255*128", "row remainder",
+                "column remainder", *(f"K = {r} mod 4" for r in range(4)),
+                *(f"rounding {r}" for r in (None, *fixed_point.ROUNDINGS))]
+    assert all(reached[key] for key in expected), reached
+
+
+@needs_avx2
+def test_pairs_fit_is_exactly_where_the_instruction_does_not_saturate():
+    """Every pair of int8 weights (65536 columns of a K = 2 product, packed without the
+    check) times the activation pairs that maximise its sums ((255, 255), (255, 0), (0, 255)):
+    the pair kernel's result equals the exact product for precisely the columns that
+    ``pairs_fit`` admits, and the packer refuses the others."""
+    values = np.arange(-128, 128)
+    w = np.stack(np.meshgrid(values, values, indexing="ij")).reshape(2, -1)  # [2, 65536]
+    a = np.array([[255, 255], [255, 0], [0, 255]], np.uint8)
+    packed = gemm._pack(w.astype(np.int8), np.zeros(w.shape[1], np.int64), gemm.NR, 4)
+    got = gemm.Gemm(Jit(host()), signed=False, product=gemm.PAIRS)(a, packed)
+    exact = (got == a.astype(np.int64) @ w).all(axis=0)
+    fits = np.array([gemm.pairs_fit(w[:, j:j + 1]) for j in range(w.shape[1])])
+    np.testing.assert_array_equal(fits, exact)
+    assert 0 < fits.sum() < fits.size
+    assert gemm.pairs_fit(np.array([[64], [64]])) and not gemm.pairs_fit(np.array([[65], [64]]))
+    assert gemm.pairs_fit(np.array([[-128], [0]])) and not gemm.pairs_fit(np.array([[-65], [-64]]))
+    with pytest.raises(BackendError, match="saturate"):
+        gemm.pack_weights(np.array([[65], [64]], np.int8), product=gemm.PAIRS)
+    safe, unsafe = np.array([[64], [64]]), np.array([[65], [64]])
+    assert gemm.choose_product([safe, safe], True) == gemm.PAIRS
+    assert gemm.choose_product([safe, unsafe], True) == gemm.EXACT  # every group must fit
+    assert gemm.choose_product([safe], False) == gemm.EXACT  # no AVX2
+
+
+@needs_avx2
+def test_the_pair_gemm_reads_only_a_and_refuses_other_weights(pair_kernels):
+    """A ends right before an inaccessible page (the rows are copied in quads: no read past
+    them); weights packed for the exact kernel are refused."""
+    m, n, k = 5, 17, 7
+    rng = np.random.default_rng(1)
+    region, raw = _fenced(m * k)
+    a = raw.view(np.int8).reshape(m, k)
+    np.copyto(a, rng.integers(-128, 128, (m, k)).astype(np.int8))
+    b = rng.integers(-64, 64, (k, n)).astype(np.int8)
+    kernel = pair_kernels[(True, None)]
+    got = kernel(a, gemm.pack_weights(b, product=gemm.PAIRS, signed=True))
+    np.testing.assert_array_equal(got, reference(a, b))
+    with pytest.raises(BackendError, match="packed as int16"):
+        kernel.bind(a, gemm.pack_weights(b), np.empty((m, n), np.int32))
+    del a, raw
+    region.close()
 
 
 def test_wrong_operands_are_refused_before_machine_code(kernels):

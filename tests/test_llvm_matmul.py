@@ -2,8 +2,9 @@
 (tests/llvm_harness: this CPU and baseline x86-64, 1 and 2 threads, guard bytes): drawn shapes
 not multiple of the tile, A of rank 1, 2 and 3 (batched, the weight shared), int8/uint8 codes
 in and out, a and b zero points, bias, per-column and per-tensor multipliers, both roundings,
-qmin/qmax clamps, weights at their limits (pair sums beyond int16) and accumulators next to the
-int32 limits; each feature counted. A product of two activations or a batched weight runs
+qmin/qmax clamps, weights at their limits (pair sums beyond int16), weights whose pairs fit the
+u8 x s8 pair instruction at its bound (the layer then runs it) and accumulators next to the
+int32 limits; each feature and kernel counted. A product of two activations or a batched weight runs
 through numpy, with the reason."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import Counter
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from llvm_harness import assert_native_exact
+from llvm_harness import assert_native_exact, pair_safe_codes
 from qcompiler.backends.llvm import bound
 from qcompiler.backends.llvm.runtime import Program
 
@@ -43,7 +44,8 @@ def products(draw, seen: Counter):
     a_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="a dtype")
     b_dtype = draw(st.sampled_from([np.int8, np.int8, np.uint8]), label="b dtype")
     y_dtype = draw(st.sampled_from([np.int8, np.uint8]), label="y dtype")
-    extreme = draw(st.booleans(), label="weights at their limits")
+    style = draw(st.sampled_from(["any", "limits", "pairs at the bound"]), label="weights")
+    extreme = style == "limits"
     b_zp = draw(st.sampled_from(["none", "scalar", "per column"]), label="b zero point")
     a_zp = draw(st.booleans(), label="a zero point")
     per_column = draw(st.booleans(), label="per-column multiplier")
@@ -53,6 +55,9 @@ def products(draw, seen: Counter):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     b = codes(rng, b_dtype, (k, n), extreme)
     bz = None if b_zp == "none" else codes(rng, b_dtype, () if b_zp == "scalar" else (n,))
+    if style == "pairs at the bound":  # the u8 x s8 pair instruction may run
+        b, bz = pair_safe_codes(rng, b_dtype, n, k, b_zp.replace("column", "channel"))
+        b = np.ascontiguousarray(b.T)
     az = codes(rng, a_dtype, ()) if a_zp else None
     centred = b.astype(np.int64) - (0 if bz is None else np.asarray(bz, np.int64))
     widest = max(-int(np.iinfo(a_dtype).min), int(np.iinfo(a_dtype).max))
@@ -79,6 +84,7 @@ def products(draw, seen: Counter):
         seen[feature] += 1
     seen["a zero point"] += a_zp
     seen["extreme weights"] += extreme
+    seen["pair-safe weights"] += style == "pairs at the bound"
     seen["per-column multiplier"] += per_column
     seen["per-tensor multiplier"] += not per_column
     seen["clamp"] += clamp
@@ -111,14 +117,16 @@ def test_int_matmul_is_the_numpy_backends_bit_for_bit():
            st.integers(0, 2**32 - 1))
     def check(cases, seed):
         graph, feed = matmul_graph(cases, np.random.default_rng(seed))
-        compared["runs"] += assert_native_exact(graph, [feed], native=["IntMatMul"])
+        compared["runs"] += assert_native_exact(graph, [feed], native=["IntMatMul"],
+                                                functions=seen)
 
     check()
     assert compared["runs"] >= 3 * 10
     features = ["rank 1", "rank 2", "rank 3", "fixed_point", "float", "a int8", "a uint8",
                 "y int8", "y uint8", "b int8", "b uint8", "b zp none", "b zp scalar",
                 "b zp per column", "a zero point", "extreme weights", "per-column multiplier",
-                "per-tensor multiplier", "clamp", "near int32 limits", "N not a multiple of 16"]
+                "per-tensor multiplier", "clamp", "near int32 limits", "N not a multiple of 16",
+                "pair-safe weights", "qc_int_matmul_pmaddwd", "qc_int_matmul_pmaddubsw"]
     assert not [f for f in features if not seen[f]], seen
 
 

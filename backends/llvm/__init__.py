@@ -10,7 +10,8 @@ set: a static schedule of native calls over one arena (``memory``), kernels from
 numpy kernel between native segments (``exe.fallbacks()`` lists them with the reason).
 
 Modules: ``target`` (the CPU, -O3 with the loop and SLP vectorizers, a JIT), ``gemm`` (the
-exact int8 matrix product: 16-bit pair products with ``pmaddwd``, int32 accumulators, a 4 x 16
+exact int8 matrix product: 16-bit pair products with ``pmaddwd``, or the u8 x s8 pair
+instruction where a layer's weights are proved safe for it, int32 accumulators, a 4 x 16
 register tile, weights centred and packed once, requantizing store), ``requantize``,
 ``lookup``, ``memory`` (the arena plan from value lifetimes), ``kernel`` and ``runtime``.
 """

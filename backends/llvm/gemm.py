@@ -2,10 +2,16 @@
 ``C[M, N] int32 = bias[N] + A[M, K] x (B[K, N] - b_zero_point[N])`` as LLVM IR text.
 
 Numerics (DESIGN.md "Numerics contract"): every product is formed in 16 bits widened to 32 and
-summed in int32 pairs, the x86 ``pmaddwd`` pattern, which is exact for any int16 operands but
--32768 * -32768 twice; here the operands are activation codes ([-128, 255]) and centred weights
-(``b - b_zero_point``, within [-255, 255]), so every pair sum is exact. The u8*s8 pair
-instruction (``pmaddubsw``) is never emitted: it saturates its int16 pair sums.
+summed in int32 pairs, the x86 ``pmaddwd`` pattern (``EXACT``), which is exact for any int16
+operands but -32768 * -32768 twice; here the operands are activation codes ([-128, 255]) and
+centred weights (``b - b_zero_point``, within [-255, 255]), so every pair sum is exact. The
+u8 x s8 pair instruction (``pmaddubsw``, ``PAIRS``) saturates its int16 pair sums, so it runs
+only for a layer whose weights are proved, at compile time, never to let it saturate
+(``pairs_fit``: in every pair of weights the positive ones sum to at most 128 and the negative
+ones to at least -128, as 7-bit ``reduce_range`` weights always do; ``choose_product``
+decides per layer, and the layer's function name records it): int8 activations reach it as
+uint8 codes plus 128 (the ``128 * sum w`` comes off the bias), and ``pmaddwd`` by ones adds
+its pair sums in int32. Where it applies it does 4 k per step instead of 2.
 
 Layout. ``pack_weights`` runs once (numpy, at compile time): the weights are centred by their
 zero point, widened to int16, padded with zero rows to an even K and zero columns to a multiple
@@ -56,13 +62,17 @@ from .target import Jit
 MR = 4  # rows of A per register tile
 NR = 16  # columns of B per register tile (a multiple of LANES)
 LANES = 8  # int32 accumulators per vector
+EXACT = "pmaddwd"  # 16-bit pair products, exact for any int8 weights
+PAIRS = "pmaddubsw"  # u8 x s8 pair products (then pmaddwd by ones): only where pairs_fit
+PAIR_LIMIT = 128  # 255 * 128 = 32640 < 2^15: the largest safe sum of a pair's weights
 _INT32 = np.iinfo(np.int32)
 
 
 @dataclass(frozen=True)
 class PackedWeights:
-    """B centred and packed for the micro-kernel (int16, [N/NR panels, K/2 pairs, NR, 2]) and
-    the bias padded to the panels (int32); ``k`` and ``n`` are the true sizes."""
+    """B centred and packed for the micro-kernel (int16, [N/NR panels, K/2 pairs, NR, 2]; for
+    ``PAIRS`` int8, [N/NR panels, K/4 quads, NR, 4]) and the bias padded to the panels
+    (int32); ``k`` and ``n`` are the true sizes."""
 
     data: np.ndarray
     bias: np.ndarray
@@ -70,25 +80,70 @@ class PackedWeights:
     n: int
 
 
-def pack_weights(b: np.ndarray, b_zero_point=None, bias=None, nr: int = NR,
-                 a_zero_point=None) -> PackedWeights:
+def centre(b: np.ndarray, b_zero_point=None) -> np.ndarray:
     """``b`` ([K, N] int8 or uint8 codes) minus ``b_zero_point`` (a scalar or one per column)
-    in the micro-kernel's layout, with ``bias`` (a scalar or one per column, int32). An
-    ``a_zero_point`` folds IntMatMul's ``- a_zero_point * sum_k b[k, n]`` into the bias as the
-    lowering does, modulo 2^32 (the kernel's adds wrap, so only the accumulator must fit)."""
+    as int16: the weights every product of the GEMM uses."""
     if b.ndim != 2 or b.dtype not in (np.int8, np.uint8):
         raise BackendError(f"the GEMM's weights must be [K, N] int8 or uint8 codes, got "
                            f"{list(b.shape)} {b.dtype}")
-    k, n = b.shape
     centred = b.astype(np.int16)
     if b_zero_point is not None:
         centred -= np.asarray(b_zero_point, np.int16)
+    return centred
+
+
+def pairs_fit(centred: np.ndarray) -> bool:
+    """Whether ``pmaddubsw`` is exact for any uint8 codes times these weights ([K, N], paired
+    along K as the kernel pairs them: rows 2p and 2p+1, a zero after an odd K): every weight is
+    an int8 and in every pair the positive weights sum to at most ``PAIR_LIMIT`` and the
+    negative ones to at least ``-PAIR_LIMIT``, so each pair's sum of products lies within
+    ``255 * [-128, 128]``, inside int16, and the instruction never saturates."""
+    w = np.asarray(centred, np.int64)
+    if w.size == 0:
+        return True
+    if w.min() < -128 or w.max() > 127:
+        return False
+    if w.shape[0] % 2:
+        w = np.concatenate([w, np.zeros((1, w.shape[1]), np.int64)])
+    pairs = w.reshape(-1, 2, w.shape[1])
+    return bool(np.maximum(pairs, 0).sum(axis=1).max() <= PAIR_LIMIT
+                and np.minimum(pairs, 0).sum(axis=1).min() >= -PAIR_LIMIT)
+
+
+def choose_product(centred: list[np.ndarray], avx2: bool) -> str:
+    """The product a layer's GEMM runs, decided at compile time from its centred weights (one
+    [K, N] array per group): ``PAIRS`` where the target has AVX2 and ``pairs_fit`` proves every
+    group's pairs safe, else ``EXACT``."""
+    return PAIRS if avx2 and all(pairs_fit(c) for c in centred) else EXACT
+
+
+def pack_weights(b: np.ndarray, b_zero_point=None, bias=None, nr: int = NR,
+                 a_zero_point=None, product: str = EXACT,
+                 signed: bool = False) -> PackedWeights:
+    """``b`` ([K, N] int8 or uint8 codes) minus ``b_zero_point`` (a scalar or one per column)
+    in the micro-kernel's layout for ``product``, with ``bias`` (a scalar or one per column,
+    int32). An ``a_zero_point`` folds IntMatMul's ``- a_zero_point * sum_k b[k, n]`` into the
+    bias as the lowering does, modulo 2^32 (the kernel's adds wrap, so only the accumulator
+    must fit). ``PAIRS`` needs weights that ``pairs_fit`` and the activations' signedness
+    (``signed``): int8 codes reach the instruction as ``a + 128``, so ``128 * sum_k w[k, n]``
+    comes off the bias."""
+    centred = centre(b, b_zero_point)
+    k, n = b.shape
     full_bias = np.zeros(n, np.int64)
     if bias is not None:
         full_bias[:] = np.broadcast_to(np.asarray(bias, np.int32).reshape(-1), (n,))
     if a_zero_point is not None:
         full_bias -= int(a_zero_point) * b.sum(axis=0, dtype=np.int64)
-    return _pack(centred, full_bias, nr)
+    if product == EXACT:
+        return _pack(centred, full_bias, nr, 2)
+    if product != PAIRS:
+        raise BackendError(f"no GEMM product {product!r}; there are {EXACT!r} and {PAIRS!r}")
+    if not pairs_fit(centred):
+        raise BackendError(f"{PAIRS} would saturate: a pair of these weights sums past "
+                           f"+-{PAIR_LIMIT} (pairs_fit)")
+    if signed:
+        full_bias -= 128 * centred.sum(axis=0, dtype=np.int64)
+    return _pack(centred.astype(np.int8), full_bias, nr, 4)
 
 
 def pack_wide_weights(b: np.ndarray, nr: int = NR) -> PackedWeights:
@@ -97,17 +152,18 @@ def pack_wide_weights(b: np.ndarray, nr: int = NR) -> PackedWeights:
     if b.ndim != 2 or b.dtype != np.int16:
         raise BackendError(f"the wide GEMM's weights must be [K, N] int16, got "
                            f"{list(b.shape)} {b.dtype}")
-    return _pack(b, np.zeros(b.shape[1], np.int64), nr)
+    return _pack(b, np.zeros(b.shape[1], np.int64), nr, 2)
 
 
-def _pack(centred: np.ndarray, bias: np.ndarray, nr: int) -> PackedWeights:
-    """int16 ``centred`` [K, N] panel by panel and the int64 ``bias`` [N] (modulo 2^32: the
-    kernel's adds wrap, so only the accumulator must fit) padded to the panels."""
+def _pack(centred: np.ndarray, bias: np.ndarray, nr: int, per: int) -> PackedWeights:
+    """``centred`` [K, N] (int16 pairs, ``per`` 2, or int8 quads, ``per`` 4) panel by panel and
+    the int64 ``bias`` [N] (modulo 2^32: the kernel's adds wrap, so only the accumulator must
+    fit) padded to the panels: ``[N/nr panels, K/per steps, nr, per]``, 4 * nr bytes a step."""
     k, n = centred.shape
-    pairs, panels = (k + 1) // 2, -(-n // nr)
-    padded = np.zeros((2 * pairs, panels * nr), np.int16)
+    steps, panels = -(-k // per), -(-n // nr)
+    padded = np.zeros((per * steps, panels * nr), centred.dtype)
     padded[:k, :n] = centred
-    data = padded.reshape(pairs, 2, panels, nr).transpose(2, 0, 3, 1)
+    data = padded.reshape(steps, per, panels, nr).transpose(2, 0, 3, 1)
     full_bias = np.zeros(panels * nr, np.int64)
     full_bias[:n] = bias
     full_bias = (full_bias & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
@@ -219,6 +275,19 @@ def pair_product(out: str, a: str, b: str, avx2: bool) -> list[str]:
                     f"<{LANES} x i32> <{both}>"]
 
 
+PMADDUBSW = "llvm.x86.avx2.pmadd.ub.sw"
+_ONES = "<" + ", ".join(["i16 1"] * 16) + ">"
+
+
+def quad_product(out: str, a: str, b: str) -> list[str]:
+    """``out = a . b`` by byte quads (AVX2): lane i of <8 x i32> is the sum of
+    ``a[4i + j] * b[4i + j]`` over j, ``a`` uint8 and ``b`` int8: ``pmaddubsw`` forms the pair
+    sums in int16 (exact only where ``pairs_fit``), ``pmaddwd`` by ones adds them in int32."""
+    return [f"{out}.t = call <16 x i16> @{PMADDUBSW}(<32 x i8> {a}, <32 x i8> {b})",
+            f"{out} = call <{LANES} x i32> @{PMADDWD[True][0]}(<16 x i16> {out}.t, "
+            f"<16 x i16> {_ONES})"]
+
+
 # -- the requantizing store ----------------------------------------------------------------------
 #
 # Per column n, with the requantization's constants (``Requantization``):
@@ -327,10 +396,12 @@ declare <{LANES} x float> @llvm.minnum.v{LANES}f32(<{LANES} x float>, <{LANES} x
 
 
 def _rows_ir(name: str, ext: str | None, avx2: bool, mr: int, nr: int,
-             rounding: str | None, row_bias: bool = False) -> str:
+             rounding: str | None, row_bias: bool = False, product: str = EXACT) -> str:
     """``@name``: ``mr`` whole rows of C (``n >= 1``): A's rows widened to int16 into the
     workspace (``ext`` the widening; None: A is int16 already, rows ``lda`` int16 apart and K
-    even, read in place), then each column panel through the ``mr x nr`` register tile,
+    even, read in place; ``PAIRS``: copied as uint8 codes, ``ext`` "xor" for int8 ones, K
+    padded with zeros to a multiple of 4), then each column panel through the ``mr x nr``
+    register tile (a step is a k-pair, or a k-quad for ``PAIRS``),
     seeded with the bias of its columns (``row_bias``: of its rows, ``bias`` at the first
     row), stored as int32 (``rounding`` None) or requantized to bytes (``_requantize``)."""
     vecs = nr // LANES
@@ -339,19 +410,22 @@ def _rows_ir(name: str, ext: str | None, avx2: bool, mr: int, nr: int,
     ov = f"<{LANES} x {et}>"
     size = 4 if rounding is None else 1
     acc = [(r, h) for r in range(mr) for h in range(vecs)]
+    quads = product == PAIRS
+    bv = "<32 x i8>" if quads else "<16 x i16>"  # one step of a column vector's weights
     step = []
     for h in range(vecs):
-        step += [f"  %b{h}.at = getelementptr inbounds <16 x i16>, ptr %bpanel.p, i64 {h}",
-                 f"  %b{h} = load <16 x i16>, ptr %b{h}.at, align 2"]
+        step += [f"  %b{h}.at = getelementptr inbounds {bv}, ptr %bpanel.p, i64 {h}",
+                 f"  %b{h} = load {bv}, ptr %b{h}.at, align {1 if quads else 2}"]
     for r in range(mr):
         step += [f"  %a{r}.at = getelementptr inbounds i32, ptr %apairs{r}, i64 %q",
                  f"  %a{r}.s = load i32, ptr %a{r}.at, align 4",
                  f"  %a{r}.i = insertelement {v} poison, i32 %a{r}.s, i64 0",
                  f"  %a{r}.v = shufflevector {v} %a{r}.i, {v} poison, {v} zeroinitializer",
-                 f"  %a{r} = bitcast {v} %a{r}.v to <16 x i16>"]
+                 f"  %a{r} = bitcast {v} %a{r}.v to {bv}"]
         for h in range(vecs):
-            step += ["  " + line
-                     for line in pair_product(f"%p{r}_{h}", f"%a{r}", f"%b{h}", avx2)]
+            lines = (quad_product(f"%p{r}_{h}", f"%a{r}", f"%b{h}") if quads
+                     else pair_product(f"%p{r}_{h}", f"%a{r}", f"%b{h}", avx2))
+            step += ["  " + line for line in lines]
             step.append(f"  %next{r}_{h} = add {v} %acc{r}_{h}, %p{r}_{h}")
     init = []
     for h in range(vecs):
@@ -396,6 +470,7 @@ def _rows_ir(name: str, ext: str | None, avx2: bool, mr: int, nr: int,
             crows += [f"  %apairs{r}.o = mul nuw nsw i64 %pairs, {r}",
                       f"  %apairs{r} = getelementptr inbounds i32, ptr %work, i64 %apairs{r}.o"]
     first = "packrow" if ext is not None else "rowsdone"
+    per = 4 if quads else 2  # k per step
     body = "\n".join
     return f"""
 define internal void @{name}(ptr noalias nocapture readonly %a, i64 %lda,
@@ -406,16 +481,14 @@ define internal void @{name}(ptr noalias nocapture readonly %a, i64 %lda,
 entry:
   %tile = alloca [{mr * nr} x {et}], align 32
 {body(_splats(rounding))}
-  %k.odd = and i64 %k, 1
-  %kfull = lshr i64 %k, 1
-  %pairs = add nuw nsw i64 %kfull, %k.odd
+  %k.up = add nuw nsw i64 %k, {per - 1}
+  %pairs = udiv i64 %k.up, {per}
   %n.up = add nuw nsw i64 %n, {nr - 1}
   %panels = udiv i64 %n.up, {nr}
-  %kpad = shl nuw nsw i64 %pairs, 1
+  %kpad = mul nuw nsw i64 %pairs, {per}
   %some.k = icmp sgt i64 %k, 0
-  %tail.odd = icmp ne i64 %k.odd, 0
   br label %{first}
-{"" if ext is None else _widen_ir(ext, mr)}
+{"" if ext is None else _copy_rows_ir(ext, mr, quads)}
 rowsdone:
 {body(crows)}
   br label %npanel
@@ -490,37 +563,45 @@ exit:
 """
 
 
-def _widen_ir(ext: str, mr: int) -> str:
-    """The blocks ``packrow..packtail`` of ``_rows_ir``: the ``mr`` rows of A widened (``ext``)
-    to int16 into the workspace, then on to ``rowsdone``."""
+def _copy_rows_ir(ext: str, mr: int, quads: bool) -> str:
+    """The blocks ``packrow..packtail`` of ``_rows_ir``: the ``mr`` rows of A into the
+    workspace, widened (``ext``) to int16, or for ``quads`` as uint8 codes (``ext`` "xor":
+    int8 codes plus 128), each padded with zeros to ``kpad``, then on to ``rowsdone``."""
+    et = "i8" if quads else "i16"
+    convert = (f"%x.w = {ext} i8 %x to i16" if not quads
+               else "%x.w = xor i8 %x, -128" if ext == "xor" else "%x.w = or i8 %x, 0")
     return f"""
-; A's rows widened to int16, row r at work[r * 2 * pairs] (a zero after an odd K)
+; A's rows into the workspace, row r at work[r * kpad] ({et}), zeros from k to kpad
 packrow:
   %r = phi i64 [ 0, %entry ], [ %r.next, %packtail ]
   %arow.o = mul nsw i64 %r, %lda
   %arow = getelementptr inbounds i8, ptr %a, i64 %arow.o
   %wrow.o = mul nuw nsw i64 %r, %kpad
-  %wrow = getelementptr inbounds i16, ptr %work, i64 %wrow.o
-  br i1 %some.k, label %packcode, label %packtail.check
+  %wrow = getelementptr inbounds {et}, ptr %work, i64 %wrow.o
+  br i1 %some.k, label %packcode, label %packpad.check
 
 packcode:
   %i = phi i64 [ 0, %packrow ], [ %i.next, %packcode ]
   %x.at = getelementptr inbounds i8, ptr %arow, i64 %i
   %x = load i8, ptr %x.at, align 1
-  %x16 = {ext} i8 %x to i16
-  %w.at = getelementptr inbounds i16, ptr %wrow, i64 %i
-  store i16 %x16, ptr %w.at, align 2
+  {convert}
+  %w.at = getelementptr inbounds {et}, ptr %wrow, i64 %i
+  store {et} %x.w, ptr %w.at, align 1
   %i.next = add nuw nsw i64 %i, 1
   %i.more = icmp slt i64 %i.next, %k
-  br i1 %i.more, label %packcode, label %packtail.check
+  br i1 %i.more, label %packcode, label %packpad.check
 
-packtail.check:
-  br i1 %tail.odd, label %packlast, label %packtail
+packpad.check:
+  %some.pad = icmp slt i64 %k, %kpad
+  br i1 %some.pad, label %packpad, label %packtail
 
-packlast:
-  %last.at = getelementptr inbounds i16, ptr %wrow, i64 %k
-  store i16 0, ptr %last.at, align 2
-  br label %packtail
+packpad:
+  %z = phi i64 [ %k, %packpad.check ], [ %z.next, %packpad ]
+  %z.at = getelementptr inbounds {et}, ptr %wrow, i64 %z
+  store {et} 0, ptr %z.at, align 1
+  %z.next = add nuw nsw i64 %z, 1
+  %z.more = icmp slt i64 %z.next, %kpad
+  br i1 %z.more, label %packpad, label %packtail
 
 packtail:
   %r.next = add nuw nsw i64 %r, 1
@@ -554,7 +635,8 @@ def _row_loop(label: str, first: str, last: str, mr: int, rows_fn: str, after: s
 
 
 def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR,
-              rounding: str | None = None, wide: bool = False, row_bias: bool = False) -> str:
+              rounding: str | None = None, wide: bool = False, row_bias: bool = False,
+              product: str = EXACT) -> str:
     """The GEMM ``name`` for int8 (``signed``) or uint8 activation codes, tile ``mr x nr``,
     with AVX2 or with SSE2 only (``wide``: for int16 activations, A [m, k] int16 4-byte
     aligned with an even row stride ``lda`` in int16 elements and an even ``k``, read in place
@@ -572,21 +654,35 @@ def kernel_ir(name: str, signed: bool, avx2: bool, mr: int = MR, nr: int = NR,
 
     ``row_bias`` (int32 C only): ``bias`` holds one int32 per row of C (``m`` of them) instead
     of the packed weights' per-column bias, the GEMM ``C = bias[:, None] + A x B`` of a
-    convolution whose activations are B (``pointwise.py``)."""
+    convolution whose activations are B (``pointwise.py``).
+
+    ``product`` ``PAIRS`` (AVX2, byte activations): the u8 x s8 pair instruction on weights
+    from ``pack_weights(..., product=PAIRS, signed=signed)``, whose pairs ``pairs_fit``; it
+    takes 4 k per step instead of 2 and is otherwise the same kernel."""
+    if product not in (EXACT, PAIRS):
+        raise BackendError(f"no GEMM product {product!r}; there are {EXACT!r} and {PAIRS!r}")
+    if product == PAIRS and (wide or not avx2):
+        raise BackendError(f"{PAIRS} needs AVX2 and byte activations")
     if row_bias and rounding is not None:
         raise BackendError("a GEMM seeded by rows stores int32 only")
     if nr % LANES or mr < 1:
         raise BackendError(f"the tile {mr}x{nr}: its width must be a multiple of {LANES}")
     if rounding is not None and rounding not in ROUNDINGS:
         raise BackendError(f"no requantizing GEMM for the rounding {rounding!r}")
-    ext = None if wide else "sext" if signed else "zext"
+    if product == PAIRS:
+        ext = "xor" if signed else "copy"
+    else:
+        ext = None if wide else "sext" if signed else "zext"
     fn, width = PMADDWD[avx2]
     tiles, single = f"{name}.rows{mr}", f"{name}.rows1"
-    helpers = _rows_ir(tiles, ext, avx2, mr, nr, rounding, row_bias)
+    helpers = _rows_ir(tiles, ext, avx2, mr, nr, rounding, row_bias, product)
     if mr > 1:
-        helpers += _rows_ir(single, ext, avx2, 1, nr, rounding, row_bias)
+        helpers += _rows_ir(single, ext, avx2, 1, nr, rounding, row_bias, product)
+    pairs = (f"declare <16 x i16> @{PMADDUBSW}(<32 x i8>, <32 x i8>)" if product == PAIRS
+             else "")
     return f"""
 declare <{LANES * width // 16} x i32> @{fn}(<{width} x i16>, <{width} x i16>)
+{pairs}
 {_DECLARATIONS[rounding]}
 {helpers}
 define void @{name}(ptr noalias nocapture readonly %a, i64 %lda, ptr noalias nocapture readonly
@@ -615,10 +711,11 @@ exit:
 """
 
 
-def workspace_bytes(k: int, mr: int = MR) -> int:
+def workspace_bytes(k: int, mr: int = MR, product: str = EXACT) -> int:
     """The workspace one call needs: a panel of ``mr`` rows of A widened to int16 (K made
-    even)."""
-    return max(1, (k + 1) // 2) * mr * 4
+    even), or for ``PAIRS`` as bytes (K made a multiple of 4)."""
+    per = 4 if product == PAIRS else 2
+    return max(1, -(-k // per)) * mr * 4
 
 
 _P = ctypes.c_void_p
@@ -634,20 +731,22 @@ def _call(fn: ctypes._CFuncPtr, _operands: tuple, *pointers_and_sizes) -> None:
 class Gemm:
     """The compiled GEMM for int8 or uint8 activation codes on one ``Jit``: int32 output, or
     with a ``rounding`` the requantizing one (int8/uint8 codes out); ``wide``: for int16
-    activations (int32 out, weights from ``pack_wide_weights``, an even K)."""
+    activations (int32 out, weights from ``pack_wide_weights``, an even K); ``product``
+    ``PAIRS``: the u8 x s8 pair instruction (weights packed for it)."""
 
     def __init__(self, jit: Jit, signed: bool, mr: int = MR, nr: int = NR,
-                 rounding: str | None = None, wide: bool = False):
+                 rounding: str | None = None, wide: bool = False, product: str = EXACT):
         if wide and rounding is not None:
             raise BackendError("the GEMM of int16 activations stores int32 only")
         self.jit = jit  # the machine code lives as long as its engine
         self.signed, self.mr, self.nr, self.rounding = signed, mr, nr, rounding
-        self.wide = wide
+        self.wide, self.product = wide, product
         source = "i16" if wide else "s8" if signed else "u8"
-        self.name = f"qc_gemm_{source}_{mr}x{nr}" + ("" if rounding is None else f"_{rounding}")
+        self.name = (f"qc_gemm_{source}_{product}_{mr}x{nr}"
+                     + ("" if rounding is None else f"_{rounding}"))
         avx2 = jit.target.has("avx2")
-        self.module = jit.add(kernel_ir(self.name, signed, avx2, mr, nr, rounding, wide),
-                              self.name)
+        self.module = jit.add(kernel_ir(self.name, signed, avx2, mr, nr, rounding, wide,
+                                        product=product), self.name)
         extra = () if rounding is None else (_P, _P, _P, _P, _P, _I64, _I64, _I64)
         self._fn = jit.function(self.name, None, _P, _I64, _P, _P, _P, _I64, _I64, _I64, _I64,
                                 _P, *extra)
@@ -676,6 +775,10 @@ class Gemm:
         if weights.data.shape[2] != self.nr:
             raise BackendError(f"{self.name}: weights packed for a tile width of "
                                f"{weights.data.shape[2]}, not {self.nr}")
+        packed = np.dtype(np.int8 if self.product == PAIRS else np.int16)
+        if weights.data.dtype != packed:
+            raise BackendError(f"{self.name}: weights packed as {weights.data.dtype}, not "
+                               f"{packed} (pack_weights(..., product={self.product!r}))")
         extra = self._requant_args(requant, weights.n)
         c_dtype = np.dtype(np.int32) if requant is None else requant.dtype
         size = c_dtype.itemsize
@@ -683,11 +786,12 @@ class Gemm:
                 or (out.size and (out.strides[1] != size or out.strides[0] % size))):
             raise BackendError(f"{self.name}: C must be [{m}, {weights.n}] {c_dtype} with "
                                f"contiguous rows, got {list(out.shape)} {out.dtype}")
+        need = workspace_bytes(weights.k, self.mr, self.product)
         if work is None:
-            work = np.empty(workspace_bytes(weights.k, self.mr), np.uint8)
-        if work.nbytes < workspace_bytes(weights.k, self.mr):
-            raise BackendError(f"{self.name}: the workspace needs "
-                               f"{workspace_bytes(weights.k, self.mr)} bytes, not {work.nbytes}")
+            work = np.empty(need, np.uint8)
+        if work.nbytes < need:
+            raise BackendError(f"{self.name}: the workspace needs {need} bytes, not "
+                               f"{work.nbytes}")
         return partial(_call, self._fn, (a, weights, out, work, requant), a.ctypes.data,
                        a.strides[0] // a.itemsize, weights.data.ctypes.data,
                        weights.bias.ctypes.data,

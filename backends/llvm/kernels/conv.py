@@ -7,15 +7,17 @@ own order; pads read as ``x_zero_point``), runs the exact int8 GEMM of ``gemm.py
 group's packed weights (centred by ``w_zero_point``, the bias in the accumulators' seed) into
 an int32 scratch tile ``[pixels, M/group]``, then the store (``store_ir``) requantizes each
 channel's pixels into y's NCHW rows. Products are 16-bit pair products summed in int32
-(``pmaddwd``), exact for any weights: the saturating u8*s8 pair instruction is never used (it
-buys nothing on this CPU, BENCHMARKS.md), and every layer's function says so in its name
-(``qc_int_conv_pmaddwd_*``, ``qc_int_conv_depthwise_i16_*``, ``qc_int_conv_pointwise_*``,
-``qc_int_conv_winograd_*``). A convolution with one input channel per group (depthwise) runs
-``depthwise.py``'s kernel; a 1x1 one with unit strides and no padding that
-``pointwise.applies`` to runs ``pointwise.py``'s (channels x pixels on the image as it lies:
-no transposed copy, a store that reads each channel's pixels contiguously); a 3x3 one with unit
-strides and dilations that ``winograd.applies`` to runs ``winograd.py``'s (16 products per 2x2
-outputs and input channel instead of 36).
+(``pmaddwd``), exact for any weights, or, where the layer's weights are proved never to let
+it saturate (``gemm.choose_product``: 7-bit ``reduce_range`` weights always are), the u8 x s8
+pair instruction (``pmaddubsw``, 4 k per step). Every layer's function says which kernel it
+runs in its name (``qc_int_conv_pmaddwd_*``, ``qc_int_conv_pmaddubsw_*``,
+``qc_int_conv_depthwise_i16_*``, ``qc_int_conv_pointwise_*``, ``qc_int_conv_winograd_*``).
+A convolution with one input channel per group (depthwise) runs ``depthwise.py``'s kernel;
+a 1x1 one with unit strides and no padding that ``pointwise.applies`` to runs
+``pointwise.py``'s (channels x pixels on the image as it lies: no transposed copy, a store
+that reads each channel's pixels contiguously); a 3x3 one with unit strides and dilations that
+``winograd.applies`` to runs ``winograd.py``'s (16 products per 2x2 outputs and input channel
+instead of 36).
 """
 
 from __future__ import annotations
@@ -486,7 +488,7 @@ item:
   %x.at = getelementptr inbounds i8, ptr %x, i64 %x.o
   call void @{name}.im2col(ptr %x.at, i64 %p0, i64 %count, ptr %cols)
   %w.o = mul nuw nsw i64 %g, {w_group}
-  %w.at = getelementptr inbounds i16, ptr %packed, i64 %w.o
+  %w.at = getelementptr inbounds i8, ptr %packed, i64 %w.o
   %b.o = mul nuw nsw i64 %g, {b_group}
   %b.at = getelementptr inbounds i32, ptr %bias, i64 %b.o
   call void @{gemm}(ptr %cols, i64 {k}, ptr %w.at, ptr %b.at, ptr %acc, i64 {mg},
@@ -550,8 +552,13 @@ def _gemm_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Call:
         g.group, mg)
     bias = None if o.bias is None else np.broadcast_to(o.bias.reshape(-1), (g.m,)).reshape(
         g.group, mg)
-    packs = [gemm.pack_weights(np.ascontiguousarray(w[i].T), None if w_zp is None else w_zp[i],
-                               None if bias is None else bias[i]) for i in range(g.group)]
+    codes = [np.ascontiguousarray(w[i].T) for i in range(g.group)]
+    zps = [None if w_zp is None else w_zp[i] for i in range(g.group)]
+    kind = gemm.choose_product([gemm.centre(c, zp) for c, zp in zip(codes, zps, strict=True)],
+                               ctx.avx2)
+    packs = [gemm.pack_weights(c, zp, None if bias is None else bias[i], product=kind,
+                               signed=o.x_signed)
+             for i, (c, zp) in enumerate(zip(codes, zps, strict=True))]
     packed = np.stack([p.data for p in packs])
     biases = np.stack([p.bias for p in packs])
     out = g.oh * g.ow
@@ -559,7 +566,7 @@ def _gemm_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Call:
     pixels = min(PIXELS, out)
     shape = (g, o.x_zp, o.x_signed, o.rescale.key, ctx.avx2, PIXELS)
 
-    product = shared_gemm(ctx, o.x_signed, None)
+    product = shared_gemm(ctx, o.x_signed, None, kind)
 
     def ir(name: str) -> str:
         return _GEMM_CONV.format(
@@ -567,14 +574,14 @@ def _gemm_call(node: Node, ctx: Context, g: Geometry, o: ConvOperands) -> Call:
             im2col=_im2col_ir(f"{name}.im2col", g, cg, o.x_zp),
             store=store_ir(f"{name}.store", o.rescale, mg, 1, out),
             name=name, per_image=g.group * panels, panels=panels, pixels=PIXELS, out=out,
-            x_image=g.c * g.h * g.w, x_group=cg * g.h * g.w, w_group=packed[0].size,
+            x_image=g.c * g.h * g.w, x_group=cg * g.h * g.w, w_group=packed[0].nbytes,
             b_group=biases.shape[1], k=k, mg=mg, y_image=g.m * out)
 
-    fn = ctx.function("int_conv_pmaddwd", shape, ir, needs=(product,))
+    fn = ctx.function(f"int_conv_{kind}", shape, ir, needs=(product,))
     y = node.outputs[0].name
     args = (Buffer(node.inputs[0].name), Buffer(y), Buffer(o.residual or y), Const(packed),
             Const(biases), *(Const(c) for c in o.rescale.consts), Scratch(pixels * k),
-            Scratch(pixels * mg * 4), Scratch(gemm.workspace_bytes(k)))
+            Scratch(pixels * mg * 4), Scratch(gemm.workspace_bytes(k, product=kind)))
     return Call(fn, args, items=g.n * g.group * panels)
 
 

@@ -5,7 +5,9 @@ A of rank 2 or batched ``[..., M, K]`` (or 1-D ``[K]``) is read as ``rows x K`` 
 shares the weight); the weights are centred by ``b_zero_point``, packed and the bias (with the
 ``a_zero_point`` term, ``pack_weights``) padded once, at compile time; the multipliers become the
 store's per-column constants (``gemm.requantization``). Every product is a 16-bit pair product
-summed in int32 (``pmaddwd``), exact: the saturating u8*s8 pair instruction is never used.
+summed in int32 (``pmaddwd``), exact, unless the weights are proved never to let the u8 x s8
+pair instruction saturate (``gemm.choose_product``): then it runs that (``pmaddubsw``). The
+function's name records which (``qc_int_matmul_pmaddwd_*`` or ``qc_int_matmul_pmaddubsw_*``).
 """
 
 from __future__ import annotations
@@ -71,12 +73,14 @@ def constant(value: Value | None, what: str) -> np.ndarray | None:
     return np.asarray(value.data)
 
 
-def shared_gemm(ctx: Context, signed: bool, rounding: str | None) -> Function:
+def shared_gemm(ctx: Context, signed: bool, rounding: str | None,
+                product: str = gemm.EXACT) -> Function:
     """The GEMM (``gemm.kernel_ir``) for int8 (``signed``) or uint8 codes, int32 out or
-    requantized by ``rounding``: one function per program that every layer calls."""
-    key = (signed, ctx.avx2, rounding)
-    return ctx.function("gemm", key, lambda name: gemm.kernel_ir(name, signed, ctx.avx2,
-                                                                 rounding=rounding))
+    requantized by ``rounding``, by ``product``: one function per program that every layer
+    calls."""
+    key = (signed, ctx.avx2, rounding, product)
+    return ctx.function(f"gemm_{product}", key, lambda name: gemm.kernel_ir(
+        name, signed, ctx.avx2, rounding=rounding, product=product))
 
 
 @emitter("IntMatMul")
@@ -98,15 +102,18 @@ def int_matmul(node: Node, ctx: Context) -> list[Call]:
     if k == 0:
         raise NotNative("an empty inner dimension (K = 0)")
     at = attrs(node)
-    weights = gemm.pack_weights(np.asarray(b.data), consts["b_zero_point"], consts["bias"],
-                                a_zero_point=consts["a_zero_point"])
+    signed = a.dtype.np == np.int8
+    codes = np.asarray(b.data)
+    kind = gemm.choose_product([gemm.centre(codes, consts["b_zero_point"])], ctx.avx2)
+    weights = gemm.pack_weights(codes, consts["b_zero_point"], consts["bias"],
+                                a_zero_point=consts["a_zero_point"], product=kind,
+                                signed=signed)
     requant = gemm.requantization(consts["multiplier"], consts["y_zero_point"], at["qmin"],
                                   at["qmax"], at["rounding"], n=n)
-    signed = a.dtype.np == np.int8
     shape = (signed, ctx.avx2, requant.rounding, rows, k, n, requant.low, requant.high,
              requant.zp)
 
-    product = shared_gemm(ctx, signed, requant.rounding)
+    product = shared_gemm(ctx, signed, requant.rounding, kind)
 
     def ir(name: str) -> str:
         return _FUNCTION.format(
@@ -114,9 +121,9 @@ def int_matmul(node: Node, ctx: Context) -> list[Call]:
             name=name, panel=ROWS, rows=rows, k=k, n=n, low=requant.low, high=requant.high,
             zp=requant.zp)
 
-    fn = ctx.function("int_matmul_pmaddwd", shape, ir, needs=(product,))
+    fn = ctx.function(f"int_matmul_{kind}", shape, ir, needs=(product,))
     args = (Buffer(a.name), Buffer(y.name), Const(weights.data), Const(weights.bias),
             *(Const(c) for c in (requant.mult, requant.shift, requant.half, requant.acc_low,
                                  requant.acc_high)),
-            Scratch(gemm.workspace_bytes(k)))
+            Scratch(gemm.workspace_bytes(k, product=kind)))
     return [Call(fn, args, items=-(-rows // ROWS))]
