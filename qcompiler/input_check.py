@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,10 @@ class InputSpec:
         return {"name": self.name, "dtype": self.dtype, "numpy_dtype": self.numpy_dtype,
                 "shape": list(self.shape)}
 
+    @cached_property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.numpy_dtype)
+
 
 def check_feeds(specs: list[InputSpec], feeds: Any,
                 errors: Mapping[str, type[Exception]] | None = None) -> list[np.ndarray]:
@@ -55,21 +60,23 @@ def check_feeds(specs: list[InputSpec], feeds: Any,
     def expected() -> str:  # only an error needs it: keep Executable.run's checks cheap
         return ", ".join(f"{s.name} ({s.describe()})" for s in specs) or "none"
 
-    if not isinstance(feeds, Mapping):
+    if not isinstance(feeds, dict) and not isinstance(feeds, Mapping):
         raise fail("feeds", f"the inputs must be a mapping from input name to array, got "
                             f"{type(feeds).__name__}; the model's inputs are: {expected()}")
-    known = {s.name for s in specs}
-    unknown = [name for name in feeds if name not in known]
-    if unknown:
-        raise fail("unknown", f"unknown input(s) {', '.join(map(repr, unknown))}; the "
-                              f"model's inputs are: {expected()}")
+    # as many feeds as inputs, each input's name among them: no name is unknown
+    if len(feeds) != len(specs) or not all(s.name in feeds for s in specs):
+        known = {s.name for s in specs}
+        unknown = [name for name in feeds if name not in known]
+        if unknown:
+            raise fail("unknown", f"unknown input(s) {', '.join(map(repr, unknown))}; the "
+                                  f"model's inputs are: {expected()}")
     arrays: list[np.ndarray] = []
     bound: dict[str, tuple[int, str]] = {}
     for spec in specs:
         if spec.name not in feeds:
             raise fail("missing", f"input {spec.name!r} ({spec.describe()}) is missing")
         array = _as_array(spec, feeds[spec.name], fail)
-        if array.dtype != np.dtype(spec.numpy_dtype):
+        if array.dtype != spec.np_dtype:
             raise fail("dtype", f"input {spec.name!r} must be {spec.dtype} "
                                 f"({spec.numpy_dtype}), got {array.dtype.name}")
         problem = _shape_problem(spec, array.shape, bound)
@@ -101,12 +108,14 @@ def _shape_problem(spec: InputSpec, shape: tuple[int, ...],
     if len(shape) != len(spec.shape):
         return (f"input {spec.name!r} must have rank {len(spec.shape)} ({spec.describe()}), "
                 f"got shape {list(shape)}")
-    for axis, (want, got) in enumerate(zip(spec.shape, shape)):
+    for axis, want in enumerate(spec.shape):
+        got = shape[axis]
+        if want == got:  # a fixed size that agrees (a symbol, a str, never equals an int)
+            continue
         if isinstance(want, int):
-            if want != got:
-                return (f"input {spec.name!r} must have shape {spec.describe()}, got "
-                        f"{list(shape)} (dimension {axis} is {got}, not {want})")
-        elif want != "?":
+            return (f"input {spec.name!r} must have shape {spec.describe()}, got "
+                    f"{list(shape)} (dimension {axis} is {got}, not {want})")
+        if want != "?":
             if want in bound and bound[want][0] != got:
                 size, where = bound[want]
                 return (f"input {spec.name!r} has {want}={got} in dimension {axis}, but {where} "

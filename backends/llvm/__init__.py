@@ -75,7 +75,7 @@ class LlvmExecutable(Executable):
         return next(reversed(self._programs.values())).fallbacks
 
     def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return self.program(tuple(tuple(a.shape) for a in arrays)).run(arrays)
+        return self.program(tuple([a.shape for a in arrays])).run(arrays)
 
 
 def bound(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> Graph:
