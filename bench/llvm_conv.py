@@ -15,8 +15,8 @@ multiply-adds, can exceed the peak; ``pointwise``: a 1x1 stride-1 layer as chann
 (Winograd's channel threshold moved, or the pointwise kernel's test replaced, for that
 compile), so the table shows the choice the emitter makes against the one it does not.
 ``--weights reduce_range`` draws 7-bit weights ([-64, 63], as ``QuantConfig(reduce_range=True)``
-gives): their pairs always fit the u8 x s8 pair instruction, so the GEMM path runs it
-(``pmaddubsw``).
+gives with symmetric weights, the default): their pairs always fit the u8 x s8 pair
+instruction, so the GEMM path runs it (``pmaddubsw``).
 """
 
 from __future__ import annotations

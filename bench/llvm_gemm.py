@@ -13,7 +13,7 @@ The requantizing GEMM (IntMatMul's codes in one call: per-column rescale, zero p
 in the tile store) is timed on the same operands in both roundings, next to the int32 output:
 the difference is what the fused epilogue costs. The pair GEMM (``gemm.PAIRS``: the u8 x s8
 pair instruction, which the compiler picks for a layer whose weights ``pairs_fit``, as
-``reduce_range`` weights in [-64, 63] always do) is timed on such weights, against the
+symmetric ``reduce_range`` weights in [-64, 63] always do) is timed on such weights, against the
 saturating peak and against the exact GEMM on the same operands.
 """
 

@@ -18,9 +18,14 @@ Printed: per model and thread count, the median latency of each contender (timed
 every round runs each contender once, in a shuffled order, so load from other work hits all
 alike), the ratios llvm time / each onnxruntime time, the runs' spread, and whether the llvm
 outputs equal the numpy backend's bit for bit; the accuracy on the demo's 541 test images;
-quantize and compile times; the cold quantize + compile of the ResNet-50-sized model and
-``qc.load`` of a saved ``.qcx`` (twice), each in a fresh process; and the nodes that still run
-their numpy kernel (``exe.fallbacks()``): while there are any, the llvm times measure them too.
+quantize and compile times; each model quantized with ``reduce_range=True`` (7-bit symmetric
+weights, on which the compiler proves the u8 x s8 pair instruction safe for every GEMM-path
+layer)
+against the default one, interleaved with onnxruntime's exact mode at one thread, with the
+number of calls that run the pair instruction; the cold quantize + compile of the
+ResNet-50-sized model and ``qc.load`` of a saved ``.qcx`` (twice), each in a fresh process;
+and the nodes that still run their numpy kernel (``exe.fallbacks()``): while there are any,
+the llvm times measure them too.
 Compiled code is cached in folders of the run's own (``QCOMPILER_CACHE_DIR``), empty at the
 start: compiles are cold, the first load compiles, the second may reuse what the first cached.
 Compare ratios measured in one run, not absolute times across runs.
@@ -239,7 +244,8 @@ def kernel_kinds(exe: Any, feeds: dict[str, np.ndarray]) -> Counter:
 
 def reduce_range_speed(case: str, model: Model, batch: int, seconds: float) -> None:
     """One table row: the llvm executable of ``model`` quantized with ``reduce_range=True``
-    (7-bit weights: every GEMM-path layer's pairs fit the u8 x s8 pair instruction) against
+    (7-bit symmetric weights: every GEMM-path layer's pairs fit the u8 x s8 pair instruction)
+    against
     the default one, timed interleaved with onnxruntime's exact-mode int8 on one thread."""
     feeds = {model.input: model.images[:batch]}
     narrow_graph = model.quantize(qc.QuantConfig(reduce_range=True))

@@ -63,8 +63,10 @@ def check_feeds(specs: list[InputSpec], feeds: Any,
     if not isinstance(feeds, dict) and not isinstance(feeds, Mapping):
         raise fail("feeds", f"the inputs must be a mapping from input name to array, got "
                             f"{type(feeds).__name__}; the model's inputs are: {expected()}")
-    # as many feeds as inputs, each input's name among them: no name is unknown
-    if len(feeds) != len(specs) or not all(s.name in feeds for s in specs):
+    # a dict with as many feeds as inputs, each input's name among them: no name is unknown
+    # (another Mapping's ``in`` need not agree with its keys: scanned always)
+    if (type(feeds) is not dict or len(feeds) != len(specs)
+            or not all(s.name in feeds for s in specs)):
         known = {s.name for s in specs}
         unknown = [name for name in feeds if name not in known]
         if unknown:

@@ -38,9 +38,16 @@ def pair_safe_codes(rng, dtype, rows: int, k: int, zero_point: str):
     centred = np.stack([first, second], axis=2).reshape(rows, 2 * pairs)[:, :k]
     if dtype == np.int8 and zero_point == "none":
         return centred.astype(np.int8), None
-    offset = 128 if dtype == np.uint8 else 0  # int8 codes with a zero point of 0
-    zp = np.full((rows,) if zero_point == "per channel" else (), offset, dtype)
-    return (centred + offset).astype(dtype), zp
+    # a zero point that keeps every code of its rows within the dtype: drawn from what the
+    # rows allow (uint8: from 128 up; int8: about 0, often only 0 for rows at the limits)
+    info = np.iinfo(dtype)
+    low = np.maximum(int(info.min) - centred.min(axis=1), int(info.min))
+    high = np.minimum(int(info.max) - centred.max(axis=1), int(info.max))
+    if zero_point != "per channel":  # one for all rows (uint8 codes always have one)
+        low, high = np.full(1, low.max()), np.full(1, high.min())
+    zp = rng.integers(low, high + 1).astype(dtype)
+    zp = zp.reshape(()) if zero_point != "per channel" else zp
+    return (centred + np.asarray(zp, np.int64).reshape(-1, 1)).astype(dtype), zp
 
 
 def assert_native_exact(graph: Graph, feeds: Iterable[Mapping[str, np.ndarray]], *,

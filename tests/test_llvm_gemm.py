@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -365,7 +366,8 @@ def test_pairs_fit_is_exactly_where_the_instruction_does_not_saturate():
     values = np.arange(-128, 128)
     w = np.stack(np.meshgrid(values, values, indexing="ij")).reshape(2, -1)  # [2, 65536]
     a = np.array([[255, 255], [255, 0], [0, 255]], np.uint8)
-    packed = gemm._pack(w.astype(np.int8), np.zeros(w.shape[1], np.int64), gemm.NR, 4)
+    packed = replace(gemm._pack(w.astype(np.int8), np.zeros(w.shape[1], np.int64), gemm.NR, 4),
+                     product=gemm.PAIRS, signed=False)  # pack_weights would refuse most
     got = gemm.Gemm(Jit(host()), signed=False, product=gemm.PAIRS)(a, packed)
     exact = (got == a.astype(np.int64) @ w).all(axis=0)
     fits = np.array([gemm.pairs_fit(w[:, j:j + 1]) for j in range(w.shape[1])])
@@ -375,6 +377,10 @@ def test_pairs_fit_is_exactly_where_the_instruction_does_not_saturate():
     assert gemm.pairs_fit(np.array([[-128], [0]])) and not gemm.pairs_fit(np.array([[-65], [-64]]))
     with pytest.raises(BackendError, match="saturate"):
         gemm.pack_weights(np.array([[65], [64]], np.int8), product=gemm.PAIRS)
+    assert not gemm.pairs_fit(np.array([[128], [0]]))  # centred past int8: no int8 weight
+    assert not gemm.pairs_fit(np.array([[-129], [0]]))
+    with pytest.raises(BackendError, match="saturate"):  # 255 - 127 = 128
+        gemm.pack_weights(np.array([[255], [0]], np.uint8), np.uint8(127), product=gemm.PAIRS)
     safe, unsafe = np.array([[64], [64]]), np.array([[65], [64]])
     assert gemm.choose_product([safe, safe], True) == gemm.PAIRS
     assert gemm.choose_product([safe, unsafe], True) == gemm.EXACT  # every group must fit
@@ -396,6 +402,8 @@ def test_the_pair_gemm_reads_only_a_and_refuses_other_weights(pair_kernels):
     np.testing.assert_array_equal(got, reference(a, b))
     with pytest.raises(BackendError, match="packed as int16"):
         kernel.bind(a, gemm.pack_weights(b), np.empty((m, n), np.int32))
+    with pytest.raises(BackendError, match="for uint8 activations"):  # its bias lacks the flip
+        kernel.bind(a, gemm.pack_weights(b, product=gemm.PAIRS), np.empty((m, n), np.int32))
     del a, raw
     region.close()
 
@@ -592,3 +600,22 @@ def test_every_accumulator_of_a_ramp_is_requantized_as_int_matmul_does(fused, ro
             want = int_matmul(a, b, np.array(multiplier), y_zp, ramp, rounding=rounding,
                               qmin=qmin, qmax=qmax)
             np.testing.assert_array_equal(got, want, err_msg=f"M = {multiplier}")
+
+
+@needs_avx2
+@pytest.mark.parametrize("k", [5, 6])
+def test_every_pair_of_every_column_is_checked(k):
+    """One pair past the bound, in the last column and a pair after the first, makes the layer
+    exact again; the odd last row pairs with a zero. With that pair fixed, the layer takes
+    the pair instruction and its product is the exact one."""
+    rng = np.random.default_rng(k)
+    w = rng.integers(-64, 64, (k, 3)).astype(np.int8)
+    assert gemm.choose_product([w], True) == gemm.PAIRS
+    bad = w.copy()
+    bad[2:4, 2] = (-65, -64)  # pair 1 of column 2
+    assert gemm.choose_product([bad], True) == gemm.EXACT
+    assert gemm.choose_product([w, bad], True) == gemm.EXACT
+    a = rng.integers(0, 256, (7, k)).astype(np.uint8)
+    got = gemm.Gemm(Jit(host()), False, product=gemm.PAIRS)(a, gemm.pack_weights(
+        w, product=gemm.PAIRS))
+    np.testing.assert_array_equal(got, reference(a, w))

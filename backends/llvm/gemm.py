@@ -8,7 +8,8 @@ centred weights (``b - b_zero_point``, within [-255, 255]), so every pair sum is
 u8 x s8 pair instruction (``pmaddubsw``, ``PAIRS``) saturates its int16 pair sums, so it runs
 only for a layer whose weights are proved, at compile time, never to let it saturate
 (``pairs_fit``: in every pair of weights the positive ones sum to at most 128 and the negative
-ones to at least -128, as 7-bit ``reduce_range`` weights always do; ``choose_product``
+ones to at least -128, as 7-bit symmetric ``reduce_range`` weights always do, the default
+``weight_symmetric``; asymmetric ones, centred, need not); ``choose_product``
 decides per layer, and the layer's function name records it): int8 activations reach it as
 uint8 codes plus 128 (the ``128 * sum w`` comes off the bias), and ``pmaddwd`` by ones adds
 its pair sums in int32. Where it applies it does 4 k per step instead of 2.
@@ -20,11 +21,15 @@ k-pair ``p``, ``NR`` interleaved pairs ``(b[2p, n], b[2p+1, n])``: one step of t
 loads ``2 * NR`` contiguous int16. The bias, padded the same way, seeds the accumulators, so
 the result is IntMatMul's accumulator with the ``a_zero_point`` term folded into the bias as
 the lowering does for a constant ``b`` (folding the weight zero point into the packed weights
-is exact and makes the ``b_zero_point * rowsum(A)`` term vanish).
+is exact and makes the ``b_zero_point * rowsum(A)`` term vanish). For ``PAIRS`` the centred
+weights stay int8, padded to a multiple of 4 in K, and a step holds ``NR`` interleaved quads
+``b[4q..4q+3, n]`` (the same ``4 * NR`` bytes); the packed weights record their product and
+the activations' signedness they were packed for, which ``Gemm.bind`` checks.
 
 Kernel. For each panel of ``MR`` rows of A, the rows are first widened to int16 into a
-caller-given workspace (sign- or zero-extended codes, one zero after an odd K; a contiguous
-loop that LLVM vectorises; the kernel never reads outside A). Then for each column panel a
+caller-given workspace (sign- or zero-extended codes, one zero after an odd K; for ``PAIRS``
+bytes, int8 codes plus 128, zeros up to a multiple of 4; a contiguous loop that LLVM
+vectorises; the kernel never reads outside A). Then for each column panel a
 register tile of ``MR x NR`` int32 accumulators (``MR * NR / 8`` vectors of 8), seeded with the
 bias, runs over the k-pairs: one 32-bit broadcast of a row's pair, one 16-bit multiply with
 pair sums, one add per vector. The pair product is ``pmaddwd``: the AVX2 intrinsic (ymm) when
@@ -78,6 +83,8 @@ class PackedWeights:
     bias: np.ndarray
     k: int
     n: int
+    product: str = EXACT
+    signed: bool | None = None  # for PAIRS: the activations' signedness the bias assumes
 
 
 def centre(b: np.ndarray, b_zero_point=None) -> np.ndarray:
@@ -143,7 +150,11 @@ def pack_weights(b: np.ndarray, b_zero_point=None, bias=None, nr: int = NR,
                            f"+-{PAIR_LIMIT} (pairs_fit)")
     if signed:
         full_bias -= 128 * centred.sum(axis=0, dtype=np.int64)
-    return _pack(centred.astype(np.int8), full_bias, nr, 4)
+    codes = centred.astype(np.int8)
+    if not np.array_equal(codes, centred):  # pairs_fit checked the range: never here
+        raise BackendError(f"{PAIRS}: centred weights outside int8")
+    packed = _pack(codes, full_bias, nr, 4)
+    return PackedWeights(packed.data, packed.bias, packed.k, packed.n, PAIRS, signed)
 
 
 def pack_wide_weights(b: np.ndarray, nr: int = NR) -> PackedWeights:
@@ -776,9 +787,15 @@ class Gemm:
             raise BackendError(f"{self.name}: weights packed for a tile width of "
                                f"{weights.data.shape[2]}, not {self.nr}")
         packed = np.dtype(np.int8 if self.product == PAIRS else np.int16)
-        if weights.data.dtype != packed:
-            raise BackendError(f"{self.name}: weights packed as {weights.data.dtype}, not "
-                               f"{packed} (pack_weights(..., product={self.product!r}))")
+        if weights.data.dtype != packed or weights.product != self.product:
+            raise BackendError(f"{self.name}: weights packed as {weights.data.dtype} for "
+                               f"{weights.product}, not {packed} for {self.product} "
+                               f"(pack_weights(..., product={self.product!r}))")
+        if self.product == PAIRS and weights.signed != self.signed:
+            raise BackendError(f"{self.name}: weights packed for "
+                               f"{'int8' if weights.signed else 'uint8'} activations, not "
+                               f"{'int8' if self.signed else 'uint8'} (pack_weights(..., "
+                               f"signed={self.signed}))")
         extra = self._requant_args(requant, weights.n)
         c_dtype = np.dtype(np.int32) if requant is None else requant.dtype
         size = c_dtype.itemsize

@@ -8,9 +8,9 @@ group's packed weights (centred by ``w_zero_point``, the bias in the accumulator
 an int32 scratch tile ``[pixels, M/group]``, then the store (``store_ir``) requantizes each
 channel's pixels into y's NCHW rows. Products are 16-bit pair products summed in int32
 (``pmaddwd``), exact for any weights, or, where the layer's weights are proved never to let
-it saturate (``gemm.choose_product``: 7-bit ``reduce_range`` weights always are), the u8 x s8
-pair instruction (``pmaddubsw``, 4 k per step). Every layer's function says which kernel it
-runs in its name (``qc_int_conv_pmaddwd_*``, ``qc_int_conv_pmaddubsw_*``,
+it saturate (``gemm.choose_product``: 7-bit symmetric ``reduce_range`` weights always are),
+the u8 x s8 pair instruction (``pmaddubsw``, 4 k per step). Every layer's function says which
+kernel it runs in its name (``qc_int_conv_pmaddwd_*``, ``qc_int_conv_pmaddubsw_*``,
 ``qc_int_conv_depthwise_i16_*``, ``qc_int_conv_pointwise_*``, ``qc_int_conv_winograd_*``).
 A convolution with one input channel per group (depthwise) runs ``depthwise.py``'s kernel;
 a 1x1 one with unit strides and no padding that ``pointwise.applies`` to runs
