@@ -235,11 +235,10 @@ def digits_accuracy(model: Model) -> None:
 
 
 def kernel_kinds(exe: Any, feeds: dict[str, np.ndarray]) -> Counter:
-    """How many calls of each kernel kind (``qc_int_conv_pmaddubsw``...) the program for these
-    feeds makes: the per-layer decisions the compiler recorded in the function names."""
-    program = exe.program(tuple(tuple(feeds[spec.name].shape) for spec in exe.inputs))
-    return Counter(call.function.name.rsplit("_", 1)[0] for segment in program.segments
-                   for _, call in segment.calls)
+    """How many calls of each kernel (``qc_int_conv_pmaddubsw``...) the program for these
+    feeds makes (``exe.kernels``): the per-layer decisions the compiler made."""
+    shapes = tuple(tuple(feeds[spec.name].shape) for spec in exe.inputs)
+    return Counter(name for names in exe.kernels(shapes).values() for name in names)
 
 
 def reduce_range_speed(case: str, model: Model, batch: int, seconds: float) -> None:

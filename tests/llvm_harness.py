@@ -84,9 +84,8 @@ def assert_native_exact(graph: Graph, feeds: Iterable[Mapping[str, np.ndarray]],
                 assert not slow, f"ran through numpy: {dict(slow)}"
                 programs[key] = program
                 if functions is not None and target == "host" and count == 1:
-                    functions.update(call.function.name.rsplit("_", 1)[0]
-                                     for segment in program.segments
-                                     for _, call in segment.calls)
+                    functions.update(name for names in program.kernels.values()
+                                     for name in names)
             got = programs[key].run(arrays)
             for value, array in zip(graph.outputs, got, strict=True):
                 want = expected[value.name]

@@ -26,6 +26,7 @@ from qcompiler.backends.llvm.runtime import Program
 from qcompiler.backends.llvm.target import host
 
 import qcompiler as qc
+from qcompiler.errors import BackendError
 from qcompiler.graph import Graph
 from qcompiler.types import TensorType
 
@@ -482,8 +483,10 @@ def test_a_3d_convolution_runs_through_numpy_with_the_reason():
     g = _single_conv((1, 2, 4, 4, 4), (3, 2, 1, 1, 1))
     program = Program(bound(g, ((1, 2, 4, 4, 4),)))
     reasons = [f.reason for f in program.fallbacks]
+    kernels_ = program.kernels
     program.close()
     assert len(reasons) == 1 and "3-D" in reasons[0]
+    assert list(kernels_.values()) == [["numpy"]]
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -519,4 +522,16 @@ def test_a_reduce_range_model_runs_the_pair_instruction_on_its_products():
     pairs = 2 if host().has("avx2") else 0
     assert kinds[True]["qc_int_matmul_pmaddubsw"] == pairs
     assert kinds[True]["qc_int_matmul_pmaddwd"] == 2 - pairs
+    # what a user sees: exe.kernels(), per node, for the shapes compiled last
+    exe = qc.compile(lowered, backend="llvm")  # (full-range weights: the last one lowered)
+    with pytest.raises(BackendError, match="nothing compiled yet"):
+        exe.kernels()
+    exe.run({lowered.inputs[0].name: feed_x})
+    ops = {node.name: node.op for node in lowered.nodes}
+    by_node = exe.kernels()
+    assert list(by_node) == list(ops)
+    assert [by_node[n] for n, op in ops.items() if op == "IntMatMul"] == [
+        ["qc_int_matmul_pmaddwd"]] * 2
+    assert all(by_node[n] == [] for n, op in ops.items() if op in ("Flatten", "Reshape"))
+    assert exe.kernels(((1, *feed_x.shape[1:]),)) == by_node  # another shape set, same choice
     assert not any(name.endswith("pmaddubsw") for name in kinds[False]), kinds[False]

@@ -167,6 +167,22 @@ class Program:
     def fallbacks(self) -> list[Fallback]:
         return [s for s in self.steps if isinstance(s, Fallback)]
 
+    @property
+    def kernels(self) -> dict[str, list[str]]:
+        """Per node (by name, in node order) the kernels its native calls run: each function's
+        name without its signature hash (``qc_int_conv_pmaddubsw``: the per-layer decisions
+        the emitters made); none for a node that needs no code (a reshape), ``["numpy"]`` for
+        one run by its numpy kernel."""
+        kernels: dict[str, list[str]] = {node.name: [] for node in self.graph.nodes}
+        for step in self.steps:
+            if isinstance(step, Fallback):
+                kernels[step.node.name] = ["numpy"]
+                continue
+            for index, call in step.calls:
+                kernels[self.graph.nodes[index].name].append(
+                    call.function.name.rsplit("_", 1)[0])
+        return kernels
+
     def _emit(self) -> None:
         self.aliases: dict[str, str] = {}  # value -> the value whose bytes it is
         for step, node in enumerate(self.graph.nodes):
