@@ -68,22 +68,22 @@ class LlvmExecutable(Executable):
     def fallbacks(self, shapes: tuple[tuple[int, ...], ...] | None = None) -> list[Fallback]:
         """The nodes that run their numpy kernel, with the reason (for ``shapes``, or the
         shape set compiled last)."""
-        if shapes is not None:
-            return self.program(shapes).fallbacks
-        if not self._programs:
-            raise BackendError("nothing compiled yet: run the model once or give the shapes")
-        return next(reversed(self._programs.values())).fallbacks
+        return self._compiled(shapes).fallbacks
 
     def kernels(self, shapes: tuple[tuple[int, ...], ...] | None = None) -> dict[str, list[str]]:
         """Per node, the kernels it runs (``Program.kernels``: ``qc_int_conv_pmaddwd``,
         ``qc_int_conv_pmaddubsw``, ``qc_int_conv_winograd``, ``numpy``...), for ``shapes`` or
         the shape set compiled last: where the compiler chose the u8 x s8 pair instruction, a
         Winograd or a pointwise kernel, and which nodes fell back to numpy."""
+        return self._compiled(shapes).kernels
+
+    def _compiled(self, shapes: tuple[tuple[int, ...], ...] | None) -> Program:
+        """The program for ``shapes``, or the one compiled last."""
         if shapes is not None:
-            return self.program(shapes).kernels
+            return self.program(shapes)
         if not self._programs:
             raise BackendError("nothing compiled yet: run the model once or give the shapes")
-        return next(reversed(self._programs.values())).kernels
+        return next(reversed(self._programs.values()))
 
     def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return self.program(tuple([a.shape for a in arrays])).run(arrays)
